@@ -1,0 +1,70 @@
+// Command symbi is the MCP security gateway: `symbi mcp` serves MCP over stdio,
+// `symbi serve` over streamable HTTP, SSE and WebSocket; the other subcommands manage
+// configuration, SchemaPin keys and pins, policies and the audit trail.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// command is one subcommand: args exclude the subcommand's own name.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"mcp":     {"serve MCP over stdio (stdout carries only protocol)", runMCP},
+		"serve":   {"serve MCP over streamable HTTP (/mcp), SSE (/sse) and WebSocket (/ws)", runServe},
+		"config":  {"validate|show a configuration file", runConfig},
+		"version": {"print the version", runVersion},
+	}
+}
+
+// run is the whole CLI, testable: it returns the exit code (0 ok, 1 a negative
+// result, 2 usage or configuration error).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "symbi: unknown command %q\n\n", args[0])
+		usage(stderr, cmds)
+		return 2
+	}
+	return c.run(ctx, args[1:], stdout, stderr)
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	fmt.Fprintln(w, "usage: symbi <command> [flags]")
+	fmt.Fprintln(w)
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'symbi <command> -h' for a command's flags.")
+}

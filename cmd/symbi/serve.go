@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/internal/config"
+)
+
+var version = "dev"
+
+func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fmt.Fprintf(stdout, "symbi %s\n", version)
+	return 0
+}
+
+// commonFlags are the flags of mcp and serve.
+type commonFlags struct {
+	config   string
+	logLevel string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", "", "configuration file (TOML); none: built-in defaults, no upstreams")
+	fs.StringVar(&c.logLevel, "log-level", envOr("SYMBI_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("parse log level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// loadConfig reads the file, or returns the built-in default when path is "".
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+// app is a configured gateway with everything it needs, ready to serve.
+type app struct {
+	cfg *config.Config
+	log *slog.Logger
+	gw  *gateway.Gateway
+}
+
+func setup(ctx context.Context, name string, args []string, stderr io.Writer) (*app, *flag.FlagSet, int) {
+	fs := flag.NewFlagSet("symbi "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf commonFlags
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "symbi %s: unexpected arguments %q\n", name, fs.Args())
+		return nil, fs, 2
+	}
+	log, err := newLogger(stderr, cf.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi %s: %v\n", name, err)
+		return nil, fs, 2
+	}
+	cfg, err := loadConfig(cf.config)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi %s: %v\n", name, err)
+		return nil, fs, 2
+	}
+	if err := os.MkdirAll(cfg.Server.DataDir, 0o700); err != nil {
+		fmt.Fprintf(stderr, "symbi %s: create data dir: %v\n", name, err)
+		return nil, fs, 2
+	}
+	gw, err := buildGateway(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi %s: %v\n", name, err)
+		return nil, fs, 2
+	}
+	return &app{cfg: cfg, log: log, gw: gw}, fs, 0
+}
+
+// buildGateway translates the configuration into the gateway's options.
+func buildGateway(cfg *config.Config, log *slog.Logger) (*gateway.Gateway, error) {
+	opts := &gateway.Options{
+		Version:         version,
+		Logger:          log,
+		MaxMessageBytes: int(cfg.Server.MaxMessageBytes),
+		Tokens:          map[string]string{},
+	}
+	for _, t := range cfg.Server.Tokens {
+		opts.Tokens[t.Token] = t.Identity
+	}
+	for _, u := range cfg.Upstreams {
+		if u.Disabled {
+			continue
+		}
+		uc := gateway.UpstreamConfig{
+			Name: u.Name, Prefix: *u.Prefix, URL: u.URL, SSE: u.Transport == "sse",
+			Headers: u.Headers, Timeout: u.Timeout.Duration,
+		}
+		if len(u.Command) > 0 {
+			argv := append(append([]string{}, u.Command...), u.Args...)
+			uc.Launch = gateway.HostLauncher(u.Name, argv, u.Env, u.Dir, log)
+			uc.Tier = "none"
+		}
+		opts.Upstreams = append(opts.Upstreams, uc)
+	}
+	return gateway.New(opts), nil
+}
+
+// runMCP serves one client over stdio.
+func runMCP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a, _, code := setup(ctx, "mcp", args, stderr)
+	if a == nil {
+		return code
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = a.gw.Run(ctx); close(done) }() // owned: ends after cancel below
+	defer func() { cancel(); <-done }()
+	a.gw.WaitReady(ctx)
+	a.log.Info("serving MCP on stdio", "upstreams", len(a.cfg.Upstreams))
+	if err := a.gw.ServeStdio(ctx, os.Stdin, stdout, os.Stdin); err != nil {
+		a.log.Error("stdio session ended", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// runServe serves MCP over HTTP until ctx ends, then drains.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a, _, code := setup(ctx, "serve", args, stderr)
+	if a == nil {
+		return code
+	}
+	ln, err := net.Listen("tcp", a.cfg.Server.Listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi serve: listen: %v\n", err)
+		return 2
+	}
+	if len(a.cfg.Server.Tokens) == 0 && !loopbackAddr(ln.Addr()) {
+		a.log.Warn("no tokens configured: only loopback clients will be served", "listen", ln.Addr().String())
+	}
+	var metricsLn net.Listener
+	if a.cfg.Server.MetricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", a.cfg.Server.MetricsListen); err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "symbi serve: listen metrics: %v\n", err)
+			return 2
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = a.gw.Run(runCtx); close(done) }() // owned: ends after cancel below
+	defer func() { cancel(); <-done }()
+
+	srv := &http.Server{
+		Handler:           a.gw.Handler(&gateway.HTTPOptions{NoMetrics: metricsLn != nil}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }() // owned: ends at Shutdown
+	var msrv *http.Server
+	if metricsLn != nil {
+		msrv = &http.Server{Handler: a.gw.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- msrv.Serve(metricsLn) }() // owned: ends at Shutdown
+	}
+	fmt.Fprintf(stdout, "symbi serving on http://%s/mcp (sse: /sse, websocket: /ws)\n", ln.Addr())
+	a.log.Info("serving MCP over HTTP", "addr", ln.Addr().String(), "upstreams", len(a.cfg.Upstreams))
+
+	exit := 0
+	select {
+	case <-ctx.Done():
+		a.log.Info("shutting down", "timeout", a.cfg.Server.ShutdownTimeout.String())
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server failed", "err", err)
+			exit = 1
+		}
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.Duration)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		a.log.Warn("shutdown did not drain in time", "err", err)
+		_ = srv.Close()
+	}
+	if msrv != nil {
+		_ = msrv.Shutdown(sctx)
+	}
+	return exit
+}
+
+func loopbackAddr(a net.Addr) bool {
+	host, _, _ := net.SplitHostPort(a.String())
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// runConfig implements `symbi config validate FILE` and `symbi config show FILE`.
+func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) != 2 || (args[0] != "validate" && args[0] != "show") {
+		fmt.Fprintln(stderr, "usage: symbi config validate FILE | symbi config show FILE")
+		return 2
+	}
+	cfg, err := config.Load(args[1])
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			fmt.Fprintf(stderr, "%s: %d problem(s)\n", args[1], len(ce.Problems))
+			for _, p := range ce.Problems {
+				fmt.Fprintf(stderr, "  %s\n", p)
+			}
+			return 1
+		}
+		fmt.Fprintf(stderr, "symbi config: %v\n", err)
+		return 2
+	}
+	if args[0] == "show" {
+		if err := writeTOML(stdout, cfg.Redacted()); err != nil {
+			fmt.Fprintf(stderr, "symbi config: %v\n", err)
+			return 2
+		}
+		return 0
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d upstream(s): %s)\n", args[1], len(cfg.Upstreams), upstreamNames(cfg))
+	return 0
+}
+
+func upstreamNames(cfg *config.Config) string {
+	names := make([]string, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		names = append(names, u.Name)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,9 @@
+package main
+
+import (
+	"io"
+
+	"github.com/BurntSushi/toml"
+)
+
+func writeTOML(w io.Writer, v any) error { return toml.NewEncoder(w).Encode(v) }

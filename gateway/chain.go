@@ -1,0 +1,235 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Request is one client request as the chain's steps see it, whatever the transport.
+type Request struct {
+	Method    string
+	Identity  Identity
+	Session   *mcp.ServerSession
+	Transport string // stdio, http, websocket
+
+	// Set where they apply.
+	Tool      *ToolInfo       // tools/call
+	Upstream  string          // tools/call, prompts/get, resources/read, completion/complete
+	Name      string          // exposed tool or prompt name
+	URI       string          // resources/read, resources/subscribe
+	Arguments json.RawMessage // tools/call; a step may replace it (redaction)
+
+	// Raw is the SDK's request; steps that need other parameters read them here.
+	Raw mcp.Request
+}
+
+// Handler handles a Request.
+type Handler func(ctx context.Context, req *Request) (mcp.Result, error)
+
+// Step is one stage of the request path: it sees the request, may stop it, and calls
+// next. A step that filters a list calls next and edits the result.
+type Step func(ctx context.Context, req *Request, next Handler) (mcp.Result, error)
+
+// Chain composes steps in order: Chain(a, b)(final) runs a, then b, then final.
+func Chain(steps ...Step) func(Handler) Handler {
+	return func(final Handler) Handler {
+		h := final
+		for i := len(steps) - 1; i >= 0; i-- {
+			step, next := steps[i], h
+			h = func(ctx context.Context, req *Request) (mcp.Result, error) { return step(ctx, req, next) }
+		}
+		return h
+	}
+}
+
+// Kind classifies a refused or failed request for clients, audit and metrics.
+type Kind int
+
+// The kinds of Error.
+const (
+	Denied Kind = iota + 1
+	Invalid
+	NotFound
+	Unavailable
+	Internal
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Denied:
+		return "denied"
+	case Invalid:
+		return "invalid"
+	case NotFound:
+		return "not_found"
+	case Unavailable:
+		return "unavailable"
+	case Internal:
+		return "internal"
+	}
+	return "unknown"
+}
+
+// Error is a classified failure. Public is what the client sees; Err stays internal
+// (logs and audit).
+type Error struct {
+	Kind   Kind
+	Public string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Public + ": " + e.Err.Error()
+	}
+	return e.Public
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// JSON-RPC codes for the kinds; -32001..-32099 are implementation-defined server errors.
+const (
+	CodeDenied      = -32001
+	CodeUnavailable = -32002
+)
+
+// RPCError is what the client receives for e.
+func (e *Error) RPCError() *jsonrpc.Error {
+	code := int64(jsonrpc.CodeInternalError)
+	switch e.Kind {
+	case Denied:
+		code = CodeDenied
+	case Invalid:
+		code = jsonrpc.CodeInvalidParams
+	case NotFound:
+		code = jsonrpc.CodeInvalidParams
+	case Unavailable:
+		code = CodeUnavailable
+	}
+	return &jsonrpc.Error{Code: code, Message: e.Public}
+}
+
+// gated lists the methods that go through the chain; everything else (initialize,
+// ping, notifications) takes the SDK's path directly.
+var gated = map[string]bool{
+	"tools/list": true, "tools/call": true,
+	"prompts/list": true, "prompts/get": true,
+	"resources/list": true, "resources/templates/list": true, "resources/read": true,
+	"resources/subscribe": true, "resources/unsubscribe": true,
+	"completion/complete": true, "logging/setLevel": true,
+}
+
+type requestKey struct{}
+
+// RequestFrom returns the chain's Request for the current call, if any.
+func RequestFrom(ctx context.Context) (*Request, bool) {
+	r, ok := ctx.Value(requestKey{}).(*Request)
+	return r, ok
+}
+
+// middleware adapts the SDK's receiving path to the chain.
+func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if !gated[method] {
+			return next(ctx, method, req)
+		}
+		r := &Request{Method: method, Raw: req}
+		r.Session, _ = req.GetSession().(*mcp.ServerSession)
+		r.Identity, r.Transport = g.identify(r.Session, req.GetExtra())
+		g.describe(r)
+		final := func(ctx context.Context, r *Request) (mcp.Result, error) {
+			if p, ok := req.GetParams().(*mcp.CallToolParamsRaw); ok {
+				p.Arguments = r.Arguments
+			}
+			return next(context.WithValue(ctx, requestKey{}, r), method, req)
+		}
+		res, err := g.chain(final)(ctx, r)
+		var ge *Error
+		if errors.As(err, &ge) {
+			return nil, ge.RPCError()
+		}
+		return res, err
+	}
+}
+
+// describe fills the routing fields of r from its parameters.
+func (g *Gateway) describe(r *Request) {
+	switch p := r.Raw.GetParams().(type) {
+	case *mcp.CallToolParamsRaw:
+		r.Name, r.Arguments = p.Name, p.Arguments
+		if t, ok := g.Tool(p.Name); ok {
+			r.Tool, r.Upstream = t, t.Upstream
+		}
+	case *mcp.GetPromptParams:
+		r.Name = p.Name
+		g.mu.RLock()
+		r.Upstream = g.prompts[p.Name].upstream
+		g.mu.RUnlock()
+	case *mcp.ReadResourceParams:
+		r.URI = p.URI
+		r.Upstream = g.resourceUpstream(p.URI)
+	case *mcp.SubscribeParams:
+		r.URI = p.URI
+		r.Upstream = g.resourceUpstream(p.URI)
+	case *mcp.UnsubscribeParams:
+		r.URI = p.URI
+		r.Upstream = g.resourceUpstream(p.URI)
+	case *mcp.CompleteParams:
+		if p.Ref != nil {
+			r.Name, r.URI = p.Ref.Name, p.Ref.URI
+			r.Upstream = g.completionRoute(p.Ref).upstream
+		}
+	}
+}
+
+// identify names the caller: a bearer token's identity over HTTP, the identity bound to
+// a WebSocket session, "anonymous" for unauthenticated loopback HTTP, and "local" for
+// the stdio client.
+func (g *Gateway) identify(ss *mcp.ServerSession, extra *mcp.RequestExtra) (Identity, string) {
+	if extra != nil && extra.TokenInfo != nil && extra.TokenInfo.UserID != "" {
+		return Identity{ID: extra.TokenInfo.UserID, Kind: "client"}, "http"
+	}
+	if ss != nil {
+		if id := ss.ID(); id != "" {
+			if v, ok := g.wsIdentity.Load(id); ok {
+				return v.(Identity), "websocket"
+			}
+		}
+	}
+	if extra != nil && extra.Header != nil {
+		return Identity{ID: "anonymous", Kind: "client"}, "http"
+	}
+	return Identity{ID: "local", Kind: "client"}, "stdio"
+}
+
+// observe is the first step: it counts and times every gated request.
+func (g *Gateway) observe(ctx context.Context, r *Request, next Handler) (mcp.Result, error) {
+	start := time.Now()
+	res, err := next(ctx, r)
+	tool := r.Name
+	if r.Method != "tools/call" && r.Method != "prompts/get" {
+		tool = ""
+	}
+	labels := []string{r.Method, r.Upstream, tool}
+	g.metrics.requests.WithLabelValues(labels...).Inc()
+	g.metrics.latency.WithLabelValues(labels...).Observe(time.Since(start).Seconds())
+	switch {
+	case err != nil:
+		kind := "protocol"
+		var ge *Error
+		if errors.As(err, &ge) {
+			kind = ge.Kind.String()
+		}
+		g.metrics.errors.WithLabelValues(r.Method, r.Upstream, tool, kind).Inc()
+	case r.Method == "tools/call":
+		if ctr, ok := res.(*mcp.CallToolResult); ok && ctr.IsError {
+			g.metrics.errors.WithLabelValues(r.Method, r.Upstream, tool, "tool").Inc()
+		}
+	}
+	return res, err
+}

@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// JSON-RPC error codes the framing layer answers with.
+const (
+	codeParseError     = -32700
+	codeInvalidRequest = -32600
+)
+
+// Framer reads and writes whole JSON-RPC frames: a line on stdio, a text message on a
+// WebSocket. ReadFrame returns errFrameTooLarge (and skips the frame) when a frame
+// exceeds the limit.
+type Framer interface {
+	ReadFrame() ([]byte, error)
+	WriteFrame([]byte) error
+	Close() error
+}
+
+var errFrameTooLarge = errors.New("frame too large")
+
+// lineFramer frames newline-delimited JSON over a byte stream.
+type lineFramer struct {
+	r     *bufio.Reader
+	w     io.Writer
+	c     io.Closer
+	limit int
+	wmu   sync.Mutex
+}
+
+func newLineFramer(r io.Reader, w io.Writer, c io.Closer, limit int) *lineFramer {
+	return &lineFramer{r: bufio.NewReaderSize(r, 64<<10), w: w, c: c, limit: limit}
+}
+
+func (f *lineFramer) ReadFrame() ([]byte, error) {
+	var buf []byte
+	tooLarge := false
+	for {
+		chunk, err := f.r.ReadSlice('\n')
+		if !tooLarge {
+			if len(buf)+len(chunk) > f.limit+1 { // +1 for the newline
+				tooLarge, buf = true, nil
+			} else {
+				buf = append(buf, chunk...)
+			}
+		}
+		switch {
+		case err == nil:
+			if tooLarge {
+				return nil, errFrameTooLarge
+			}
+			return bytes.TrimRight(buf, "\r\n"), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(buf) > 0 && !tooLarge:
+			return bytes.TrimRight(buf, "\r\n"), nil
+		default:
+			return nil, err
+		}
+	}
+}
+
+func (f *lineFramer) WriteFrame(b []byte) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	// One write per frame so a frame is never interleaved with another.
+	line := make([]byte, 0, len(b)+1)
+	line = append(append(line, b...), '\n')
+	_, err := f.w.Write(line)
+	return err
+}
+
+func (f *lineFramer) Close() error {
+	if f.c != nil {
+		return f.c.Close()
+	}
+	return nil
+}
+
+// FrameConnOptions configures a frameConn.
+type FrameConnOptions struct {
+	// Peer names the other side in logs ("client", "upstream everything").
+	Peer string
+	// AnswerGarbage makes the connection answer malformed frames with a JSON-RPC
+	// error (as a server must). A client side logs and skips them instead.
+	AnswerGarbage bool
+	SessionID     string
+	Logger        *slog.Logger
+	// OnGarbage, if set, is called once per rejected frame (for metrics).
+	OnGarbage func(reason string)
+}
+
+// frameConn is an mcp.Connection over a Framer that survives bad input: a malformed,
+// oversized or batched frame is answered with the spec's error (or skipped) and the
+// session goes on, unlike the SDK's own stdio connection, which ends the session.
+type frameConn struct {
+	f    Framer
+	opts FrameConnOptions
+
+	incoming chan frameResult
+	done     chan struct{}
+	once     sync.Once
+	readOnce sync.Once
+}
+
+type frameResult struct {
+	msg jsonrpc.Message
+	err error
+}
+
+var _ mcp.Connection = (*frameConn)(nil)
+
+func newFrameConn(f Framer, opts FrameConnOptions) *frameConn {
+	if opts.Logger == nil {
+		opts.Logger = discardLogger
+	}
+	return &frameConn{f: f, opts: opts, incoming: make(chan frameResult), done: make(chan struct{})}
+}
+
+// readLoop is owned by the connection: it ends when the framer fails or Close is called.
+func (c *frameConn) readLoop() {
+	for {
+		msg, err := c.readOne()
+		if err == nil && msg == nil {
+			continue // a bad frame, already answered
+		}
+		select {
+		case c.incoming <- frameResult{msg, err}:
+		case <-c.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *frameConn) readOne() (jsonrpc.Message, error) {
+	data, err := c.f.ReadFrame()
+	if errors.Is(err, errFrameTooLarge) {
+		c.reject(nil, codeInvalidRequest, "message exceeds the size limit", "too_large")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return nil, nil
+	}
+	switch data[0] {
+	case '[':
+		c.reject(nil, codeInvalidRequest, "JSON-RPC batches are not supported", "batch")
+		return nil, nil
+	case '{':
+	default:
+		c.reject(nil, codeParseError, "parse error: not a JSON object", "parse")
+		return nil, nil
+	}
+	msg, err := jsonrpc.DecodeMessage(data)
+	if err != nil {
+		var probe struct {
+			ID json.RawMessage `json:"id"`
+		}
+		if json.Unmarshal(data, &probe) != nil {
+			c.reject(nil, codeParseError, "parse error: invalid JSON", "parse")
+			return nil, nil
+		}
+		c.reject(probe.ID, codeInvalidRequest, "invalid request: "+err.Error(), "invalid")
+		return nil, nil
+	}
+	return msg, nil
+}
+
+// reject answers (or, on a client side, logs) a frame that could not be accepted.
+func (c *frameConn) reject(id json.RawMessage, code int, message, reason string) {
+	c.opts.Logger.Warn("rejected frame", "peer", c.opts.Peer, "reason", reason, "detail", message)
+	if c.opts.OnGarbage != nil {
+		c.opts.OnGarbage(reason)
+	}
+	if !c.opts.AnswerGarbage {
+		return
+	}
+	if len(id) == 0 || !validID(id) {
+		id = json.RawMessage("null")
+	}
+	resp, _ := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   any             `json:"error"`
+	}{"2.0", id, map[string]any{"code": code, "message": message}})
+	if err := c.f.WriteFrame(resp); err != nil {
+		c.opts.Logger.Warn("write error response", "peer", c.opts.Peer, "err", err)
+	}
+}
+
+func validID(id json.RawMessage) bool {
+	var v any
+	if json.Unmarshal(id, &v) != nil {
+		return false
+	}
+	switch v.(type) {
+	case string, float64:
+		return true
+	}
+	return false
+}
+
+func (c *frameConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	c.readOnce.Do(func() { go c.readLoop() })
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, io.EOF
+	case r := <-c.incoming:
+		return r.msg, r.err
+	}
+}
+
+func (c *frameConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	select {
+	case <-c.done:
+		return io.ErrClosedPipe
+	default:
+	}
+	data, err := jsonrpc.EncodeMessage(msg)
+	if err != nil {
+		return fmt.Errorf("encode message: %w", err)
+	}
+	return c.f.WriteFrame(data)
+}
+
+func (c *frameConn) Close() error {
+	var err error
+	c.once.Do(func() {
+		close(c.done)
+		err = c.f.Close()
+	})
+	return err
+}
+
+func (c *frameConn) SessionID() string { return c.opts.SessionID }
+
+// frameTransport is an mcp.Transport around one frameConn.
+type frameTransport struct{ conn *frameConn }
+
+func (t frameTransport) Connect(context.Context) (mcp.Connection, error) { return t.conn, nil }
+
+var discardLogger = slog.New(slog.DiscardHandler)

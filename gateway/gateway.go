@@ -1,0 +1,363 @@
+// Package gateway is symbi's MCP server: it serves clients over stdio, streamable HTTP,
+// legacy SSE and WebSocket, connects to the configured upstream MCP servers, aggregates
+// their tools, prompts and resources under namespaced names, and passes every request
+// through one ordered chain of steps (identity, metrics, then the security steps the
+// caller installs: verification, policy, audit). Traffic that upstreams start
+// (sampling, elicitation, roots, logging, progress, list changes, resource updates) is
+// forwarded to the right client session. It owns sessions, transports and upstream
+// connections; it does not decide policy or verify signatures itself.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configures a Gateway. The zero value (or nil) is a gateway with no upstreams
+// that serves only its built-in tools.
+type Options struct {
+	Name    string // server name reported to clients; "" = "symbi"
+	Version string // "" = the module version or "dev"
+
+	Upstreams []UpstreamConfig
+	Logger    *slog.Logger // nil: discard
+	Metrics   *Metrics     // nil: a new registry
+
+	// Steps run, in order, on every request after identity and metrics; they are
+	// the extension point for verification, policy and audit.
+	Steps []Step
+	// ToolFilter, if set, is consulted whenever an upstream lists its tools (the
+	// SchemaPin gate): it decides each tool's verification status and whether it is
+	// exposed at all.
+	ToolFilter ToolFilter
+
+	// MaxMessageBytes bounds one JSON-RPC message on stdio, WebSocket and HTTP bodies;
+	// 0 = 4 MiB.
+	MaxMessageBytes int
+	// InitialWait bounds how long WaitReady waits for upstreams' first connection;
+	// 0 = 15s.
+	InitialWait time.Duration
+	// Tokens maps bearer tokens to identities for HTTP clients; none means HTTP is
+	// served to loopback clients only, unauthenticated.
+	Tokens map[string]string
+}
+
+// UpstreamConfig describes one upstream MCP server.
+type UpstreamConfig struct {
+	Name   string
+	Prefix string // "" keeps names unchanged
+	// Launch starts a stdio upstream's process (HostLauncher or a sandbox tier). Nil for
+	// HTTP upstreams.
+	Launch  Launcher
+	URL     string
+	SSE     bool // legacy SSE instead of streamable HTTP
+	Headers map[string]string
+	Timeout time.Duration // per request; 0 = 60s
+	// Tier is reported for HTTP upstreams and before a process starts ("remote" for URLs).
+	Tier string
+}
+
+// Identity is who made a request.
+type Identity struct {
+	ID     string         `json:"id"`
+	Kind   string         `json:"kind"` // client, agent
+	Claims map[string]any `json:"claims,omitempty"`
+}
+
+// Verification is a tool's SchemaPin outcome, carried into policy input and audit.
+type Verification struct {
+	Status      string `json:"status"`
+	Domain      string `json:"domain,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// ToolInfo is one exposed tool and where it comes from.
+type ToolInfo struct {
+	Name         string // exposed name
+	Upstream     string
+	UpstreamName string
+	Tool         *mcp.Tool // as exposed
+	Verification Verification
+	Builtin      bool
+}
+
+// ToolDecision is what a ToolFilter says of one listed tool.
+type ToolDecision struct {
+	Verification Verification
+	Hidden       bool // not exposed (and so not callable)
+}
+
+// ToolFilter decides, at listing time, the verification status and visibility of an
+// upstream's tools. raw is each tool exactly as the upstream listed it.
+type ToolFilter func(ctx context.Context, upstream string, raw []json.RawMessage) []ToolDecision
+
+// Gateway is one symbi instance.
+type Gateway struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+	server  *mcp.Server
+	started time.Time
+
+	upstreams []*upstream
+	byName    map[string]*upstream
+
+	mu        sync.RWMutex
+	tools     map[string]*ToolInfo // exposed name -> tool
+	prompts   map[string]route     // exposed name -> route
+	resources map[string]string    // uri -> upstream
+	templates map[string]string    // uri template -> upstream
+	subs      map[string]int       // uri -> subscriber count
+
+	wsIdentity sync.Map // session id -> Identity (WebSocket sessions)
+
+	chain func(Handler) Handler
+
+	runOnce   sync.Once
+	closeOnce sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+type route struct {
+	upstream string
+	name     string
+}
+
+// New builds a gateway. Call Run to connect upstreams.
+func New(opts *Options) *Gateway {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Name == "" {
+		o.Name = "symbi"
+	}
+	if o.Version == "" {
+		o.Version = moduleVersion()
+	}
+	if o.Logger == nil {
+		o.Logger = discardLogger
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = 4 << 20
+	}
+	if o.InitialWait == 0 {
+		o.InitialWait = 15 * time.Second
+	}
+	g := &Gateway{
+		opts:      o,
+		log:       o.Logger,
+		metrics:   o.Metrics,
+		started:   time.Now(),
+		byName:    map[string]*upstream{},
+		tools:     map[string]*ToolInfo{},
+		prompts:   map[string]route{},
+		resources: map[string]string{},
+		templates: map[string]string{},
+		subs:      map[string]int{},
+	}
+	g.server = mcp.NewServer(&mcp.Implementation{Name: o.Name, Title: "symbi MCP security gateway", Version: o.Version}, &mcp.ServerOptions{
+		Logger:             o.Logger.With("component", "mcp_server"),
+		Instructions:       "symbi is a security gateway: tools from several upstream MCP servers appear here as <upstream>__<tool>. symbi__status and symbi__upstreams describe the gateway.",
+		CompletionHandler:  g.complete,
+		SubscribeHandler:   g.subscribe,
+		UnsubscribeHandler: g.unsubscribe,
+		HasTools:           true,
+		HasPrompts:         true,
+		HasResources:       true,
+		Capabilities: &mcp.ServerCapabilities{
+			Logging:     &mcp.LoggingCapabilities{},
+			Completions: &mcp.CompletionCapabilities{},
+			Tools:       &mcp.ToolCapabilities{ListChanged: true},
+			Prompts:     &mcp.PromptCapabilities{ListChanged: true},
+			Resources:   &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true},
+		},
+	})
+	g.chain = Chain(append([]Step{g.observe}, o.Steps...)...)
+	g.server.AddReceivingMiddleware(g.middleware)
+	g.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "symbi_sessions", Help: "Open client sessions.",
+	}, func() float64 { return float64(g.sessionCount()) }))
+	g.addBuiltins()
+	for _, c := range o.Upstreams {
+		if c.Timeout == 0 {
+			c.Timeout = 60 * time.Second
+		}
+		u := newUpstream(g, c)
+		g.upstreams = append(g.upstreams, u)
+		g.byName[c.Name] = u
+		g.metrics.upstreamUp.WithLabelValues(c.Name).Set(0)
+	}
+	return g
+}
+
+func moduleVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Server is the underlying MCP server, for transports.
+func (g *Gateway) Server() *mcp.Server { return g.server }
+
+// Metrics returns the gateway's metrics.
+func (g *Gateway) Metrics() *Metrics { return g.metrics }
+
+// Run connects every upstream and keeps them connected until ctx ends or Close is
+// called. It returns after every upstream has been stopped.
+func (g *Gateway) Run(ctx context.Context) error {
+	started := false
+	g.runOnce.Do(func() {
+		started = true
+		ctx, g.cancel = context.WithCancel(ctx)
+		for _, u := range g.upstreams {
+			g.wg.Add(1)
+			go func() { // owned by Run: ends when ctx ends
+				defer g.wg.Done()
+				u.run(ctx)
+			}()
+		}
+	})
+	if !started {
+		return errors.New("run gateway: already running")
+	}
+	<-ctx.Done()
+	g.wg.Wait()
+	return nil
+}
+
+// WaitReady waits until every upstream has made its first connection attempt, or
+// Options.InitialWait has passed, or ctx ends.
+func (g *Gateway) WaitReady(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, g.opts.InitialWait)
+	defer cancel()
+	for _, u := range g.upstreams {
+		select {
+		case <-u.firstTry:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Close stops every upstream; it is idempotent.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		if g.cancel != nil {
+			g.cancel()
+		}
+		g.wg.Wait()
+	})
+	return nil
+}
+
+func (g *Gateway) sessionCount() int {
+	n := 0
+	for range g.server.Sessions() {
+		n++
+	}
+	return n
+}
+
+// Tool returns the exposed tool with that name.
+func (g *Gateway) Tool(name string) (*ToolInfo, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	t, ok := g.tools[name]
+	return t, ok
+}
+
+// UpstreamStatus is one upstream's state, for /readyz and the status tools.
+type UpstreamStatus struct {
+	Name      string    `json:"name"`
+	Transport string    `json:"transport"`
+	State     string    `json:"state"`
+	Tier      string    `json:"tier"`
+	Protocol  string    `json:"protocol,omitempty"`
+	Server    string    `json:"server,omitempty"`
+	Tools     int       `json:"tools"`
+	Hidden    int       `json:"hidden_tools"`
+	Prompts   int       `json:"prompts"`
+	Resources int       `json:"resources"`
+	Restarts  int       `json:"restarts"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// Status reports every upstream, in configuration order.
+func (g *Gateway) Status() []UpstreamStatus {
+	out := make([]UpstreamStatus, 0, len(g.upstreams))
+	for _, u := range g.upstreams {
+		out = append(out, u.status())
+	}
+	return out
+}
+
+// ToolList returns the exposed tools sorted by name.
+func (g *Gateway) ToolList() []*ToolInfo {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]*ToolInfo, 0, len(g.tools))
+	for _, t := range g.tools {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// safeAdd runs an SDK registration that panics on definitions it rejects, turning the
+// panic into an error so one bad upstream definition never takes the gateway down.
+func safeAdd(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	f()
+	return nil
+}
+
+// metaWithout copies m without the protocol's per-request keys and the progress token,
+// which the gateway sets itself on the upstream leg.
+func metaWithout(m mcp.Meta) mcp.Meta {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(mcp.Meta, len(m))
+	for k, v := range m {
+		if k == "progressToken" || len(k) > 24 && k[:24] == "io.modelcontextprotocol/" {
+			continue
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func sortedNames[M ~map[string]V, V any](m M) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}

@@ -1,0 +1,323 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// HTTPOptions configures the HTTP surface.
+type HTTPOptions struct {
+	// Routes are extra handlers mounted behind the same authentication as /mcp (for
+	// example an audit event stream).
+	Routes map[string]http.Handler
+	// Public are extra handlers mounted without authentication (for example
+	// /.well-known/schemapin.json).
+	Public map[string]http.Handler
+	// ReadyChecks add named entries to /readyz; a check that returns ok=false makes
+	// the gateway not ready.
+	ReadyChecks map[string]func() (ok bool, detail any)
+	// NoMetrics leaves /metrics off this handler (when it has its own listener).
+	NoMetrics bool
+}
+
+// Handler serves /mcp (streamable HTTP, both protocol generations), /sse (legacy SSE
+// and its POST endpoint), /ws (MCP over WebSocket), /healthz, /readyz and /metrics.
+func (g *Gateway) Handler(opts *HTTPOptions) http.Handler {
+	var o HTTPOptions
+	if opts != nil {
+		o = *opts
+	}
+	mux := http.NewServeMux()
+	getServer := func(*http.Request) *mcp.Server { return g.server }
+	streamable := mcp.NewStreamableHTTPHandler(getServer, &mcp.StreamableHTTPOptions{
+		Logger:                       g.log.With("component", "streamable"),
+		MaxRequestBodyBytes:          int64(g.opts.MaxMessageBytes),
+		PropagateRequestCancellation: true,
+	})
+	sse := &sseHandler{g: g, sessions: map[string]*sseSession{}}
+	protect := g.authenticate
+	mux.Handle("/mcp", protect(streamable))
+	mux.Handle("/sse", protect(sse))
+	mux.Handle("/ws", protect(http.HandlerFunc(g.serveWebSocket)))
+	for path, h := range o.Routes {
+		mux.Handle(path, protect(h))
+	}
+	for path, h := range o.Public {
+		mux.Handle(path, h)
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { g.serveReady(w, o.ReadyChecks) })
+	if !o.NoMetrics {
+		mux.Handle("/metrics", g.MetricsHandler())
+	}
+	return mux
+}
+
+// MetricsHandler serves the Prometheus metrics.
+func (g *Gateway) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{})
+}
+
+func (g *Gateway) serveReady(w http.ResponseWriter, checks map[string]func() (bool, any)) {
+	st := g.Status()
+	ready := true
+	for _, s := range st {
+		if s.State != StateUp {
+			ready = false
+		}
+	}
+	body := map[string]any{"upstreams": st}
+	for name, check := range checks {
+		ok, detail := check()
+		ready = ready && ok
+		body[name] = map[string]any{"ok": ok, "detail": detail}
+	}
+	body["ready"] = ready
+	w.Header().Set("Content-Type", "application/json")
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// authenticate requires a configured bearer token, or, with none configured, a
+// loopback client.
+func (g *Gateway) authenticate(next http.Handler) http.Handler {
+	if len(g.opts.Tokens) == 0 {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !isLoopback(r.RemoteAddr) {
+				http.Error(w, "symbi: no tokens are configured, so only loopback clients are served", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	verify := func(ctx context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
+		for t, id := range g.opts.Tokens {
+			if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+				return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour)}, nil
+			}
+		}
+		return nil, auth.ErrInvalidToken
+	}
+	return auth.RequireBearerToken(verify, nil)(next)
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// identityOf is the identity of an authenticated HTTP request.
+func identityOf(r *http.Request) Identity {
+	if ti := auth.TokenInfoFromContext(r.Context()); ti != nil && ti.UserID != "" {
+		return Identity{ID: ti.UserID, Kind: "client"}
+	}
+	return Identity{ID: "anonymous", Kind: "client"}
+}
+
+// sessionConn gives a connection the session ID symbi assigned, so requests on it can
+// be tied to the identity that opened it.
+type sessionConn struct {
+	mcp.Connection
+	id string
+}
+
+func (c sessionConn) SessionID() string { return c.id }
+
+type sessionTransport struct {
+	t  mcp.Transport
+	id string
+}
+
+func (t sessionTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	c, err := t.t.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sessionConn{c, t.id}, nil
+}
+
+// sseHandler serves the legacy HTTP+SSE transport: GET /sse opens a session and its
+// event stream; POST /sse?sessionid=ID delivers a message to it, from the same identity.
+type sseHandler struct {
+	g        *Gateway
+	mu       sync.Mutex
+	sessions map[string]*sseSession
+}
+
+type sseSession struct {
+	t        *mcp.SSEServerTransport
+	identity Identity
+}
+
+func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodPost:
+		id := r.URL.Query().Get("sessionid")
+		h.mu.Lock()
+		s := h.sessions[id]
+		h.mu.Unlock()
+		if s == nil {
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
+		if identityOf(r).ID != s.identity.ID {
+			http.Error(w, "session belongs to another identity", http.StatusForbidden)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, int64(h.g.opts.MaxMessageBytes))
+		s.t.ServeHTTP(w, r)
+	case http.MethodGet:
+		id := "sse-" + rand.Text()
+		t := &mcp.SSEServerTransport{Endpoint: r.URL.Path + "?sessionid=" + id, Response: w, MaxRequestBodyBytes: int64(h.g.opts.MaxMessageBytes)}
+		ident := identityOf(r)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		h.mu.Lock()
+		h.sessions[id] = &sseSession{t: t, identity: ident}
+		h.mu.Unlock()
+		h.g.wsIdentity.Store(id, ident)
+		defer func() {
+			h.mu.Lock()
+			delete(h.sessions, id)
+			h.mu.Unlock()
+			h.g.wsIdentity.Delete(id)
+		}()
+		ss, err := h.g.server.Connect(r.Context(), sessionTransport{t, id}, nil)
+		if err != nil {
+			http.Error(w, "connection failed", http.StatusInternalServerError)
+			return
+		}
+		defer ss.Close()
+		done := make(chan struct{})
+		go func() { _ = ss.Wait(); close(done) }() // owned: ends when the session closes (deferred)
+		select {
+		case <-r.Context().Done():
+		case <-done:
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+var upgrader = websocket.Upgrader{
+	Subprotocols: []string{"mcp"},
+	// Browsers send Origin; accept only same-host origins (no cross-site pages).
+	CheckOrigin: func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			return true
+		}
+		o := strings.TrimPrefix(strings.TrimPrefix(origin, "http://"), "https://")
+		return o == r.Host
+	},
+}
+
+// wsFramer frames one JSON-RPC message per WebSocket text message.
+type wsFramer struct {
+	c   *websocket.Conn
+	wmu sync.Mutex
+}
+
+func (f *wsFramer) ReadFrame() ([]byte, error) {
+	for {
+		typ, data, err := f.c.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				return nil, err
+			}
+			return nil, err
+		}
+		if typ == websocket.TextMessage || typ == websocket.BinaryMessage {
+			return data, nil
+		}
+	}
+}
+
+func (f *wsFramer) WriteFrame(b []byte) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	_ = f.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	return f.c.WriteMessage(websocket.TextMessage, b)
+}
+
+func (f *wsFramer) Close() error {
+	f.wmu.Lock()
+	_ = f.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	f.wmu.Unlock()
+	return f.c.Close()
+}
+
+// serveWebSocket serves one MCP session over a WebSocket (subprotocol "mcp").
+func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "this endpoint speaks MCP over WebSocket (subprotocol \"mcp\")", http.StatusBadRequest)
+		return
+	}
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c.SetReadLimit(int64(g.opts.MaxMessageBytes))
+	id := "ws-" + rand.Text()
+	g.wsIdentity.Store(id, identityOf(r))
+	defer g.wsIdentity.Delete(id)
+	conn := newFrameConn(&wsFramer{c: c}, FrameConnOptions{
+		Peer: "websocket client", AnswerGarbage: true, SessionID: id, Logger: g.log,
+		OnGarbage: func(reason string) { g.metrics.badFrames.WithLabelValues("client", reason).Inc() },
+	})
+	ss, err := g.server.Connect(r.Context(), frameTransport{conn}, nil)
+	if err != nil {
+		_ = conn.Close()
+		return
+	}
+	_ = ss.Wait()
+}
+
+// ServeStdio serves one MCP session over r/w (symbi mcp) until the client goes away
+// or ctx ends.
+func (g *Gateway) ServeStdio(ctx context.Context, r interface{ Read([]byte) (int, error) }, w interface{ Write([]byte) (int, error) }, c interface{ Close() error }) error {
+	conn := newFrameConn(newLineFramer(r, w, c, g.opts.MaxMessageBytes), FrameConnOptions{
+		Peer: "stdio client", AnswerGarbage: true, Logger: g.log,
+		OnGarbage: func(reason string) { g.metrics.badFrames.WithLabelValues("client", reason).Inc() },
+	})
+	ss, err := g.server.Connect(ctx, frameTransport{conn}, nil)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- ss.Wait() }() // owned: ends when the session closes
+	select {
+	case <-ctx.Done():
+		_ = ss.Close()
+		<-done
+		return nil
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	}
+}

@@ -1,0 +1,430 @@
+// Package config decodes symbi's one versioned TOML configuration file. Decoding is strict:
+// unknown keys are errors that name them, every validation problem is reported together
+// with its key, and values written "env:NAME" are resolved from the environment. It only
+// decodes and validates; translating the result into each package's options is the
+// caller's job.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// CurrentVersion is the only configuration version this build understands.
+const CurrentVersion = 1
+
+// Config is the whole file.
+type Config struct {
+	Version   int        `toml:"version"`
+	Server    Server     `toml:"server"`
+	Upstreams []Upstream `toml:"upstreams"`
+	Policy    Policy     `toml:"policy"`
+	Audit     Audit      `toml:"audit"`
+	Sandbox   Sandbox    `toml:"sandbox"`
+}
+
+// Server configures the listeners and the state directory.
+type Server struct {
+	Listen          string   `toml:"listen"`
+	MetricsListen   string   `toml:"metrics_listen"`
+	DataDir         string   `toml:"data_dir"`
+	Tokens          []Token  `toml:"tokens"`
+	MaxMessageBytes int64    `toml:"max_message_bytes"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Token maps a bearer token to a client identity.
+type Token struct {
+	Token    string `toml:"token"`
+	Identity string `toml:"identity"`
+}
+
+// Upstream is one third-party MCP server behind symbi.
+type Upstream struct {
+	Name      string            `toml:"name"`
+	Command   []string          `toml:"command"`
+	Args      []string          `toml:"args"`
+	Env       map[string]string `toml:"env"`
+	Dir       string            `toml:"dir"`
+	URL       string            `toml:"url"`
+	Transport string            `toml:"transport"` // "" (stdio or streamable by URL), "streamable", "sse"
+	Headers   map[string]string `toml:"headers"`
+	Prefix    *string           `toml:"prefix"` // nil: the upstream's name; "": names unchanged
+	Timeout   Duration          `toml:"timeout"`
+	Disabled  bool              `toml:"disabled"`
+	Sandbox   *UpstreamSandbox  `toml:"sandbox"`
+	SchemaPin *SchemaPin        `toml:"schemapin"`
+}
+
+// UpstreamSandbox selects the sandbox tier an upstream's command runs in.
+type UpstreamSandbox struct {
+	Tier    string            `toml:"tier"`
+	Image   string            `toml:"image"`
+	Network string            `toml:"network"`
+	Memory  string            `toml:"memory"`
+	CPUs    float64           `toml:"cpus"`
+	Pids    int64             `toml:"pids"`
+	Timeout Duration          `toml:"timeout"`
+	Mounts  []string          `toml:"mounts"` // "host:container[:rw]"
+	Env     map[string]string `toml:"env"`
+	User    string            `toml:"user"`
+}
+
+// SchemaPin configures tool-definition verification for one upstream.
+type SchemaPin struct {
+	Mode          string `toml:"mode"` // strict, tofu (default), disabled
+	Domain        string `toml:"domain"`
+	DiscoveryFile string `toml:"discovery_file"`
+	Manifest      string `toml:"manifest"`
+	FirstSeen     string `toml:"first_seen"` // approve (default) or pending
+}
+
+// Policy configures the policy engine.
+type Policy struct {
+	Dir string `toml:"dir"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	Dir           string `toml:"dir"`
+	Fsync         string `toml:"fsync"` // "batch" (default) or "every"
+	FullArguments bool   `toml:"full_arguments"`
+}
+
+// Sandbox holds defaults for upstreams that do not choose a tier.
+type Sandbox struct {
+	DefaultTier string `toml:"default_tier"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("60s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("parse duration %q: %w", b, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Defaults, in one place.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultDataDir         = "./symbi-data"
+	DefaultTimeout         = 60 * time.Second
+	DefaultMaxMessageBytes = 4 << 20
+	DefaultShutdownTimeout = 10 * time.Second
+	MaxNameLen             = 32
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
+
+// Problem is one validation error, tied to its key.
+type Problem struct {
+	Key string
+	Msg string
+}
+
+func (p Problem) String() string { return p.Key + ": " + p.Msg }
+
+// Error lists every problem found in a file.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %s: %d problem(s)", e.File, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Load reads, decodes, resolves and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data, os.LookupEnv)
+}
+
+// Default is the configuration used when no file is given: no upstreams, local state.
+func Default() *Config {
+	c := &Config{Version: CurrentVersion}
+	c.applyDefaults()
+	return c
+}
+
+// Parse decodes data (named file in messages), resolving env: values with lookup.
+func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var c Config
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, &Error{File: file, Problems: []Problem{{Key: fmt.Sprintf("line %d", perr.Position.Line), Msg: perr.Message}}}
+		}
+		return nil, &Error{File: file, Problems: []Problem{{Key: "(file)", Msg: err.Error()}}}
+	}
+	var probs []Problem
+	for _, k := range md.Undecoded() {
+		probs = append(probs, Problem{Key: k.String(), Msg: "unknown key"})
+	}
+	c.applyDefaults()
+	probs = append(probs, c.resolveEnv(lookup)...)
+	probs = append(probs, c.validate()...)
+	if len(probs) > 0 {
+		return nil, &Error{File: file, Problems: probs}
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Server.Listen == "" {
+		c.Server.Listen = DefaultListen
+	}
+	if c.Server.DataDir == "" {
+		c.Server.DataDir = DefaultDataDir
+	}
+	if c.Server.MaxMessageBytes == 0 {
+		c.Server.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.Server.ShutdownTimeout.Duration == 0 {
+		c.Server.ShutdownTimeout.Duration = DefaultShutdownTimeout
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.Timeout.Duration == 0 {
+			u.Timeout.Duration = DefaultTimeout
+		}
+		if u.Prefix == nil {
+			p := u.Name
+			u.Prefix = &p
+		}
+	}
+}
+
+// secretRef resolves "env:NAME" values.
+func secretRef(key, v string, lookup func(string) (string, bool)) (string, *Problem) {
+	name, ok := strings.CutPrefix(v, "env:")
+	if !ok {
+		return v, nil
+	}
+	val, found := lookup(name)
+	if !found {
+		return "", &Problem{Key: key, Msg: fmt.Sprintf("environment variable %s is not set", name)}
+	}
+	return val, nil
+}
+
+func (c *Config) resolveEnv(lookup func(string) (string, bool)) []Problem {
+	var probs []Problem
+	res := func(key string, p *string) {
+		v, prob := secretRef(key, *p, lookup)
+		if prob != nil {
+			probs = append(probs, *prob)
+			return
+		}
+		*p = v
+	}
+	resMap := func(key string, m map[string]string) {
+		for _, k := range sortedKeys(m) {
+			v := m[k]
+			res(key+"."+k, &v)
+			m[k] = v
+		}
+	}
+	for i := range c.Server.Tokens {
+		res(fmt.Sprintf("server.tokens[%d].token", i), &c.Server.Tokens[i].Token)
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		resMap(fmt.Sprintf("upstreams[%d].env", i), u.Env)
+		resMap(fmt.Sprintf("upstreams[%d].headers", i), u.Headers)
+		if u.Sandbox != nil {
+			resMap(fmt.Sprintf("upstreams[%d].sandbox.env", i), u.Sandbox.Env)
+		}
+	}
+	return probs
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var (
+	tiers      = []string{"none", "docker", "gvisor"}
+	pinModes   = []string{"", "strict", "tofu", "disabled"}
+	firstSeens = []string{"", "approve", "pending"}
+)
+
+func (c *Config) validate() []Problem {
+	var probs []Problem
+	add := func(key, format string, args ...any) {
+		probs = append(probs, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Version != CurrentVersion {
+		add("version", "must be %d (got %d)", CurrentVersion, c.Version)
+	}
+	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
+		add("server.listen", "not a host:port address: %v", err)
+	}
+	if c.Server.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.Server.MetricsListen); err != nil {
+			add("server.metrics_listen", "not a host:port address: %v", err)
+		}
+	}
+	if c.Server.MaxMessageBytes < 1024 {
+		add("server.max_message_bytes", "must be at least 1024")
+	}
+	seenTok := map[string]bool{}
+	for i, t := range c.Server.Tokens {
+		key := fmt.Sprintf("server.tokens[%d]", i)
+		if len(t.Token) < 16 {
+			add(key+".token", "must be at least 16 characters")
+		}
+		if t.Identity == "" {
+			add(key+".identity", "is required")
+		}
+		if seenTok[t.Token] && t.Token != "" {
+			add(key+".token", "duplicates another token")
+		}
+		seenTok[t.Token] = true
+	}
+	if c.Sandbox.DefaultTier != "" && !slices.Contains(tiers, c.Sandbox.DefaultTier) {
+		add("sandbox.default_tier", "must be one of %s", strings.Join(tiers, ", "))
+	}
+	if c.Audit.Fsync != "" && c.Audit.Fsync != "batch" && c.Audit.Fsync != "every" {
+		add("audit.fsync", `must be "batch" or "every"`)
+	}
+	names := map[string]int{}
+	prefixes := map[string]int{}
+	for i, u := range c.Upstreams {
+		key := fmt.Sprintf("upstreams[%d]", i)
+		if !nameRE.MatchString(u.Name) {
+			add(key+".name", "must match [a-z0-9_-]{1,32} (got %q)", u.Name)
+		} else if j, dup := names[u.Name]; dup {
+			add(key+".name", "duplicates upstreams[%d].name %q", j, u.Name)
+		} else {
+			names[u.Name] = i
+		}
+		if p := *u.Prefix; p != "" {
+			if !nameRE.MatchString(p) {
+				add(key+".prefix", "must match [a-z0-9_-]{1,32} or be empty (got %q)", p)
+			} else if p == "symbi" {
+				add(key+".prefix", `"symbi" is reserved for the built-in tools`)
+			} else if j, dup := prefixes[p]; dup {
+				add(key+".prefix", "duplicates the prefix of upstreams[%d]", j)
+			} else {
+				prefixes[p] = i
+			}
+		}
+		switch {
+		case len(u.Command) == 0 && u.URL == "":
+			add(key, "needs command or url")
+		case len(u.Command) > 0 && u.URL != "":
+			add(key, "has both command and url; choose one")
+		case u.URL != "":
+			pu, err := url.Parse(u.URL)
+			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				add(key+".url", "must be an http or https URL")
+			}
+			if u.Transport != "" && u.Transport != "streamable" && u.Transport != "sse" {
+				add(key+".transport", `must be "streamable" or "sse"`)
+			}
+			if len(u.Env) > 0 {
+				add(key+".env", "applies only to command upstreams")
+			}
+			if u.Sandbox != nil {
+				add(key+".sandbox", "applies only to command upstreams")
+			}
+		default:
+			if u.Transport != "" && u.Transport != "stdio" {
+				add(key+".transport", `a command upstream speaks "stdio"`)
+			}
+			if len(u.Headers) > 0 {
+				add(key+".headers", "applies only to url upstreams")
+			}
+		}
+		if u.Timeout.Duration < 0 {
+			add(key+".timeout", "must not be negative")
+		}
+		if s := u.Sandbox; s != nil {
+			if !slices.Contains(tiers, s.Tier) {
+				add(key+".sandbox.tier", "must be one of %s", strings.Join(tiers, ", "))
+			}
+			if s.Tier != "none" && s.Tier != "" && s.Image == "" {
+				add(key+".sandbox.image", "is required for tier %q", s.Tier)
+			}
+			if s.CPUs < 0 {
+				add(key+".sandbox.cpus", "must not be negative")
+			}
+			if s.Pids < 0 {
+				add(key+".sandbox.pids", "must not be negative")
+			}
+		}
+		if p := u.SchemaPin; p != nil {
+			if !slices.Contains(pinModes, p.Mode) {
+				add(key+".schemapin.mode", `must be "strict", "tofu" or "disabled"`)
+			}
+			if !slices.Contains(firstSeens, p.FirstSeen) {
+				add(key+".schemapin.first_seen", `must be "approve" or "pending"`)
+			}
+			if p.Mode == "strict" && p.Domain == "" && p.DiscoveryFile == "" {
+				add(key+".schemapin", "strict mode needs domain or discovery_file")
+			}
+		}
+	}
+	return probs
+}
+
+// Redacted returns a copy safe to print: token, env and header values are masked.
+func (c *Config) Redacted() *Config {
+	cp := *c
+	cp.Server.Tokens = slices.Clone(c.Server.Tokens)
+	for i := range cp.Server.Tokens {
+		cp.Server.Tokens[i].Token = "REDACTED"
+	}
+	cp.Upstreams = slices.Clone(c.Upstreams)
+	for i := range cp.Upstreams {
+		cp.Upstreams[i].Env = maskValues(cp.Upstreams[i].Env)
+		cp.Upstreams[i].Headers = maskValues(cp.Upstreams[i].Headers)
+	}
+	return &cp
+}
+
+func maskValues(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k := range m {
+		out[k] = "REDACTED"
+	}
+	return out
+}
