@@ -75,8 +75,8 @@ func (in *Input) Value() (ast.Value, error) {
 			ver = append(ver, [2]*ast.Term{keyFingerprint, ast.StringTerm(t.Verification.Fingerprint)})
 		}
 		items = append(items, [2]*ast.Term{keyTool, ast.ObjectTerm(
-			[2]*ast.Term{keyName, ast.StringTerm(t.Name)},
-			[2]*ast.Term{keyUpstreamName, ast.StringTerm(t.UpstreamName)},
+			[2]*ast.Term{keyName, ast.InternedTerm(t.Name)},
+			[2]*ast.Term{keyUpstreamName, ast.InternedTerm(t.UpstreamName)},
 			[2]*ast.Term{keyAnnotations, ast.NewTerm(ann)},
 			[2]*ast.Term{keyVerification, ast.ObjectTerm(ver...)},
 		)})

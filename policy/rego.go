@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -204,7 +205,7 @@ func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (Decision, erro
 		defer stop()
 		cancel = c
 	}
-	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalGenerateJSON(identity), rego.EvalExternalCancel(cancel))
+	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalGenerateJSON(identity), rego.EvalExternalCancel(cancel), rego.EvalMetrics(noMetrics))
 	if err != nil {
 		return deny("policy evaluation failed"), fmt.Errorf("%w: evaluate %s: %w", ErrEvaluate, DecisionRef, err)
 	}
@@ -226,7 +227,15 @@ var (
 	fieldAllow      = ast.StringTerm("allow")
 	fieldReason     = ast.StringTerm("reason")
 	fieldConditions = ast.StringTerm("conditions")
+	condFields      = map[string]*ast.Term{}
+	noMetrics       = metrics.NoOp()
 )
+
+func init() {
+	for _, k := range []string{"type", "mode", "tier", "message", "per_minute", "burst", "paths"} {
+		condFields[k] = ast.StringTerm(k)
+	}
+}
 
 // parseDecision reads a decision object. Anything but the documented shape is an error.
 func parseDecision(v ast.Value) (Decision, error) {
@@ -309,7 +318,7 @@ func parseCondition(v ast.Value) (Condition, error) {
 		if err != nil {
 			return
 		}
-		t := obj.Get(ast.StringTerm(key))
+		t := obj.Get(condFields[key])
 		if t == nil {
 			return
 		}
@@ -324,7 +333,7 @@ func parseCondition(v ast.Value) (Condition, error) {
 		if err != nil {
 			return
 		}
-		t := obj.Get(ast.StringTerm(key))
+		t := obj.Get(condFields[key])
 		if t == nil {
 			return
 		}
@@ -349,7 +358,7 @@ func parseCondition(v ast.Value) (Condition, error) {
 	if err != nil {
 		return Condition{}, err
 	}
-	if pt := obj.Get(ast.StringTerm("paths")); pt != nil {
+	if pt := obj.Get(condFields["paths"]); pt != nil {
 		err = eachElem(pt.Value, "paths", func(i int, t *ast.Term) error {
 			s, ok := t.Value.(ast.String)
 			if !ok {
