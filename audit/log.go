@@ -1,0 +1,731 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// FsyncMode says when the writer makes entries durable.
+type FsyncMode int
+
+const (
+	// FsyncBatch syncs once FsyncMaxEntries entries or FsyncMaxDelay have accumulated
+	// since the last sync, whichever comes first: a crash loses at most that window plus
+	// what was still queued.
+	FsyncBatch FsyncMode = iota
+	// FsyncEvery syncs after every entry, before the next one is written.
+	FsyncEvery
+)
+
+// Errors returned by Append and friends. Callers branch with errors.Is.
+var (
+	ErrClosed    = errors.New("audit log closed")
+	ErrQueueFull = errors.New("audit queue full")
+	ErrBroken    = errors.New("audit log broken by an earlier write error")
+	ErrReserved  = errors.New("event type is reserved for the audit log itself")
+)
+
+// Options configure a Log. Only Dir is required; zero values mean the defaults noted.
+type Options struct {
+	Dir     string       // directory of segments and checkpoint; created if missing
+	KeyPath string       // signing key; "": Dir/audit_ed25519.key. Public key at KeyPath+".pub"
+	Logger  *slog.Logger // nil: discard
+
+	Fsync           FsyncMode
+	FsyncMaxDelay   time.Duration // FsyncBatch: 0 means 100ms
+	FsyncMaxEntries int           // FsyncBatch: 0 means 1000
+
+	SegmentMaxBytes int64         // 0 means 64 MiB
+	SegmentMaxAge   time.Duration // 0 means 24h; negative means never by age
+
+	QueueSize    int           // 0 means 8192
+	BlockTimeout time.Duration // how long Append waits on a full queue; 0 means 100ms
+
+	// RecordArguments keeps full arguments in the trail; otherwise only their shape.
+	RecordArguments bool
+
+	Sinks            []Sink // extra sinks beside the file trail; closed by Log.Close
+	SinkQueueSize    int    // per sink; 0 means 4096
+	RecentSize       int    // events kept for Recent; 0 means 1000
+	SubscriberBuffer int    // per live subscriber; 0 means 256
+
+	Now func() time.Time // nil: time.Now
+}
+
+func (o *Options) withDefaults() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.KeyPath == "" {
+		r.KeyPath = filepath.Join(r.Dir, KeyFileName)
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if r.FsyncMaxDelay <= 0 {
+		r.FsyncMaxDelay = 100 * time.Millisecond
+	}
+	if r.FsyncMaxEntries <= 0 {
+		r.FsyncMaxEntries = 1000
+	}
+	if r.SegmentMaxBytes <= 0 {
+		r.SegmentMaxBytes = 64 << 20
+	}
+	if r.SegmentMaxAge == 0 {
+		r.SegmentMaxAge = 24 * time.Hour
+	}
+	if r.QueueSize <= 0 {
+		r.QueueSize = 8192
+	}
+	if r.BlockTimeout <= 0 {
+		r.BlockTimeout = 100 * time.Millisecond
+	}
+	if r.SinkQueueSize <= 0 {
+		r.SinkQueueSize = 4096
+	}
+	if r.RecentSize <= 0 {
+		r.RecentSize = 1000
+	}
+	if r.SubscriberBuffer <= 0 {
+		r.SubscriberBuffer = 256
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	return r
+}
+
+// Stats are counters since Open.
+type Stats struct {
+	Appended       uint64 // accepted by Append
+	Written        uint64 // written to the trail (including the log's own entries)
+	Rejected       uint64 // refused by Append because the queue stayed full (never silent)
+	SinkDropped    uint64 // records a slow or failing extra sink did not get
+	SinkErrors     uint64 // failed sink writes
+	SubscribersCut uint64 // live subscribers dropped for being too slow
+	QueueLen       int
+}
+
+// Recovery describes what Open repaired after a crash.
+type Recovery struct {
+	File         string // segment whose tail was torn
+	BytesDropped int64
+	DroppedSHA   string // SHA-256 of the dropped bytes, kept in File+".torn-<unix>"
+	SavedAs      string
+}
+
+type itemKind uint8
+
+const (
+	kindEvent itemKind = iota
+	kindFlush
+	kindRotate
+)
+
+type item struct {
+	kind   itemKind
+	ev     Event
+	body   []byte
+	newKey ed25519.PrivateKey
+	done   chan error
+}
+
+// Log is the audit trail writer. One goroutine it owns writes, hashes, signs and syncs
+// entries in order; Append only encodes and enqueues. Close flushes and is idempotent.
+type Log struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.RWMutex // held for reading while enqueueing, for writing by Close
+	closed bool
+	queue  chan item
+	stop   chan struct{}
+	done   chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+
+	appended, written, rejected atomic.Uint64
+
+	sinks []*sinkRunner
+	hub   *hub
+	rec   *ring
+
+	recovery *Recovery
+	broken   atomic.Pointer[error]
+	pub      atomic.Pointer[ed25519.PublicKey]
+
+	// Writer state: owned by the writer goroutine (and by Open before it starts).
+	priv        ed25519.PrivateKey
+	kid         string
+	seq         uint64
+	head        [32]byte
+	seg         *os.File
+	segName     string
+	segSize     int64
+	segEntries  int
+	segOpened   time.Time
+	prevSegName string // previous segment, named by the next segment's first entry
+	unsynced    int
+	timerArmed  bool
+	cpSeq       uint64
+	buf         []byte
+	pend        []pending
+}
+
+// Open opens (or creates) the trail in opts.Dir, repairs a torn last line left by a crash,
+// loads or generates the signing key, and starts the writer. A new trail begins with a
+// genesis entry naming the public key.
+func Open(opts *Options) (*Log, error) {
+	o := opts.withDefaults()
+	if o.Dir == "" {
+		return nil, errors.New("open audit log: no dir")
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create audit dir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(o.KeyPath), 0o700); err != nil {
+		return nil, fmt.Errorf("create key dir: %w", err)
+	}
+	l := &Log{
+		opts:  o,
+		log:   o.Logger,
+		queue: make(chan item, o.QueueSize),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+		rec:   newRing(o.RecentSize),
+	}
+	l.hub = newHub(l.log, o.SubscriberBuffer)
+	priv, created, err := loadOrCreateKey(o.KeyPath)
+	if err != nil {
+		return nil, err
+	}
+	l.setKey(priv)
+	if created {
+		l.log.Info("audit key generated", "path", o.KeyPath, "key", l.kid)
+	}
+	var notices []Event
+	if notices, err = l.openTail(); err != nil {
+		return nil, err
+	}
+	for _, s := range o.Sinks {
+		r := &sinkRunner{sink: s, ch: make(chan Record, o.SinkQueueSize), log: l.log}
+		l.sinks = append(l.sinks, r)
+		r.wg.Add(1)
+		go r.run()
+	}
+	var first []item
+	if l.seq == 0 {
+		first = append(first, item{kind: kindEvent, ev: Event{Type: TypeGenesis,
+			PublicKey: base64.StdEncoding.EncodeToString(l.priv.Public().(ed25519.PublicKey))}})
+	}
+	for _, n := range notices {
+		first = append(first, item{kind: kindEvent, ev: n})
+	}
+	for i := range first {
+		if err := l.prepare(&first[i].ev, &first[i].body); err != nil {
+			return nil, err
+		}
+	}
+	if len(first) > 0 {
+		l.process(first)
+		l.sync()
+		if p := l.broken.Load(); p != nil {
+			l.closeFiles()
+			return nil, *p
+		}
+	}
+	go l.run()
+	return l, nil
+}
+
+func (l *Log) setKey(priv ed25519.PrivateKey) {
+	pub := priv.Public().(ed25519.PublicKey)
+	l.priv = priv
+	l.kid = KeyID(pub)
+	l.pub.Store(&pub)
+}
+
+// Recovery reports what Open repaired, or nil.
+func (l *Log) Recovery() *Recovery { return l.recovery }
+
+// PublicKey is the current signing key's public half.
+func (l *Log) PublicKey() ed25519.PublicKey { return *l.pub.Load() }
+
+// Stats returns the counters.
+func (l *Log) Stats() Stats {
+	s := Stats{
+		Appended:       l.appended.Load(),
+		Written:        l.written.Load(),
+		Rejected:       l.rejected.Load(),
+		SubscribersCut: l.hub.cut.Load(),
+		QueueLen:       len(l.queue),
+	}
+	for _, r := range l.sinks {
+		s.SinkDropped += r.dropped.Load()
+		s.SinkErrors += r.errors.Load()
+	}
+	return s
+}
+
+// prepare fills the defaults of an event and encodes it (without its seq).
+func (l *Log) prepare(ev *Event, body *[]byte) error {
+	if ev.ID == "" {
+		ev.ID = uuid.NewString()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = l.opts.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	ev.Seq = 0
+	if ev.ArgShape == nil && len(ev.Arguments) > 0 {
+		ev.ArgShape = ArgumentShape(ev.Arguments)
+	}
+	if !l.opts.RecordArguments {
+		ev.Arguments = nil
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode audit event: %w", err)
+	}
+	*body = b
+	return nil
+}
+
+// Append records ev. It fills ID and Time when empty, reduces arguments to their shape
+// unless configured otherwise, and enqueues the event for the writer. When the queue is
+// full it waits up to Options.BlockTimeout (or ctx), then returns ErrQueueFull and counts
+// the rejection. A nil error means the event is queued; Flush waits until it is durable.
+func (l *Log) Append(ctx context.Context, ev Event) error {
+	if ev.Type == "" {
+		return errors.New("append audit event: no type")
+	}
+	switch ev.Type {
+	case TypeGenesis, TypeKeyRotated:
+		return fmt.Errorf("append audit event %s: %w", ev.Type, ErrReserved)
+	}
+	if ev.PublicKey != "" {
+		return fmt.Errorf("append audit event: public_key: %w", ErrReserved)
+	}
+	it := item{kind: kindEvent, ev: ev}
+	if err := l.prepare(&it.ev, &it.body); err != nil {
+		return err
+	}
+	if err := l.enqueue(ctx, it); err != nil {
+		return err
+	}
+	l.appended.Add(1)
+	return nil
+}
+
+func (l *Log) enqueue(ctx context.Context, it item) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if p := l.broken.Load(); p != nil {
+		return *p
+	}
+	select {
+	case l.queue <- it:
+		return nil
+	default:
+	}
+	t := time.NewTimer(l.opts.BlockTimeout)
+	defer t.Stop()
+	select {
+	case l.queue <- it:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	l.rejected.Add(1)
+	l.log.Warn("audit queue full, event rejected", "type", string(it.ev.Type), "queue", cap(l.queue))
+	return fmt.Errorf("append audit event: %w", ErrQueueFull)
+}
+
+// Flush waits until every event appended before it is written, synced and covered by the
+// head checkpoint.
+func (l *Log) Flush(ctx context.Context) error {
+	return l.control(ctx, item{kind: kindFlush})
+}
+
+// RotateKey generates a new signing key and appends a key rotation entry, signed by the
+// current key, that names the new public key; later entries are signed by the new key.
+// The old public key stays exported as KeyPath+".<key id>.pub".
+func (l *Log) RotateKey(ctx context.Context) error {
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return fmt.Errorf("generate audit key: %w", err)
+	}
+	if err := writePrivateKey(l.opts.KeyPath+".next", priv); err != nil {
+		return err
+	}
+	return l.control(ctx, item{kind: kindRotate, newKey: priv})
+}
+
+func (l *Log) control(ctx context.Context, it item) error {
+	it.done = make(chan error, 1)
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case l.queue <- it:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return ctx.Err()
+	}
+	l.mu.RUnlock()
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting events, writes and syncs everything queued, closes the sinks and
+// ends live subscriptions. It is safe to call more than once.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
+		close(l.stop)
+		<-l.done
+		for _, r := range l.sinks {
+			close(r.ch)
+		}
+		for _, r := range l.sinks {
+			r.wg.Wait()
+			if err := r.sink.Close(); err != nil {
+				l.log.Warn("audit sink close failed", "err", err)
+			}
+		}
+		l.hub.close()
+		if p := l.broken.Load(); p != nil {
+			l.closeErr = *p
+		}
+	})
+	return l.closeErr
+}
+
+// run is the writer goroutine.
+func (l *Log) run() {
+	defer close(l.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	l.timerArmed = false
+	batch := make([]item, 0, 1024)
+	for {
+		select {
+		case it := <-l.queue:
+			batch = l.drain(append(batch[:0], it))
+			l.process(batch)
+			if l.opts.Fsync == FsyncBatch && l.unsynced > 0 && !l.timerArmed {
+				timer.Reset(l.opts.FsyncMaxDelay)
+				l.timerArmed = true
+			}
+		case <-timer.C:
+			l.timerArmed = false
+			l.sync()
+		case <-l.stop:
+			for {
+				select {
+				case it := <-l.queue:
+					batch = l.drain(append(batch[:0], it))
+					l.process(batch)
+					continue
+				default:
+				}
+				break
+			}
+			timer.Stop()
+			l.sync()
+			l.closeFiles()
+			return
+		}
+	}
+}
+
+func (l *Log) drain(batch []item) []item {
+	for len(batch) < cap(batch) {
+		select {
+		case it := <-l.queue:
+			batch = append(batch, it)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (l *Log) closeFiles() {
+	if l.seg != nil {
+		if err := l.seg.Close(); err != nil {
+			l.log.Error("audit segment close failed", "file", l.segName, "err", err)
+		}
+		l.seg = nil
+	}
+}
+
+func (l *Log) fail(err error) {
+	if l.broken.Load() == nil {
+		werr := fmt.Errorf("%w: %w", ErrBroken, err)
+		l.broken.Store(&werr)
+		l.log.Error("audit write failed; trail stops accepting events", "err", err)
+	}
+}
+
+// pending is an entry between hashing and writing.
+type pending struct {
+	hdr       entryHeader
+	canonical []byte
+	hash      [32]byte
+	sig       []byte
+	signer    ed25519.PrivateKey
+	newSeg    string // open this segment before writing the entry
+	rotateTo  ed25519.PrivateKey
+	ev        *Event
+}
+
+// process writes one batch in order: chain (sequential, cheap), sign (parallel, the costly
+// part), then write with segment cuts and syncs as configured.
+func (l *Log) process(batch []item) {
+	if l.broken.Load() != nil {
+		for _, it := range batch {
+			if it.done != nil {
+				it.done <- *l.broken.Load()
+			}
+		}
+		return
+	}
+	pend := l.pend[:0]
+	var flushes []chan error
+	segName, segSize, segEntries, prevSeg := l.segName, l.segSize, l.segEntries, l.prevSegName
+	segOpened := l.segOpened
+	signer := l.priv
+	now := l.opts.Now()
+	for i := range batch {
+		it := &batch[i]
+		switch it.kind {
+		case kindFlush:
+			flushes = append(flushes, it.done)
+			continue
+		case kindRotate:
+			it.ev = Event{Type: TypeKeyRotated,
+				PublicKey: base64.StdEncoding.EncodeToString(it.newKey.Public().(ed25519.PublicKey)),
+				Detail:    map[string]string{"new_key": KeyID(it.newKey.Public().(ed25519.PublicKey))}}
+			if err := l.prepare(&it.ev, &it.body); err != nil {
+				it.done <- err
+				continue
+			}
+			flushes = append(flushes, it.done)
+		}
+		var p pending
+		p.hdr = entryHeader{Seq: l.seq + 1, PrevHash: l.head, Key: KeyID(signer.Public().(ed25519.PublicKey))}
+		n := lineLen(len(it.body) + 200) // upper bound before the header is final
+		age := l.opts.SegmentMaxAge > 0 && now.Sub(segOpened) >= l.opts.SegmentMaxAge
+		if segName == "" || (segEntries > 0 && (segSize+int64(n) > l.opts.SegmentMaxBytes || age)) {
+			if segName != "" {
+				prevSeg = segName
+			}
+			segName, segSize, segEntries, segOpened = segmentName(p.hdr.Seq), 0, 0, now
+			p.newSeg = segName
+		}
+		if segEntries == 0 {
+			p.hdr.PrevSegment = prevSeg
+		}
+		p.canonical = appendCanonical(make([]byte, 0, len(it.body)+160), &p.hdr, it.body)
+		p.hash = chainHash(l.head, p.canonical)
+		p.signer = signer
+		p.ev = &it.ev
+		if it.kind == kindRotate {
+			p.rotateTo = it.newKey
+			signer = it.newKey
+		}
+		l.seq, l.head = p.hdr.Seq, p.hash
+		segSize += int64(lineLen(len(p.canonical)))
+		segEntries++
+		pend = append(pend, p)
+	}
+	l.pend = pend
+	signAll(pend)
+	l.write(pend)
+	if l.opts.Fsync == FsyncEvery || len(flushes) > 0 {
+		l.sync()
+	}
+	err := error(nil)
+	if p := l.broken.Load(); p != nil {
+		err = *p
+	}
+	l.fanout(pend)
+	for _, ch := range flushes {
+		ch <- err
+	}
+	for i := range pend {
+		pend[i] = pending{}
+	}
+}
+
+// signAll signs the batch, in parallel when it is large enough to pay for it.
+func signAll(pend []pending) {
+	workers := runtime.GOMAXPROCS(0)
+	if len(pend) < 32 || workers < 2 {
+		for i := range pend {
+			pend[i].sig = ed25519.Sign(pend[i].signer, pend[i].hash[:])
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (len(pend) + workers - 1) / workers
+	for start := 0; start < len(pend); start += chunk {
+		part := pend[start:min(start+chunk, len(pend))]
+		wg.Go(func() {
+			for i := range part {
+				part[i].sig = ed25519.Sign(part[i].signer, part[i].hash[:])
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (l *Log) write(pend []pending) {
+	buf := l.buf[:0]
+	flush := func() bool {
+		if len(buf) == 0 {
+			return true
+		}
+		if _, err := l.seg.Write(buf); err != nil {
+			l.fail(fmt.Errorf("write segment %s: %w", l.segName, err))
+			return false
+		}
+		buf = buf[:0]
+		return true
+	}
+	for i := range pend {
+		p := &pend[i]
+		if p.newSeg != "" {
+			if !flush() || !l.openSegment(p.newSeg) {
+				return
+			}
+		}
+		buf = appendLine(buf, p.canonical, p.hash, p.sig)
+		l.segSize += int64(lineLen(len(p.canonical)))
+		l.segEntries++
+		l.written.Add(1)
+		if l.opts.Fsync == FsyncEvery || p.rotateTo != nil {
+			if !flush() || !l.syncSegment() {
+				return
+			}
+		} else {
+			l.unsynced++
+			if l.unsynced >= l.opts.FsyncMaxEntries {
+				if !flush() {
+					return
+				}
+				l.sync()
+			}
+		}
+		if p.rotateTo != nil {
+			l.promoteKey(p.rotateTo)
+		}
+	}
+	flush()
+	l.buf = buf
+}
+
+// openSegment syncs and closes the current segment and creates the next one.
+func (l *Log) openSegment(name string) bool {
+	if l.seg != nil {
+		if !l.syncSegment() {
+			return false
+		}
+		l.closeFiles()
+		l.prevSegName = l.segName
+	}
+	f, err := os.OpenFile(filepath.Join(l.opts.Dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		l.fail(fmt.Errorf("create segment: %w", err))
+		return false
+	}
+	if err := syncDir(l.opts.Dir); err != nil {
+		l.fail(fmt.Errorf("sync audit dir: %w", err))
+		f.Close()
+		return false
+	}
+	l.seg, l.segName, l.segSize, l.segEntries, l.segOpened = f, name, 0, 0, l.opts.Now()
+	l.log.Debug("audit segment opened", "file", name)
+	return true
+}
+
+func (l *Log) syncSegment() bool {
+	if l.seg == nil {
+		return true
+	}
+	if err := l.seg.Sync(); err != nil {
+		l.fail(fmt.Errorf("sync segment %s: %w", l.segName, err))
+		return false
+	}
+	l.unsynced = 0
+	return true
+}
+
+// sync makes everything written durable and then moves the head checkpoint, so the
+// checkpoint never names an entry a crash could lose.
+func (l *Log) sync() {
+	if l.broken.Load() != nil || l.seg == nil {
+		return
+	}
+	if !l.syncSegment() {
+		return
+	}
+	if l.cpSeq == l.seq {
+		return
+	}
+	cp := &Checkpoint{Seq: l.seq, Hash: hex.EncodeToString(l.head[:]), Segment: l.segName,
+		Key: l.kid, Time: l.opts.Now().UTC()}
+	cp.sign(l.priv)
+	if err := writeCheckpoint(l.opts.Dir, cp); err != nil {
+		l.fail(err)
+		return
+	}
+	l.cpSeq = l.seq
+}
+
+// promoteKey makes a rotated-to key current once its rotation entry is durable.
+func (l *Log) promoteKey(priv ed25519.PrivateKey) {
+	old := l.priv.Public().(ed25519.PublicKey)
+	if err := writePublicKey(l.opts.KeyPath+"."+KeyID(old)+PublicKeySuffix, old); err != nil {
+		l.log.Warn("audit old public key not archived", "err", err)
+	}
+	if err := os.Rename(l.opts.KeyPath+".next", l.opts.KeyPath); err != nil {
+		l.fail(fmt.Errorf("install rotated audit key: %w", err))
+		return
+	}
+	if err := writePublicKey(l.opts.KeyPath+PublicKeySuffix, priv.Public().(ed25519.PublicKey)); err != nil {
+		l.fail(err)
+		return
+	}
+	l.setKey(priv)
+	l.log.Info("audit key rotated", "key", l.kid)
+}
