@@ -32,6 +32,10 @@ const (
 	LabelPIDStart = "symbi.pidstart" // start time of that process (clock ticks since boot)
 )
 
+// GVisorPidsOverhead is added to Spec.Pids in the gvisor tier: the host pids limit covers
+// gVisor's own threads (about 50 idle) as well as the upstream's.
+const GVisorPidsOverhead = 128
+
 // dockerRunner starts hardened containers through the Docker Engine API.
 type dockerRunner struct {
 	cli  *client.Client
@@ -134,6 +138,10 @@ func (d *dockerRunner) containerConfig(spec Spec) (*container.Config, *container
 		cfg.NetworkDisabled = true
 	}
 	pids := spec.Pids
+	if spec.Tier == TierGVisor {
+		// gVisor's sentry and gofer run in the container's cgroup: their threads count.
+		pids += GVisorPidsOverhead
+	}
 	init := true
 	hc := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(spec.Network),

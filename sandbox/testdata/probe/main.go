@@ -34,6 +34,7 @@ type Report struct {
 	Interfaces   []string `json:"interfaces"`
 	MemoryLimit  string   `json:"memory_limit"`
 	PidsLimit    string   `json:"pids_limit"`
+	MemTotal     string   `json:"mem_total"`
 	Uname        string   `json:"uname"`
 	ProcVersion  string   `json:"proc_version"`
 	Dmesg        string   `json:"dmesg"`
@@ -121,6 +122,10 @@ func probe() Report {
 	}
 	r.MemoryLimit = firstFile("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 	r.PidsLimit = firstFile("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max")
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		r.MemTotal = strings.Join(strings.Fields(strings.TrimPrefix(line, "MemTotal:")), " ")
+	}
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
 		r.Uname = cstr(u.Sysname[:]) + " " + cstr(u.Release[:]) + " " + cstr(u.Version[:])
