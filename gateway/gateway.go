@@ -128,6 +128,7 @@ type Gateway struct {
 	runOnce   sync.Once
 	closeOnce sync.Once
 	cancel    context.CancelFunc
+	done      chan struct{} // closed when Run's context ends
 	wg        sync.WaitGroup
 }
 
@@ -171,6 +172,7 @@ func New(opts *Options) *Gateway {
 		resources: map[string]string{},
 		templates: map[string]string{},
 		subs:      map[string]int{},
+		done:      make(chan struct{}),
 	}
 	g.server = mcp.NewServer(&mcp.Implementation{Name: o.Name, Title: "symbi MCP security gateway", Version: o.Version}, &mcp.ServerOptions{
 		Logger:             o.Logger.With("component", "mcp_server"),
@@ -239,6 +241,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return errors.New("run gateway: already running")
 	}
 	<-ctx.Done()
+	close(g.done)
 	g.wg.Wait()
 	return nil
 }

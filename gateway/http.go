@@ -150,6 +150,15 @@ type sessionTransport struct {
 	id string
 }
 
+// SupportsProtocolVersion passes the wrapped transport's answer through (legacy SSE
+// does not carry 2026-07-28).
+func (t sessionTransport) SupportsProtocolVersion(v string) bool {
+	if s, ok := t.t.(mcp.ProtocolVersionSupporter); ok {
+		return s.SupportsProtocolVersion(v)
+	}
+	return true
+}
+
 func (t sessionTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 	c, err := t.t.Connect(ctx)
 	if err != nil {

@@ -68,7 +68,7 @@ func HostLauncher(name string, argv []string, env map[string]string, dir string,
 			sc := bufio.NewScanner(stderr)
 			sc.Buffer(make([]byte, 4096), 64<<10)
 			for sc.Scan() {
-				logger.Info("upstream stderr", "upstream", name, "line", sc.Text())
+				logger.Debug("upstream stderr", "upstream", name, "line", sc.Text())
 			}
 		}()
 		go func() { // owned: reaps the child; Wait and Stop observe p.exited
@@ -107,10 +107,10 @@ type hostProcess struct {
 	stop    sync.Once
 }
 
-func (p *hostProcess) Stdin() io.WriteCloser  { return p.stdin }
-func (p *hostProcess) Stdout() io.ReadCloser  { return p.stdout }
-func (p *hostProcess) Tier() string           { return "none" }
-func (p *hostProcess) Wait() error            { <-p.exited; return p.err }
+func (p *hostProcess) Stdin() io.WriteCloser   { return p.stdin }
+func (p *hostProcess) Stdout() io.ReadCloser   { return p.stdout }
+func (p *hostProcess) Tier() string            { return "none" }
+func (p *hostProcess) Wait() error             { <-p.exited; return p.err }
 func (p *hostProcess) signal(s syscall.Signal) { _ = syscall.Kill(-p.cmd.Process.Pid, s) }
 
 func (p *hostProcess) Stop(ctx context.Context) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -22,43 +23,56 @@ const (
 	StateStopped  = "stopped"
 )
 
-// upstream is one configured MCP server and the connection symbi keeps to it.
+// upstream is one configured MCP server and the connections symbi keeps to it: the
+// primary one (negotiated protocol; it lists features and is watched and restarted) and,
+// when the primary speaks the stateless 2026-07-28 protocol, a second one on 2025-11-25
+// opened on demand for clients of that generation, so that an upstream's server-to-client
+// requests reach such clients exactly as they would directly.
 type upstream struct {
 	g   *Gateway
 	cfg UpstreamConfig
-	log interface {
-		Info(string, ...any)
-		Warn(string, ...any)
-		Debug(string, ...any)
-	}
+	log *slog.Logger
 
 	firstTry     chan struct{}
 	firstTryOnce sync.Once
-	reconnect    chan struct{} // asks run to drop and re-establish the session
+	reconnect    chan struct{} // asks run to drop and re-establish the primary session
+
+	primary *conn
 
 	mu        sync.Mutex
-	state     string
-	since     time.Time
-	lastErr   string
 	restarts  int
-	cs        *mcp.ClientSession
-	proc      Process
-	protocol  string
-	server    string
-	ready     chan struct{} // closed when the current attempt ends (up or failed)
+	legacy    *conn             // on demand; nil until a 2025-11-25 client needs it
 	toolNames map[string]string // exposed -> upstream name
 	hidden    int
 	prompts   map[string]string // exposed -> upstream name
 	resources []string
 	templates []string
 
+	progSeq  atomic.Uint64
+	progress sync.Map // upstream token (string) -> progressRoute
+}
+
+// conn is one client session to an upstream (and its process, for stdio).
+type conn struct {
+	u       *upstream
+	version string // protocol version to ask for; "" = negotiate the latest
+
+	mu       sync.Mutex
+	state    string
+	since    time.Time
+	lastErr  string
+	cs       *mcp.ClientSession
+	proc     Process
+	protocol string
+	server   string
+	ready    chan struct{} // closed when the current attempt ends (up or failed)
+	stop     chan struct{} // closes an on-demand connection
+	stopOnce sync.Once
+
 	// in-flight client requests, for routing what the upstream starts.
 	callSeq  atomic.Uint64
 	inflight sync.Map // uint64 -> *mcp.ServerSession
 	lastCall atomic.Uint64
-
-	progSeq  atomic.Uint64
-	progress sync.Map // upstream token (string) -> progressRoute
 }
 
 type progressRoute struct {
@@ -67,15 +81,18 @@ type progressRoute struct {
 }
 
 func newUpstream(g *Gateway, cfg UpstreamConfig) *upstream {
-	return &upstream{
+	u := &upstream{
 		g: g, cfg: cfg,
 		log:       g.log.With("upstream", cfg.Name),
 		firstTry:  make(chan struct{}),
 		reconnect: make(chan struct{}, 1),
-		state:     StateStarting,
-		since:     time.Now(),
-		ready:     make(chan struct{}),
 	}
+	u.primary = u.newConn("")
+	return u
+}
+
+func (u *upstream) newConn(version string) *conn {
+	return &conn{u: u, version: version, state: StateStarting, since: time.Now(), ready: make(chan struct{})}
 }
 
 func (u *upstream) transportName() string {
@@ -90,41 +107,49 @@ func (u *upstream) transportName() string {
 }
 
 func (u *upstream) status() UpstreamStatus {
+	c := u.primary
+	c.mu.Lock()
+	st := UpstreamStatus{
+		Name: u.cfg.Name, Transport: u.transportName(), State: c.state, Tier: u.cfg.Tier,
+		Protocol: c.protocol, Server: c.server, Since: c.since, LastError: c.lastErr,
+	}
+	if c.proc != nil {
+		st.Tier = c.proc.Tier()
+	}
+	c.mu.Unlock()
+	if st.Tier == "" {
+		st.Tier = "remote"
+	}
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	tier := u.cfg.Tier
-	if u.proc != nil {
-		tier = u.proc.Tier()
-	}
-	if tier == "" {
-		tier = "remote"
-	}
-	return UpstreamStatus{
-		Name: u.cfg.Name, Transport: u.transportName(), State: u.state, Tier: tier,
-		Protocol: u.protocol, Server: u.server, Tools: len(u.toolNames), Hidden: u.hidden,
-		Prompts: len(u.prompts), Resources: len(u.resources) + len(u.templates),
-		Restarts: u.restarts, Since: u.since, LastError: u.lastErr,
-	}
+	st.Tools, st.Hidden, st.Prompts = len(u.toolNames), u.hidden, len(u.prompts)
+	st.Resources = len(u.resources) + len(u.templates)
+	st.Restarts = u.restarts
+	u.mu.Unlock()
+	return st
 }
 
-func (u *upstream) setState(state, errText string) {
-	u.mu.Lock()
-	changed := u.state != state
-	u.state, u.lastErr = state, errText
+func (c *conn) setState(state, errText string) {
+	c.mu.Lock()
+	changed := c.state != state
+	c.state, c.lastErr = state, errText
 	if changed {
-		u.since = time.Now()
+		c.since = time.Now()
 	}
-	u.mu.Unlock()
+	c.mu.Unlock()
+	if c != c.u.primary {
+		return
+	}
 	up := 0.0
 	if state == StateUp {
 		up = 1
 	}
-	u.g.metrics.upstreamUp.WithLabelValues(u.cfg.Name).Set(up)
+	c.u.g.metrics.upstreamUp.WithLabelValues(c.u.cfg.Name).Set(up)
 }
 
-// run keeps the upstream connected until ctx ends: connect, list, wait for the session
-// to end, back off, reconnect.
+// run keeps the primary connection up until ctx ends: connect, list, wait for the
+// session to end, back off, reconnect. It also owns the on-demand legacy connection.
 func (u *upstream) run(ctx context.Context) {
+	defer u.stopLegacy()
 	backoff := 500 * time.Millisecond
 	const maxBackoff = 30 * time.Second
 	for attempt := 0; ; attempt++ {
@@ -135,17 +160,23 @@ func (u *upstream) run(ctx context.Context) {
 			u.g.metrics.restarts.WithLabelValues(u.cfg.Name).Inc()
 		}
 		began := time.Now()
-		err := u.session(ctx)
+		err := u.primary.session(ctx, u.reconnect, func(cs *mcp.ClientSession) error {
+			if err := u.refreshAll(ctx, cs); err != nil {
+				return fmt.Errorf("list upstream features: %w", err)
+			}
+			return nil
+		})
 		u.firstTryOnce.Do(func() { close(u.firstTry) })
+		u.stopLegacy() // it follows the primary: a restarted server is a new server
 		if ctx.Err() != nil {
-			u.setState(StateStopped, "")
+			u.primary.setState(StateStopped, "")
 			return
 		}
 		msg := "session ended"
 		if err != nil {
 			msg = err.Error()
 		}
-		u.setState(StateDown, msg)
+		u.primary.setState(StateDown, msg)
 		u.log.Warn("upstream down", "err", msg, "retry_in", backoff.String())
 		if time.Since(began) > time.Minute {
 			backoff = 500 * time.Millisecond // it was up for a while: start over
@@ -154,7 +185,7 @@ func (u *upstream) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			u.setState(StateStopped, "")
+			u.primary.setState(StateStopped, "")
 			return
 		case <-t.C:
 		}
@@ -162,18 +193,19 @@ func (u *upstream) run(ctx context.Context) {
 	}
 }
 
-// session runs one connection from start to end.
-func (u *upstream) session(ctx context.Context) error {
-	u.setState(StateStarting, "")
-	cs, proc, err := u.connect(ctx)
+// session runs one connection from start to end. onUp runs once the session is
+// established, before the connection is marked up.
+func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func(*mcp.ClientSession) error) error {
+	c.setState(StateStarting, "")
+	cs, proc, err := c.connect(ctx)
 	if err != nil {
-		u.markAttemptDone()
+		c.markAttemptDone()
 		return err
 	}
 	defer func() {
-		u.mu.Lock()
-		u.cs, u.proc = nil, nil
-		u.mu.Unlock()
+		c.mu.Lock()
+		c.cs, c.proc = nil, nil
+		c.mu.Unlock()
 		_ = cs.Close()
 		if proc != nil {
 			stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -182,22 +214,24 @@ func (u *upstream) session(ctx context.Context) error {
 		}
 	}()
 	init := cs.InitializeResult()
-	u.mu.Lock()
-	u.cs, u.proc = cs, proc
+	c.mu.Lock()
+	c.cs, c.proc = cs, proc
 	if init != nil {
-		u.protocol = init.ProtocolVersion
+		c.protocol = init.ProtocolVersion
 		if init.ServerInfo != nil {
-			u.server = init.ServerInfo.Name + " " + init.ServerInfo.Version
+			c.server = init.ServerInfo.Name + " " + init.ServerInfo.Version
 		}
 	}
-	u.mu.Unlock()
-	if err := u.refreshAll(ctx, cs); err != nil {
-		u.markAttemptDone()
-		return fmt.Errorf("list upstream features: %w", err)
+	c.mu.Unlock()
+	if onUp != nil {
+		if err := onUp(cs); err != nil {
+			c.markAttemptDone()
+			return err
+		}
 	}
-	u.setState(StateUp, "")
-	u.markAttemptDone()
-	u.log.Info("upstream up", "protocol", u.protocol, "server", u.server)
+	c.setState(StateUp, "")
+	c.markAttemptDone()
+	c.u.log.Info("upstream connected", "protocol", c.protocol, "server", c.server)
 
 	ended := make(chan error, 1)
 	go func() { ended <- cs.Wait() }() // owned: ends when cs closes (deferred above)
@@ -224,29 +258,30 @@ func (u *upstream) session(ctx context.Context) error {
 			return fmt.Errorf("upstream session ended: %w", err)
 		}
 		return errors.New("upstream session ended")
-	case <-u.reconnect:
+	case <-reconnect:
 		return errors.New("session expired; reconnecting")
 	}
 }
 
 // markAttemptDone wakes callers waiting for the current attempt.
-func (u *upstream) markAttemptDone() {
-	u.mu.Lock()
-	close(u.ready)
-	u.ready = make(chan struct{})
-	u.mu.Unlock()
+func (c *conn) markAttemptDone() {
+	c.mu.Lock()
+	close(c.ready)
+	c.ready = make(chan struct{})
+	c.mu.Unlock()
 }
 
-func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, Process, error) {
+func (c *conn) connect(ctx context.Context) (*mcp.ClientSession, Process, error) {
+	u := c.u
 	client := mcp.NewClient(&mcp.Implementation{Name: "symbi", Version: u.g.opts.Version}, &mcp.ClientOptions{
 		Logger:                        u.g.log.With("component", "mcp_client", "upstream", u.cfg.Name),
-		ElicitationHandler:            u.elicit,
-		CreateMessageWithToolsHandler: u.createMessage,
+		ElicitationHandler:            c.elicit,
+		CreateMessageWithToolsHandler: c.createMessage,
 		ToolListChangedHandler:        func(ctx context.Context, _ *mcp.ToolListChangedRequest) { u.refreshLater("tools") },
 		PromptListChangedHandler:      func(ctx context.Context, _ *mcp.PromptListChangedRequest) { u.refreshLater("prompts") },
 		ResourceListChangedHandler:    func(ctx context.Context, _ *mcp.ResourceListChangedRequest) { u.refreshLater("resources") },
 		ResourceUpdatedHandler:        u.resourceUpdated,
-		LoggingMessageHandler:         u.logMessage,
+		LoggingMessageHandler:         c.logMessage,
 		ProgressNotificationHandler:   u.progressNotification,
 		MultiRoundTrip:                &mcp.MultiRoundTripOptions{Disabled: true},
 		Capabilities: &mcp.ClientCapabilities{
@@ -254,7 +289,7 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, Process, er
 			Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}, URL: &mcp.URLElicitationCapabilities{}},
 		},
 	})
-	client.AddReceivingMiddleware(u.rootsMiddleware)
+	client.AddReceivingMiddleware(c.rootsMiddleware)
 
 	var (
 		transport mcp.Transport
@@ -267,7 +302,7 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, Process, er
 			return nil, nil, err
 		}
 		proc = p
-		conn := newFrameConn(newLineFramer(p.Stdout(), p.Stdin(), closerFunc(func() error {
+		fc := newFrameConn(newLineFramer(p.Stdout(), p.Stdin(), closerFunc(func() error {
 			return p.Stdin().Close()
 		}), u.g.opts.MaxMessageBytes), FrameConnOptions{
 			Peer:   "upstream " + u.cfg.Name,
@@ -276,7 +311,7 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, Process, er
 				u.g.metrics.badFrames.WithLabelValues("upstream:"+u.cfg.Name, reason).Inc()
 			},
 		})
-		transport = frameTransport{conn}
+		transport = frameTransport{fc}
 	case u.cfg.SSE:
 		transport = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.httpClient()}
 	default:
@@ -284,7 +319,11 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, Process, er
 	}
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
-	cs, err := client.Connect(cctx, transport, nil)
+	var sopts *mcp.ClientSessionOptions
+	if c.version != "" {
+		sopts = &mcp.ClientSessionOptions{ProtocolVersion: c.version}
+	}
+	cs, err := client.Connect(cctx, transport, sopts)
 	if err != nil {
 		if proc != nil {
 			stopCtx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
@@ -318,18 +357,19 @@ func (u *upstream) httpClient() *http.Client {
 	return &http.Client{Transport: headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers}}
 }
 
-// client returns the live session, or a clear error when the upstream is down. If a
+// client returns the live session, or a clear error when the connection is down. If a
 // (re)connection attempt is under way it waits for it, bounded by ctx.
-func (u *upstream) client(ctx context.Context) (*mcp.ClientSession, error) {
+func (c *conn) client(ctx context.Context) (*mcp.ClientSession, error) {
+	name := c.u.cfg.Name
 	for range 2 {
-		u.mu.Lock()
-		cs, state, lastErr, ready := u.cs, u.state, u.lastErr, u.ready
-		u.mu.Unlock()
+		c.mu.Lock()
+		cs, state, lastErr, ready := c.cs, c.state, c.lastErr, c.ready
+		c.mu.Unlock()
 		if cs != nil && state == StateUp {
 			return cs, nil
 		}
 		if state != StateStarting {
-			msg := fmt.Sprintf("upstream %q is %s", u.cfg.Name, state)
+			msg := fmt.Sprintf("upstream %q is %s", name, state)
 			if lastErr != "" {
 				msg += ": " + lastErr
 			}
@@ -338,10 +378,80 @@ func (u *upstream) client(ctx context.Context) (*mcp.ClientSession, error) {
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q is starting", u.cfg.Name), Err: ctx.Err()}
+			return nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q is starting", name), Err: ctx.Err()}
 		}
 	}
-	return nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q is not available", u.cfg.Name)}
+	return nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q is not available", name)}
+}
+
+// legacyClient reports whether ss speaks a protocol older than 2026-07-28 (and so can
+// take server-to-client requests in the middle of a call).
+func legacyClient(ss *mcp.ServerSession) bool {
+	if ss == nil {
+		return false
+	}
+	ip := ss.InitializeParams()
+	return ip != nil && ip.ProtocolVersion != "" && ip.ProtocolVersion < "2026-07-28"
+}
+
+// connFor picks the connection that serves a request from ss: the primary, unless the
+// primary speaks 2026-07-28 and the client an older protocol, in which case the
+// on-demand legacy connection is used.
+func (u *upstream) connFor(ss *mcp.ServerSession) *conn {
+	if !legacyClient(ss) {
+		return u.primary
+	}
+	u.primary.mu.Lock()
+	modern := u.primary.protocol >= "2026-07-28"
+	u.primary.mu.Unlock()
+	if !modern {
+		return u.primary
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.legacy != nil {
+		u.legacy.mu.Lock()
+		alive := u.legacy.state == StateUp || u.legacy.state == StateStarting
+		u.legacy.mu.Unlock()
+		if alive {
+			return u.legacy
+		}
+	}
+	c := u.newConn("2025-11-25")
+	u.legacy = c
+	stop := make(chan struct{})
+	c.stop = stop
+	u.g.wg.Add(1)
+	go func() { // owned by the gateway's wait group; ends when stopped or the session ends
+		defer u.g.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-stop:
+			case <-u.g.done:
+			}
+			cancel()
+		}()
+		err := c.session(ctx, nil, nil)
+		cancel()
+		msg := "session ended"
+		if err != nil {
+			msg = err.Error()
+		}
+		c.setState(StateDown, msg)
+	}()
+	return c
+}
+
+// stopLegacy ends the on-demand legacy connection, if any.
+func (u *upstream) stopLegacy() {
+	u.mu.Lock()
+	c := u.legacy
+	u.legacy = nil
+	u.mu.Unlock()
+	if c != nil {
+		c.stopOnce.Do(func() { close(c.stop) })
+	}
 }
 
 // sessionLost reports whether err means the upstream session is gone (an expired HTTP
@@ -350,20 +460,22 @@ func sessionLost(err error) bool {
 	return errors.Is(err, mcp.ErrSessionMissing) || errors.Is(err, mcp.ErrConnectionClosed) || errors.Is(err, io.EOF)
 }
 
-// call runs f against the upstream with the per-request timeout, tracking the client
-// session that caused it. An HTTP upstream whose session expired is reconnected and
+// call runs f against the upstream with the per-request timeout, on the connection that
+// suits the client session, tracking that session so that what the upstream starts
+// during the call reaches it. An HTTP upstream whose session expired is reconnected and
 // the call retried once; a stdio upstream is not retried (the call may have had effects).
 func (u *upstream) call(ctx context.Context, ss *mcp.ServerSession, f func(context.Context, *mcp.ClientSession) error) error {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
-	id := u.callSeq.Add(1)
+	c := u.connFor(ss)
+	id := c.callSeq.Add(1)
 	if ss != nil {
-		u.inflight.Store(id, ss)
-		u.lastCall.Store(id)
-		defer u.inflight.Delete(id)
+		c.inflight.Store(id, ss)
+		c.lastCall.Store(id)
+		defer c.inflight.Delete(id)
 	}
 	for attempt := 0; ; attempt++ {
-		cs, err := u.client(ctx)
+		cs, err := c.client(ctx)
 		if err != nil {
 			return err
 		}
@@ -371,20 +483,20 @@ func (u *upstream) call(ctx context.Context, ss *mcp.ServerSession, f func(conte
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil && errors.Is(err, ctx.Err()) || errors.Is(err, context.DeadlineExceeded) {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.Timeout), Err: err}
-			}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.Timeout), Err: err}
+		}
+		if ctx.Err() != nil {
 			return err
 		}
 		if sessionLost(err) {
-			if attempt == 0 && u.cfg.Launch == nil {
+			if attempt == 0 && u.cfg.Launch == nil && c == u.primary {
 				u.log.Info("upstream session lost; reconnecting", "err", err.Error())
 				select {
 				case u.reconnect <- struct{}{}:
 				default:
 				}
-				u.waitNewSession(ctx, cs)
+				c.waitNewSession(ctx, cs)
 				continue
 			}
 			return &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q closed the connection", u.cfg.Name), Err: err}
@@ -393,14 +505,14 @@ func (u *upstream) call(ctx context.Context, ss *mcp.ServerSession, f func(conte
 	}
 }
 
-// waitNewSession waits until the upstream's session is no longer old (bounded by ctx).
-func (u *upstream) waitNewSession(ctx context.Context, old *mcp.ClientSession) {
+// waitNewSession waits until the connection's session is no longer old (bounded by ctx).
+func (c *conn) waitNewSession(ctx context.Context, old *mcp.ClientSession) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		u.mu.Lock()
-		cs, state := u.cs, u.state
-		u.mu.Unlock()
+		c.mu.Lock()
+		cs, state := c.cs, c.state
+		c.mu.Unlock()
 		if cs != nil && cs != old && state == StateUp {
 			return
 		}
@@ -413,14 +525,14 @@ func (u *upstream) waitNewSession(ctx context.Context, old *mcp.ClientSession) {
 }
 
 // routeSession picks the client session a request started by the upstream belongs to:
-// the one whose call is in flight, the most recent one if several are.
-func (u *upstream) routeSession() (*mcp.ServerSession, bool) {
-	if v, ok := u.inflight.Load(u.lastCall.Load()); ok {
+// the one whose call is in flight on this connection, the most recent if several are.
+func (c *conn) routeSession() (*mcp.ServerSession, bool) {
+	if v, ok := c.inflight.Load(c.lastCall.Load()); ok {
 		return v.(*mcp.ServerSession), true
 	}
 	var best uint64
 	var ss *mcp.ServerSession
-	u.inflight.Range(func(k, v any) bool {
+	c.inflight.Range(func(k, v any) bool {
 		if id := k.(uint64); id >= best {
 			best, ss = id, v.(*mcp.ServerSession)
 		}
@@ -429,30 +541,30 @@ func (u *upstream) routeSession() (*mcp.ServerSession, bool) {
 	return ss, ss != nil
 }
 
-func (u *upstream) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-	ss, ok := u.routeSession()
+func (c *conn) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	ss, ok := c.routeSession()
 	if !ok {
-		return nil, fmt.Errorf("elicitation from upstream %q: no client request in flight to ask", u.cfg.Name)
+		return nil, fmt.Errorf("elicitation from upstream %q: no client request in flight to ask", c.u.cfg.Name)
 	}
 	return ss.Elicit(ctx, req.Params)
 }
 
-func (u *upstream) createMessage(ctx context.Context, req *mcp.CreateMessageWithToolsRequest) (*mcp.CreateMessageWithToolsResult, error) {
-	ss, ok := u.routeSession()
+func (c *conn) createMessage(ctx context.Context, req *mcp.CreateMessageWithToolsRequest) (*mcp.CreateMessageWithToolsResult, error) {
+	ss, ok := c.routeSession()
 	if !ok {
-		return nil, fmt.Errorf("sampling from upstream %q: no client request in flight to ask", u.cfg.Name)
+		return nil, fmt.Errorf("sampling from upstream %q: no client request in flight to ask", c.u.cfg.Name)
 	}
 	return ss.CreateMessageWithTools(ctx, req.Params)
 }
 
 // rootsMiddleware answers an upstream's roots/list with the roots of the client session
 // it is working for (none when no request is in flight).
-func (u *upstream) rootsMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
+func (c *conn) rootsMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if method != "roots/list" {
 			return next(ctx, method, req)
 		}
-		ss, ok := u.routeSession()
+		ss, ok := c.routeSession()
 		if !ok {
 			return &mcp.ListRootsResult{Roots: []*mcp.Root{}}, nil
 		}
@@ -464,16 +576,16 @@ func (u *upstream) rootsMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
 	}
 }
 
-func (u *upstream) logMessage(ctx context.Context, req *mcp.LoggingMessageRequest) {
+func (c *conn) logMessage(ctx context.Context, req *mcp.LoggingMessageRequest) {
 	p := *req.Params
 	if p.Logger == "" {
-		p.Logger = u.cfg.Name
+		p.Logger = c.u.cfg.Name
 	}
-	if ss, ok := u.routeSession(); ok {
+	if ss, ok := c.routeSession(); ok {
 		_ = ss.Log(ctx, &p)
 		return
 	}
-	for ss := range u.g.server.Sessions() {
+	for ss := range c.u.g.server.Sessions() {
 		_ = ss.Log(ctx, &p)
 	}
 }
@@ -494,7 +606,7 @@ func (u *upstream) progressNotification(ctx context.Context, req *mcp.ProgressNo
 }
 
 // progressToken maps a client's progress token to a token unique on this upstream's
-// connection; release undoes it.
+// connections; release undoes it.
 func (u *upstream) progressToken(ss *mcp.ServerSession, clientToken any) (string, func()) {
 	if clientToken == nil || ss == nil {
 		return "", func() {}
@@ -508,12 +620,17 @@ func (u *upstream) resourceUpdated(ctx context.Context, req *mcp.ResourceUpdated
 	_ = u.g.server.ResourceUpdated(ctx, req.Params)
 }
 
+// primarySession is the primary connection's live session, or nil.
+func (u *upstream) primarySession() *mcp.ClientSession {
+	u.primary.mu.Lock()
+	defer u.primary.mu.Unlock()
+	return u.primary.cs
+}
+
 // refreshLater re-lists one kind of feature after a list_changed notification, off the
 // notification's goroutine.
 func (u *upstream) refreshLater(kind string) {
-	u.mu.Lock()
-	cs := u.cs
-	u.mu.Unlock()
+	cs := u.primarySession()
 	if cs == nil {
 		return
 	}
@@ -537,15 +654,13 @@ func (u *upstream) refreshLater(kind string) {
 	}()
 }
 
-// Refresh re-lists every feature of the named upstream now (after an approval, say).
+// Refresh re-lists the tools of the named upstream now (after an approval, say).
 func (g *Gateway) Refresh(ctx context.Context, name string) error {
 	u, ok := g.byName[name]
 	if !ok {
 		return fmt.Errorf("refresh upstream %s: no such upstream", name)
 	}
-	u.mu.Lock()
-	cs := u.cs
-	u.mu.Unlock()
+	cs := u.primarySession()
 	if cs == nil {
 		return fmt.Errorf("refresh upstream %s: not connected", name)
 	}
