@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/symbi-dev/symbi/audit"
+)
+
+const auditUsage = `usage: symbi audit <command> [flags]
+
+commands:
+  verify --dir DIR [--pubkey FILE] [--json]    check the trail; exit 1 names the first bad entry
+  tail   --dir DIR [-n N] [-f] [--format table|json]
+  query  --dir DIR [--since T] [--until T] [--identity ID] [--tool NAME]
+         [--decision allow|deny] [--type TYPE] [--limit N] [--format table|json]
+  report --dir DIR [--since T] [--until T] [--pubkey FILE] [--format md|json]
+
+T is an RFC 3339 time or a duration back from now (90m, 24h, 7d).
+`
+
+// runAudit implements "symbi audit". Exit codes: 0 ok, 1 trail not intact, 2 usage.
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return 2
+	}
+	switch args[0] {
+	case "verify":
+		return auditVerify(args[1:], stdout, stderr)
+	case "tail":
+		return auditTail(ctx, args[1:], stdout, stderr)
+	case "query":
+		return auditQuery(ctx, args[1:], stdout, stderr)
+	case "report":
+		return auditReport(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, auditUsage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "symbi audit: unknown command %q\n%s", args[0], auditUsage)
+		return 2
+	}
+}
+
+func auditFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("symbi audit "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "audit trail directory (required)")
+	return fs, dir
+}
+
+func parseAuditFlags(fs *flag.FlagSet, dir *string, args []string, stderr io.Writer) bool {
+	if err := fs.Parse(args); err != nil {
+		return false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return false
+	}
+	if *dir == "" {
+		fmt.Fprintf(stderr, "%s: --dir is required\n", fs.Name())
+		return false
+	}
+	return true
+}
+
+// trustedAuditKey reads --pubkey, or else the public key exported beside the default key
+// locations (the data dir holding the trail, or the trail dir itself). It reports which
+// key it trusts on stderr.
+func trustedAuditKey(dir, path string, stderr io.Writer) (ed25519.PublicKey, bool) {
+	if path != "" {
+		pub, err := audit.ReadPublicKey(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "symbi audit: %v\n", err)
+			return nil, false
+		}
+		return pub, true
+	}
+	for _, p := range []string{
+		filepath.Join(filepath.Dir(filepath.Clean(dir)), audit.KeyFileName+audit.PublicKeySuffix),
+		filepath.Join(dir, audit.KeyFileName+audit.PublicKeySuffix),
+	} {
+		if pub, err := audit.ReadPublicKey(p); err == nil {
+			fmt.Fprintf(stderr, "symbi audit: trusting the public key at %s (pass --pubkey with a copy kept elsewhere for a stronger check)\n", p)
+			return pub, true
+		}
+	}
+	fmt.Fprintln(stderr, "symbi audit: warning: no public key found; checking against the key the trail itself names")
+	return nil, true
+}
+
+func auditVerify(args []string, stdout, stderr io.Writer) int {
+	fs, dir := auditFlags("verify", stderr)
+	pubPath := fs.String("pubkey", "", "trusted Ed25519 public key (PEM); default: the key exported beside the data dir")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if !parseAuditFlags(fs, dir, args, stderr) {
+		return 2
+	}
+	pub, ok := trustedAuditKey(*dir, *pubPath, stderr)
+	if !ok {
+		return 2
+	}
+	rep, err := audit.Verify(*dir, pub)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi audit verify: %v\n", err)
+		return 2
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else if rep.Intact {
+		fmt.Fprintf(stdout, "intact: %d entries (seq %d to %d) in %d segments, keys %s, checkpoint seq %d\n",
+			rep.Entries, rep.FirstSeq, rep.LastSeq, rep.Segments, strings.Join(rep.Keys, " -> "), rep.Checkpoint.Seq)
+	} else {
+		fmt.Fprintf(stdout, "NOT INTACT: %s\n", rep.Problem)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "symbi audit verify: warning: %s\n", w)
+	}
+	if !rep.Intact {
+		return 1
+	}
+	return 0
+}
+
+// parseAuditTime accepts RFC 3339 or a duration before now (with a "d" suffix for days).
+func parseAuditTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("parse time %q: want RFC 3339 or a duration such as 24h or 7d", s)
+}
+
+func printRecords(w io.Writer, recs []audit.Record, format string) {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		for i := range recs {
+			enc.Encode(recs[i].Event)
+		}
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tIDENTITY\tTARGET\tDECISION\tOUTCOME\tREASON")
+	for i := range recs {
+		writeRow(tw, &recs[i])
+	}
+	tw.Flush()
+}
+
+func writeRow(w io.Writer, r *audit.Record) {
+	ev := &r.Event
+	target := ev.Tool
+	for _, alt := range []string{ev.Resource, ev.Prompt, ev.Upstream} {
+		if target == "" {
+			target = alt
+		}
+	}
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return strings.NewReplacer("\t", " ", "\n", " ").Replace(s)
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, ev.Time.UTC().Format(time.RFC3339), ev.Type,
+		dash(ev.Identity), dash(target), dash(string(ev.Decision)), dash(string(ev.Outcome)), dash(ev.Reason))
+}
+
+func checkFormat(fs *flag.FlagSet, got string, allowed ...string) bool {
+	for _, a := range allowed {
+		if got == a {
+			return true
+		}
+	}
+	fmt.Fprintf(fs.Output(), "%s: --format %q: want one of %s\n", fs.Name(), got, strings.Join(allowed, ", "))
+	return false
+}
+
+func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, dir := auditFlags("tail", stderr)
+	n := fs.Int("n", 10, "number of records to show")
+	follow := fs.Bool("f", false, "keep printing records as they are written")
+	format := fs.String("format", "table", "table or json")
+	if !parseAuditFlags(fs, dir, args, stderr) || !checkFormat(fs, *format, "table", "json") {
+		return 2
+	}
+	recs, err := audit.Tail(ctx, *dir, *n)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi audit tail: %v\n", err)
+		return 2
+	}
+	printRecords(stdout, recs, *format)
+	if !*follow {
+		return 0
+	}
+	var last uint64
+	if len(recs) > 0 {
+		last = recs[len(recs)-1].Seq
+	}
+	var tw *tabwriter.Writer
+	enc := json.NewEncoder(stdout)
+	if *format == "table" {
+		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	}
+	err = audit.Follow(ctx, *dir, last, 0, func(r audit.Record) error {
+		if tw != nil {
+			writeRow(tw, &r)
+			return tw.Flush()
+		}
+		return enc.Encode(r.Event)
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "symbi audit tail: %v\n", err)
+		return 2
+	}
+	return 0
+}
+
+func auditQuery(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, dir := auditFlags("query", stderr)
+	since := fs.String("since", "", "RFC 3339 time or duration back from now")
+	until := fs.String("until", "", "RFC 3339 time or duration back from now")
+	identity := fs.String("identity", "", "only this identity")
+	tool := fs.String("tool", "", "only this tool")
+	decision := fs.String("decision", "", "allow or deny")
+	typ := fs.String("type", "", "only this event type (call, decision, policy.reloaded, ...)")
+	limit := fs.Int("limit", 0, "only the newest N matches")
+	format := fs.String("format", "table", "table or json")
+	if !parseAuditFlags(fs, dir, args, stderr) || !checkFormat(fs, *format, "table", "json") {
+		return 2
+	}
+	if *decision != "" && *decision != "allow" && *decision != "deny" {
+		fmt.Fprintf(stderr, "%s: --decision %q: want allow or deny\n", fs.Name(), *decision)
+		return 2
+	}
+	now := time.Now()
+	f := audit.Filter{Identity: *identity, Tool: *tool, Decision: audit.Decision(*decision), Type: audit.Type(*typ), Limit: *limit}
+	var err error
+	if f.Since, err = parseAuditTime(*since, now); err == nil {
+		f.Until, err = parseAuditTime(*until, now)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 2
+	}
+	recs, err := audit.Query(ctx, *dir, f)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi audit query: %v\n", err)
+		return 2
+	}
+	printRecords(stdout, recs, *format)
+	return 0
+}
+
+func auditReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, dir := auditFlags("report", stderr)
+	since := fs.String("since", "", "RFC 3339 time or duration back from now")
+	until := fs.String("until", "", "RFC 3339 time or duration back from now")
+	pubPath := fs.String("pubkey", "", "trusted Ed25519 public key (PEM) for the integrity check")
+	format := fs.String("format", "md", "md or json")
+	if !parseAuditFlags(fs, dir, args, stderr) || !checkFormat(fs, *format, "md", "json") {
+		return 2
+	}
+	now := time.Now()
+	from, err := parseAuditTime(*since, now)
+	var to time.Time
+	if err == nil {
+		to, err = parseAuditTime(*until, now)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 2
+	}
+	pub, ok := trustedAuditKey(*dir, *pubPath, stderr)
+	if !ok {
+		return 2
+	}
+	rep, err := audit.Verify(*dir, pub)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi audit report: %v\n", err)
+		return 2
+	}
+	recs, err := audit.Query(ctx, *dir, audit.Filter{Since: from, Until: to})
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi audit report: %v\n", err)
+		return 2
+	}
+	c := audit.Summarize(recs, from, to)
+	c.Integrity = &rep
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(c)
+	} else {
+		io.WriteString(stdout, c.Markdown())
+	}
+	if !rep.Intact {
+		fmt.Fprintf(stderr, "symbi audit report: trail NOT INTACT: %s\n", rep.Problem)
+		return 1
+	}
+	return 0
+}
