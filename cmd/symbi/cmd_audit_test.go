@@ -135,7 +135,9 @@ func TestAuditTailCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out2 syncBuffer
 	done := make(chan int)
-	go func() { done <- runAudit(ctx, []string{"tail", "-f", "--dir", dir, "-n", "0", "--format", "json"}, &out2, &out2) }()
+	go func() {
+		done <- runAudit(ctx, []string{"tail", "-f", "--dir", dir, "-n", "0", "--format", "json"}, &out2, &out2)
+	}()
 	l, err := audit.Open(&audit.Options{Dir: dir, KeyPath: filepath.Join(filepath.Dir(dir), audit.KeyFileName)})
 	if err != nil {
 		t.Fatal(err)
