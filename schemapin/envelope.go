@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Envelope is a signed schema as the reference tools write it:
@@ -38,6 +39,9 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 func (e *Envelope) check() error {
 	if len(e.Schema) == 0 || e.Schema[0] != '{' {
 		return errors.New("parse envelope: schema is not a JSON object")
+	}
+	if !utf8.Valid(e.Schema) {
+		return errors.New("parse envelope: schema is not valid UTF-8")
 	}
 	if e.Signature == "" {
 		return errors.New("parse envelope: signature missing")
