@@ -168,8 +168,8 @@ func ParsePath(s string) (Path, error) {
 			key := s[i:end]
 			if key == "*" && len(p) > 0 {
 				p = append(p, Segment{Index: -1, Wildcard: true})
-			} else if key == "*" {
-				return nil, fmt.Errorf("parse path %q: root may not be a wildcard", s)
+			} else if len(p) == 0 && !isPlainKey(key) {
+				return nil, fmt.Errorf("parse path %q: root must be a plain key", s)
 			} else {
 				p = append(p, Segment{Key: key, Index: -1})
 			}
