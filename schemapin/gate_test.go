@@ -69,7 +69,7 @@ func runGate(t *testing.T, g *Gate, calls []gateCall) {
 	t.Helper()
 	for i, c := range calls {
 		if c.approve {
-			if err := g.Quarantine().Approve(t.Context(), "up", "echo"); err != nil {
+			if err := g.Quarantine().Approve(t.Context(), "up", "echo", ""); err != nil {
 				t.Fatalf("call %d: approve: %v", i, err)
 			}
 		}

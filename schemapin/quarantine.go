@@ -180,11 +180,12 @@ func (q *Quarantine) Observe(ctx context.Context, upstream, tool string, def []b
 	return obs, err
 }
 
-// Approve makes the pending definition of (upstream, tool) the approved one.
-func (q *Quarantine) Approve(ctx context.Context, upstream, tool string) error {
+// Approve makes the pending definition of (upstream, tool) the approved one. When hash is
+// not "", it must be the pending definition's hash (what the operator reviewed).
+func (q *Quarantine) Approve(ctx context.Context, upstream, tool, hash string) error {
 	return q.update(ctx, upstream, tool, func(r *toolRow) (*toolRow, error) {
-		if r == nil || r.pendingHash == "" {
-			return nil, fmt.Errorf("approve %s/%s: %w", upstream, tool, ErrNotPending)
+		if err := checkPending(r, hash); err != nil {
+			return nil, fmt.Errorf("approve %s/%s: %w", upstream, tool, err)
 		}
 		r.approvedHash, r.approvedDef = r.pendingHash, r.pendingDef
 		if r.rejectedHash == r.pendingHash {
@@ -196,16 +197,31 @@ func (q *Quarantine) Approve(ctx context.Context, upstream, tool string) error {
 }
 
 // Reject refuses the pending definition of (upstream, tool): it stays hidden while the
-// upstream lists it. The previously approved definition, if any, remains approved.
-func (q *Quarantine) Reject(ctx context.Context, upstream, tool string) error {
+// upstream lists it. The previously approved definition, if any, remains approved. hash
+// is checked as for Approve.
+func (q *Quarantine) Reject(ctx context.Context, upstream, tool, hash string) error {
 	return q.update(ctx, upstream, tool, func(r *toolRow) (*toolRow, error) {
-		if r == nil || r.pendingHash == "" {
-			return nil, fmt.Errorf("reject %s/%s: %w", upstream, tool, ErrNotPending)
+		if err := checkPending(r, hash); err != nil {
+			return nil, fmt.Errorf("reject %s/%s: %w", upstream, tool, err)
 		}
 		r.rejectedHash = r.pendingHash
 		r.state, r.pendingHash, r.pendingDef = StateRejected, "", ""
 		return r, nil
 	})
+}
+
+// ErrPendingChanged reports that the pending definition is not the one the operator
+// reviewed (the upstream changed it again).
+var ErrPendingChanged = errors.New("pending definition changed since it was reviewed")
+
+func checkPending(r *toolRow, hash string) error {
+	if r == nil || r.pendingHash == "" {
+		return ErrNotPending
+	}
+	if hash != "" && !strings.EqualFold(strings.TrimPrefix(hash, "sha256:"), r.pendingHash) {
+		return ErrPendingChanged
+	}
+	return nil
 }
 
 // PendingTool is a definition awaiting an operator's decision.

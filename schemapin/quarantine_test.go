@@ -32,6 +32,7 @@ func TestQuarantine(t *testing.T) {
 		def  []byte
 		auto bool
 		want ToolState
+		hash string
 		err  error
 	}
 	for _, tc := range []struct {
@@ -70,6 +71,14 @@ func TestQuarantine(t *testing.T) {
 			{do: "observe", def: v1, auto: true, want: StateApproved},
 			{do: "approve", err: ErrNotPending},
 		}},
+		{"approve only what was reviewed", []op{
+			{do: "observe", def: v1, auto: true, want: StateApproved},
+			{do: "observe", def: v2, auto: true, want: StatePending},
+			{do: "observe", def: v3, auto: true, want: StatePending},
+			{do: "approve", hash: DefinitionHash(v2), err: ErrPendingChanged},
+			{do: "reject", hash: "sha256:" + DefinitionHash(v3)},
+			{do: "observe", def: v3, auto: true, want: StateRejected},
+		}},
 		{"nothing to approve or reject", []op{
 			{do: "approve", err: ErrNotPending},
 			{do: "reject", err: ErrNotPending},
@@ -87,9 +96,9 @@ func TestQuarantine(t *testing.T) {
 						t.Fatalf("op %d: state %s, want %s", i, obs.State, o.want)
 					}
 				case "approve":
-					err = q.Approve(t.Context(), "up", "add")
+					err = q.Approve(t.Context(), "up", "add", o.hash)
 				case "reject":
-					err = q.Reject(t.Context(), "up", "add")
+					err = q.Reject(t.Context(), "up", "add", o.hash)
 				}
 				if !errors.Is(err, o.err) {
 					t.Fatalf("op %d (%s): err %v, want %v", i, o.do, err, o.err)
