@@ -116,7 +116,8 @@ start_direct() {
 
 # start_symbi NAME: start symbi serve in front of everything-server (stdio); sets url.
 start_symbi() {
-	local name=$1 cfg="$work/$name.toml" addr=""
+	local name=$1 cfg addr=""
+	cfg="$work/$name.toml"
 	mkdir -p "$work/$name-data"
 	cat >"$cfg" <<-EOF
 		version = 1
