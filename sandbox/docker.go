@@ -395,18 +395,15 @@ func (p *containerProcess) terminate(ctx context.Context) error {
 	}
 	kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := p.d.cli.ContainerKill(kctx, p.id, client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil {
-		select {
-		case <-p.done:
-			return nil
-		default:
-		}
-		return fmt.Errorf("kill container %s: %w", shortID(p.id), err)
-	}
+	_, kerr := p.d.cli.ContainerKill(kctx, p.id, client.ContainerKillOptions{Signal: "SIGKILL"})
+	// An error here usually means the container exited meanwhile: wait for the news.
 	select {
 	case <-p.done:
 		return nil
 	case <-kctx.Done():
+		if kerr != nil {
+			return fmt.Errorf("kill container %s: %w", shortID(p.id), kerr)
+		}
 		return fmt.Errorf("kill container %s: still running", shortID(p.id))
 	}
 }
