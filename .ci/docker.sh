@@ -5,7 +5,7 @@ set -eu
 
 log() { printf 'docker.sh: %s\n' "$*" >&2; }
 
-DAEMON_JSON=/etc/docker/daemon.json
+DAEMON_JSON=${DAEMON_JSON:-/etc/docker/daemon.json}
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 SOCK=/var/run/docker.sock
 WAIT_SECONDS=${WAIT_SECONDS:-60}
@@ -68,7 +68,7 @@ if answers; then
 	fi
 else
 	log "starting dockerd (log: $DOCKERD_LOG)"
-	nohup dockerd >>"$DOCKERD_LOG" 2>&1 &
+	nohup dockerd --config-file "$DAEMON_JSON" >>"$DOCKERD_LOG" 2>&1 &
 	i=0
 	until answers; do
 		i=$((i + 1))
