@@ -176,11 +176,11 @@ func TestSchemapinVerifyFixtures(t *testing.T) {
 		want int
 		text string
 	}{
-		{"python demo", []string{"verify", "--signed", f("python-demo/demo_schema_signed.json"), "--discovery", f("python-demo/demo_well_known.json")}, 0},
-		{"js demo", []string{"verify", "--signed", f("js-demo/demo_schema_signed.json"), "--discovery", f("js-demo/demo_well_known.json")}, 0},
-		{"go demo refused", []string{"verify", "--signed", f("go-demo/demo_schema_signed.json"), "--discovery", f("go-demo/demo_well_known.json")}, 1},
-		{"go demo with compat", []string{"verify", "--go-compat", "--signed", f("go-demo/demo_schema_signed.json"), "--discovery", f("go-demo/demo_well_known.json")}, 0},
-		{"cross key refused", []string{"verify", "--signed", f("python-demo/demo_schema_signed.json"), "--discovery", f("js-demo/demo_well_known.json")}, 1},
+		{"python demo", []string{"verify", "--signed", f("python-demo/demo_schema_signed.json"), "--discovery", f("python-demo/demo_well_known.json")}, 0, "verified"},
+		{"js demo", []string{"verify", "--signed", f("js-demo/demo_schema_signed.json"), "--discovery", f("js-demo/demo_well_known.json")}, 0, "verified"},
+		{"go demo refused", []string{"verify", "--signed", f("go-demo/demo_schema_signed.json"), "--discovery", f("go-demo/demo_well_known.json")}, 1, "invalid"},
+		{"go demo with compat", []string{"verify", "--go-compat", "--signed", f("go-demo/demo_schema_signed.json"), "--discovery", f("go-demo/demo_well_known.json")}, 0, "verified"},
+		{"cross key refused", []string{"verify", "--signed", f("python-demo/demo_schema_signed.json"), "--discovery", f("js-demo/demo_well_known.json")}, 1, "invalid"},
 		// The bundle verifies, but its example.com key is a placeholder: the schema cannot.
 		{"signed bundle with placeholder key", []string{"verify", "--signed", f("python-demo/demo_schema_signed.json"), "--bundle", f("cross-language/signed_bundle.json")}, 1, "discovery key unusable"},
 	} {
