@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 )
 
@@ -176,4 +177,18 @@ func (c ChainResolver) Resolve(ctx context.Context, domain string) (*Discovery, 
 		}
 	}
 	return nil, fmt.Errorf("resolve %s: %w", domain, ErrNoDiscovery)
+}
+
+// WellKnownHandler serves doc as JSON, for symbi's own /.well-known/schemapin.json.
+func WellKnownHandler(doc *Discovery) http.Handler {
+	body, err := doc.MarshalIndent()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err != nil {
+			http.Error(w, "discovery document unavailable", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Write(body)
+	})
 }

@@ -209,3 +209,20 @@ func TestCachedResolver(t *testing.T) {
 		t.Errorf("failed lookups after 30s = %d, want 2", got)
 	}
 }
+
+func TestWellKnownHandlerRoundTrip(t *testing.T) {
+	k := newTestKey(t)
+	mux := http.NewServeMux()
+	mux.Handle(WellKnownPath, WellKnownHandler(k.doc))
+	srv := httptest.NewTLSServer(mux)
+	defer srv.Close()
+	r := NewWellKnownResolver(&WellKnownOptions{Client: srv.Client()})
+	d, err := r.Resolve(t.Context(), strings.TrimPrefix(srv.URL, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := d.PublicKey()
+	if err != nil || !pub.Equal(&k.priv.PublicKey) {
+		t.Fatalf("served key differs: %v", err)
+	}
+}
