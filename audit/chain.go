@@ -82,8 +82,12 @@ func appendLine(dst, canonical []byte, hash [32]byte, sig []byte) []byte {
 }
 
 // lineLen is the length appendLine will produce for canonical bytes of length n.
-func lineLen(n int) int {
-	return n - 1 + len(`,"hash":"`) + 64 + len(`","sig":"`) + sigLen + len("\"}\n")
+func lineLen(n int, signed bool) int {
+	s := 0
+	if signed {
+		s = sigLen
+	}
+	return n - 1 + len(`,"hash":"`) + 64 + len(`","sig":"`) + s + len("\"}\n")
 }
 
 // KeyID is a short, stable name for a public key: the first 8 bytes of its SHA-256, hex.
@@ -145,9 +149,13 @@ func parseLine(line []byte) (*parsedLine, error) {
 	if len(w.Event) == 0 || w.Event[0] != '{' {
 		return nil, errors.New("decode event: not an object")
 	}
-	sig, err := base64.StdEncoding.DecodeString(w.Sig)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return nil, errors.New("decode sig: not an Ed25519 signature")
+	var sig []byte // empty: an entry covered by a later signature (Options.SignInterval)
+	if w.Sig != "" {
+		var err error
+		sig, err = base64.StdEncoding.DecodeString(w.Sig)
+		if err != nil || len(sig) != ed25519.SignatureSize {
+			return nil, errors.New("decode sig: not an Ed25519 signature")
+		}
 	}
 	p.sig = sig
 	p.canonical = appendCanonical(make([]byte, 0, len(line)), &p.header, w.Event)
@@ -166,7 +174,7 @@ func (p *parsedLine) record(file string, line int) (Record, error) {
 		Key:         p.header.Key,
 		PrevSegment: p.header.PrevSegment,
 		Hash:        hex.EncodeToString(p.hash[:]),
-		Sig:         base64.StdEncoding.EncodeToString(p.sig),
+		Sig:         encodeSig(p.sig),
 		File:        file,
 		Line:        line,
 	}
@@ -230,4 +238,11 @@ func decodePublicKey(s string) (ed25519.PublicKey, error) {
 		return nil, errors.New("decode public key: not a base64 Ed25519 public key")
 	}
 	return ed25519.PublicKey(b), nil
+}
+
+func encodeSig(sig []byte) string {
+	if sig == nil {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(sig)
 }

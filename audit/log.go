@@ -59,6 +59,14 @@ type Options struct {
 	// RecordArguments keeps full arguments in the trail; otherwise only their shape.
 	RecordArguments bool
 
+	// SignInterval 0 or 1 signs every entry. N > 1 signs at least every N-th entry and
+	// always the last entry of each write batch, key rotations and the log's own
+	// notices; the entries in between carry an empty sig and are authenticated through the
+	// hash chain by the next signature (Verify checks that one follows). Signing is the
+	// writer's main cost, so under load this multiplies throughput; under light load each
+	// batch is one entry and every entry is still signed.
+	SignInterval int
+
 	Sinks            []Sink // extra sinks beside the file trail; closed by Log.Close
 	SinkQueueSize    int    // per sink; 0 means 4096
 	RecentSize       int    // events kept for Recent; 0 means 1000
@@ -183,6 +191,7 @@ type Log struct {
 	segOpened   time.Time
 	prevSegName string // previous segment, named by the next segment's first entry
 	unsynced    int
+	lastSigned  uint64
 	timerArmed  bool
 	cpSeq       uint64
 	buf         []byte
@@ -503,6 +512,8 @@ type pending struct {
 	hash      [32]byte
 	sig       []byte
 	signer    ed25519.PrivateKey
+	signed    bool
+	written   bool
 	newSeg    string // open this segment before writing the entry
 	rotateTo  ed25519.PrivateKey
 	ev        *Event
@@ -525,6 +536,12 @@ func (l *Log) process(batch []item) {
 	segOpened := l.segOpened
 	signer := l.priv
 	now := l.opts.Now()
+	lastEvent := -1
+	for i := range batch {
+		if batch[i].kind != kindFlush {
+			lastEvent = i
+		}
+	}
 	for i := range batch {
 		it := &batch[i]
 		switch it.kind {
@@ -543,7 +560,12 @@ func (l *Log) process(batch []item) {
 		}
 		var p pending
 		p.hdr = entryHeader{Seq: l.seq + 1, PrevHash: l.head, Key: KeyID(signer.Public().(ed25519.PublicKey))}
-		n := lineLen(len(it.body) + 200) // upper bound before the header is final
+		p.signed = l.opts.SignInterval <= 1 || i == lastEvent || it.kind == kindRotate ||
+			p.hdr.Seq-l.lastSigned >= uint64(l.opts.SignInterval) || internalType(it.ev.Type)
+		if p.signed {
+			l.lastSigned = p.hdr.Seq
+		}
+		n := lineLen(len(it.body)+200, p.signed) // upper bound before the header is final
 		age := l.opts.SegmentMaxAge > 0 && now.Sub(segOpened) >= l.opts.SegmentMaxAge
 		if segName == "" || (segEntries > 0 && (segSize+int64(n) > l.opts.SegmentMaxBytes || age)) {
 			if segName != "" {
@@ -564,7 +586,7 @@ func (l *Log) process(batch []item) {
 			signer = it.newKey
 		}
 		l.seq, l.head = p.hdr.Seq, p.hash
-		segSize += int64(lineLen(len(p.canonical)))
+		segSize += int64(lineLen(len(p.canonical), p.signed))
 		segEntries++
 		pend = append(pend, p)
 	}
@@ -587,26 +609,42 @@ func (l *Log) process(batch []item) {
 	}
 }
 
-// signAll signs the batch, in parallel when it is large enough to pay for it.
+// signAll signs the entries that carry a signature, in parallel when there are enough
+// to pay for it.
 func signAll(pend []pending) {
+	var todo []*pending
+	for i := range pend {
+		if pend[i].signed {
+			todo = append(todo, &pend[i])
+		}
+	}
 	workers := runtime.GOMAXPROCS(0)
-	if len(pend) < 32 || workers < 2 {
-		for i := range pend {
-			pend[i].sig = ed25519.Sign(pend[i].signer, pend[i].hash[:])
+	if len(todo) < 32 || workers < 2 {
+		for _, p := range todo {
+			p.sig = ed25519.Sign(p.signer, p.hash[:])
 		}
 		return
 	}
 	var wg sync.WaitGroup
-	chunk := (len(pend) + workers - 1) / workers
-	for start := 0; start < len(pend); start += chunk {
-		part := pend[start:min(start+chunk, len(pend))]
+	chunk := (len(todo) + workers - 1) / workers
+	for start := 0; start < len(todo); start += chunk {
+		part := todo[start:min(start+chunk, len(todo))]
 		wg.Go(func() {
-			for i := range part {
-				part[i].sig = ed25519.Sign(part[i].signer, part[i].hash[:])
+			for _, p := range part {
+				p.sig = ed25519.Sign(p.signer, p.hash[:])
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// internalType reports the event types the log writes itself; they are always signed.
+func internalType(t Type) bool {
+	switch t {
+	case TypeGenesis, TypeKeyRotated, TypeRecovered, TypeTruncationDetected:
+		return true
+	}
+	return false
 }
 
 func (l *Log) write(pend []pending) {
@@ -630,7 +668,8 @@ func (l *Log) write(pend []pending) {
 			}
 		}
 		buf = appendLine(buf, p.canonical, p.hash, p.sig)
-		l.segSize += int64(lineLen(len(p.canonical)))
+		p.written = true
+		l.segSize += int64(lineLen(len(p.canonical), p.signed))
 		l.segEntries++
 		l.written.Add(1)
 		if l.opts.Fsync == FsyncEvery || p.rotateTo != nil {

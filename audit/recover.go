@@ -115,6 +115,14 @@ func (l *Log) openTail() ([]Event, error) {
 	next := l.opts.KeyPath + ".next"
 	if head != nil {
 		l.seq, l.head = head.header.Seq, head.hash
+		if head.sig == nil {
+			// A crash left entries that a later signature was to cover: cover them now.
+			notices = append(notices, Event{Type: TypeRecovered, Outcome: OutcomeOK,
+				Reason: "entries after the last signature sealed after a crash",
+				Detail: map[string]string{"unsigned_through_seq": strconv.FormatUint(head.header.Seq, 10)}})
+		} else {
+			l.lastSigned = head.header.Seq
+		}
 		want := headKeyID(head)
 		if want != l.kid {
 			if b, err := os.ReadFile(next); err == nil {

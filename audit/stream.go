@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
@@ -23,14 +22,14 @@ func (l *Log) fanout(pend []pending) {
 	recs := make([]Record, 0, len(pend))
 	for i := range pend {
 		p := &pend[i]
-		if p.sig == nil {
-			break // not written (write failure)
+		if !p.written {
+			break // write failure
 		}
 		ev := *p.ev
 		ev.Seq = p.hdr.Seq
 		recs = append(recs, Record{Seq: p.hdr.Seq, PrevHash: hex.EncodeToString(p.hdr.PrevHash[:]),
 			Key: p.hdr.Key, PrevSegment: p.hdr.PrevSegment, Hash: hex.EncodeToString(p.hash[:]),
-			Sig: base64.StdEncoding.EncodeToString(p.sig), Event: ev})
+			Sig: encodeSig(p.sig), Event: ev})
 	}
 	l.rec.add(recs)
 	for i := range recs {

@@ -98,6 +98,7 @@ type verifier struct {
 	seq       uint64
 	jobs      []sigJob
 	cpHash    string
+	unsigned  *Problem // first entry not yet covered by a signature
 	// linesInLast counts the lines of the segment being read (the last one, at the end).
 	linesInLast int
 }
@@ -141,6 +142,10 @@ func (v *verifier) run(dir string) (Report, error) {
 		return v.rep, nil
 	}
 	v.rep.LastSeq = v.seq
+	if v.unsigned != nil && !(cp != nil && cp.Seq == v.seq && cp.Hash == v.cpHash && v.cpKeyOK(cp)) {
+		v.rep.Problem = v.unsigned
+		return v.rep, nil
+	}
 	if v.seq > 0 {
 		v.rep.LastHash = hex.EncodeToString(v.prev[:])
 	}
@@ -300,7 +305,18 @@ func (v *verifier) entry(line []byte, name, prevName string, lineNo int, firstSe
 	if h.Key != KeyID(v.pub) {
 		return bad(ProblemSignature, "signed by key %s, but the current key is %s (forged with another key)", h.Key, KeyID(v.pub))
 	}
-	v.jobs = append(v.jobs, sigJob{pub: v.pub, hash: p.hash, sig: p.sig, file: name, line: lineNo, seq: h.Seq})
+	if p.sig == nil {
+		if special || h.Seq == 1 {
+			return bad(ProblemSignature, "genesis or key rotation entry without a signature")
+		}
+		if v.unsigned == nil {
+			v.unsigned = &Problem{File: name, Line: lineNo, Seq: h.Seq, Kind: ProblemSignature,
+				Detail: "no signature follows this entry: it is not authenticated (cut after a crash, or forged)"}
+		}
+	} else {
+		v.jobs = append(v.jobs, sigJob{pub: v.pub, hash: p.hash, sig: p.sig, file: name, line: lineNo, seq: h.Seq})
+		v.unsigned = nil
+	}
 	if rot.Type == TypeKeyRotated {
 		pub, err := decodePublicKey(rot.PublicKey)
 		if err != nil {
@@ -362,4 +378,9 @@ func (v *verifier) flushSigs() *Problem {
 		}
 	}
 	return nil
+}
+
+func (v *verifier) cpKeyOK(cp *Checkpoint) bool {
+	pub, ok := v.keys[cp.Key]
+	return ok && cp.verify(pub)
 }
