@@ -425,7 +425,9 @@ func TestIntegrationCommandOverrideAndEOF(t *testing.T) {
 		t.Run(string(tier), func(t *testing.T) {
 			spec := probeSpec(tier)
 			spec.Command = []string{"/probe", "oneshot"}
-			p, err := sb.Start(context.Background(), spec)
+			startCtx, cancel := context.WithCancel(context.Background())
+			p, err := sb.Start(startCtx, spec)
+			cancel() // the stream must not depend on the start context
 			if err != nil {
 				t.Fatal(err)
 			}
