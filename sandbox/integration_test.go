@@ -607,3 +607,60 @@ func TestIntegrationNothingLeftAfterSymbiIsKilled(t *testing.T) {
 		}
 	}
 }
+
+func TestIntegrationOOMKilledUpstreamComesBack(t *testing.T) {
+	sb := newSandbox(t)
+	for _, tier := range []Tier{TierDocker, TierGVisor} {
+		t.Run(string(tier), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			sessions := make(chan *mcp.ClientSession, 4)
+			exits := make(chan ExitStatus, 4)
+			opts := &SuperviseOptions{
+				MinBackoff: 100 * time.Millisecond,
+				OnStart: func(ctx context.Context, p Process) error {
+					c := mcp.NewClient(&mcp.Implementation{Name: "symbi-test", Version: "1"}, nil)
+					cs, err := c.Connect(ctx, &mcp.IOTransport{Reader: p.Stdout(), Writer: p.Stdin()}, nil)
+					if err != nil {
+						return err
+					}
+					sessions <- cs
+					return nil
+				},
+				OnExit: func(p Process, st ExitStatus, restarting bool) { exits <- st },
+			}
+			supDone := make(chan error, 1)
+			go func() { supDone <- Supervise(ctx, sb, probeSpec(tier), opts) }()
+
+			first := <-sessions
+			var out struct{}
+			if err := callJSON(ctx, t, first, "hog", map[string]any{"max_mib": 1024}, &out); err == nil {
+				t.Fatal("hog survived")
+			}
+			first.Close()
+			select {
+			case st := <-exits:
+				if !st.OOMKilled {
+					t.Errorf("exit = %s, want an OOM kill", st)
+				}
+			case <-ctx.Done():
+				t.Fatal("no exit reported")
+			}
+			var second *mcp.ClientSession
+			select {
+			case second = <-sessions:
+			case <-ctx.Done():
+				t.Fatal("the upstream did not come back")
+			}
+			var r report
+			if err := callJSON(ctx, t, second, "probe", nil, &r); err != nil {
+				t.Fatalf("probe after restart: %v", err)
+			}
+			second.Close()
+			cancel()
+			if err := <-supDone; !errors.Is(err, context.Canceled) {
+				t.Errorf("Supervise = %v", err)
+			}
+		})
+	}
+}
