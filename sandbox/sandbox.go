@@ -3,9 +3,9 @@
 // It owns the isolation tiers (an explicit unisolated "none" tier for development, "docker"
 // with runc and "gvisor" with runsc), the container hardening and resource limits, the
 // validation of host mounts, the reaping of containers left behind by a crashed symbi, and a
-// risk assessment that maps an upstream's declared needs to a tier. It does not speak MCP,
-// restart processes, decide policy or export metrics: the gateway does, using Process.Wait
-// and Process.Stats.
+// risk assessment that maps an upstream's declared needs to a tier, and Supervise, which
+// restarts a dead upstream with backoff. It does not speak MCP, decide policy or export
+// metrics: the gateway does, using the ExitStatus it reports and Process.Stats.
 package sandbox
 
 import (
