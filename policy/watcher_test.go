@@ -321,3 +321,58 @@ func TestWatcherReloadUnderLoad(t *testing.T) {
 		t.Errorf("status = %+v, want 10 errors and %d reloads", st, reloads+1)
 	}
 }
+
+func TestRunTests(t *testing.T) {
+	ctx := context.Background()
+	res, err := RunTests(ctx, "testdata/realistic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) < 5 {
+		t.Fatalf("ran %d tests, want the realistic policy's tests", len(res))
+	}
+	for _, r := range res {
+		if !r.Pass || r.File != "authz_test.rego" || r.Line == 0 {
+			t.Errorf("test %+v", r)
+		}
+	}
+
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"p.rego":      reasonPolicy("x"),
+		"limits.json": `{"max": 3}`,
+		"p_test.rego": "package symbi.authz_test\n\nimport data.symbi.authz\n\ntest_reason if authz.decision.reason == \"x\"\n\ntest_wrong if authz.decision.reason == \"y\"\n\ntest_data if data.limits.max == 3\n\ntodo_test_later if false\n",
+	})
+	res, err = RunTests(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range res {
+		switch {
+		case r.Skip:
+			got[r.Name] = "skip"
+		case r.Pass:
+			got[r.Name] = "pass"
+		default:
+			got[r.Name] = "fail"
+			if r.Error == "" {
+				t.Errorf("failed test %s has no message", r.Name)
+			}
+		}
+	}
+	want := map[string]string{
+		"data.symbi.authz_test.test_reason":     "pass",
+		"data.symbi.authz_test.test_wrong":      "fail",
+		"data.symbi.authz_test.test_data":       "pass",
+		"data.symbi.authz_test.todo_test_later": "skip",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("results mismatch (-want +got):\n%s", diff)
+	}
+
+	writeFiles(t, dir, map[string]string{"p_test.rego": "package symbi.authz_test\n\ntest_x if {\n"})
+	if _, err := RunTests(ctx, dir); !IsCompileError(err) {
+		t.Errorf("RunTests with a broken test file: err = %v, want a compile error", err)
+	}
+}
