@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 )
@@ -15,6 +16,7 @@ func BenchmarkAppend(b *testing.B) {
 	}{
 		{"batched", Options{Fsync: FsyncBatch}},
 		{"fsync-every", Options{Fsync: FsyncEvery}},
+		{"batched-sign-interval-256", Options{Fsync: FsyncBatch, SignInterval: 256}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			o := bc.o
@@ -77,9 +79,15 @@ func BenchmarkAppendLatency(b *testing.B) {
 
 // BenchmarkVerify measures offline verification speed.
 func BenchmarkVerify(b *testing.B) {
+	for _, interval := range []int{1, 256} {
+		b.Run(fmt.Sprintf("sign-interval-%d", interval), func(b *testing.B) { benchVerify(b, interval) })
+	}
+}
+
+func benchVerify(b *testing.B, interval int) {
 	const entries = 20000
 	dir := filepath.Join(b.TempDir(), "audit")
-	l, _ := openTest(b, &Options{Dir: dir, BlockTimeout: 1 << 40})
+	l, _ := openTest(b, &Options{Dir: dir, BlockTimeout: 1 << 40, SignInterval: interval})
 	ctx := context.Background()
 	for i := 0; i < entries; i++ {
 		l.Append(ctx, callEvent(i))
