@@ -14,7 +14,7 @@ import (
 // Options configure a Sandbox. The zero value (or nil) means defaults.
 type Options struct {
 	Logger        *slog.Logger  // nil: discard
-	DockerHost    string        // "": DOCKER_HOST, else the local socket
+	DockerHost    string        // "": unix:///var/run/docker.sock (callers pass DOCKER_HOST here)
 	Instance      string        // value of the symbi.instance label; "": a random UUID
 	GracePeriod   time.Duration // SIGTERM to SIGKILL on Stop; 0: 5s
 	GVisorRuntime string        // Docker runtime name for the gvisor tier; "": "runsc"
