@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,6 +168,24 @@ func BenchmarkInputValue(b *testing.B) {
 	for b.Loop() {
 		if _, err := in.Value(); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecideLargeArguments measures a call whose arguments the policy does not read:
+// they are converted lazily, so their size does not matter.
+func BenchmarkDecideLargeArguments(b *testing.B) {
+	e := realisticEngine(b)
+	ctx := context.Background()
+	in := realisticInput()
+	in.Arguments = map[string]any{}
+	for i := range 50 {
+		in.Arguments[fmt.Sprintf("field_%d", i)] = map[string]any{"value": strings.Repeat("x", 100), "n": float64(i)}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := e.Decide(ctx, in); err != nil || !d.Allow {
+			b.Fatal(d, err)
 		}
 	}
 }

@@ -81,7 +81,8 @@ func (in *Input) Value() (ast.Value, error) {
 			[2]*ast.Term{keyVerification, ast.ObjectTerm(ver...)},
 		)})
 	}
-	if in.Arguments != nil {
+	lazyArgs := len(in.Arguments) > lazyThreshold
+	if in.Arguments != nil && !lazyArgs {
 		args, err := mapValue(in.Arguments)
 		if err != nil {
 			return nil, fmt.Errorf("convert arguments: %w", err)
@@ -107,10 +108,27 @@ func (in *Input) Value() (ast.Value, error) {
 		}
 		items = append(items, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(val)})
 	}
+	if lazyArgs {
+		// Large arguments are converted lazily, key by key, when a policy reads them.
+		// That only works if the objects above them are lazy too (building an object
+		// hashes its values, which converts them), so the top level is lazy here.
+		native := make(map[string]any, len(items)+1)
+		for _, kv := range items {
+			native[string(kv[0].Value.(ast.String))] = kv[1].Value
+		}
+		native["arguments"] = in.Arguments
+		return ast.LazyObject(native), nil
+	}
 	return ast.NewObject(items...), nil
 }
 
 var emptyObject = ast.NewObject()
+
+// lazyThreshold is the number of arguments above which they are converted lazily: a
+// key is converted when a policy reads it, so large arguments cost nothing unless the
+// policy looks at them. Small maps are cheaper to convert at once. (A value that cannot
+// be converted lazily panics inside the evaluator; DecideValue recovers and denies.)
+const lazyThreshold = 8
 
 // mapValue converts a JSON-like map; nil becomes an empty object so policies can index
 // into it without checking for presence first.

@@ -191,7 +191,13 @@ func (e *Rego) Decide(ctx context.Context, in *Input) (Decision, error) {
 
 // DecideValue evaluates the decision rule against an input already converted to a Rego
 // value (see [Input.Value]).
-func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (Decision, error) {
+func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (d Decision, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			d = deny("policy evaluation failed")
+			err = fmt.Errorf("%w: evaluate %s: panic: %v", ErrEvaluate, DecisionRef, r)
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return deny("policy evaluation cancelled"), fmt.Errorf("%w: %w", ErrEvaluate, err)
 	}
@@ -216,7 +222,7 @@ func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (Decision, erro
 	if !ok {
 		return deny("policy produced a malformed decision"), fmt.Errorf("%w: unexpected result %T", ErrEvaluate, rs[0].Expressions[0].Value)
 	}
-	d, err := parseDecision(t.Value)
+	d, err = parseDecision(t.Value)
 	if err != nil {
 		return deny("policy produced a malformed decision"), fmt.Errorf("%w: %w", ErrEvaluate, err)
 	}

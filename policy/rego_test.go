@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -278,3 +279,24 @@ decision := {"allow": input.agent.name == "bot", "reason": input.tool.verificati
 }
 
 func jsonNumber(s string) any { return json.Number(s) }
+
+func TestLazyArguments(t *testing.T) {
+	e := mustCompile(t, `package symbi.authz
+decision := {"allow": input.arguments.f5.deep[1] == "b", "reason": sprintf("%d", [count(input.arguments)])}`, nil)
+	args := map[string]any{}
+	for i := range 10 {
+		args[fmt.Sprintf("f%d", i)] = map[string]any{"deep": []any{"a", "b"}}
+	}
+	d, err := e.Decide(context.Background(), &Input{Action: ActionToolsCall, Arguments: args})
+	if err != nil || !d.Allow || d.Reason != "10" {
+		t.Errorf("Decide = %+v, %v", d, err)
+	}
+	// A value that cannot be converted denies when the policy reads it; it does not crash.
+	args["f3"] = map[string]any{"bad": make(chan int)}
+	e2 := mustCompile(t, `package symbi.authz
+decision := {"allow": true, "reason": sprintf("%v", [input.arguments.f3.bad])}`, nil)
+	d, err = e2.Decide(context.Background(), &Input{Action: ActionToolsCall, Arguments: args})
+	if err == nil || d.Allow {
+		t.Errorf("Decide with an unconvertible argument = %+v, %v; want a denial", d, err)
+	}
+}

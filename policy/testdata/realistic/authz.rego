@@ -1,62 +1,49 @@
 # A realistic policy for benchmarks and tests: per-identity allowlists from data,
 # SchemaPin status checks, read-only agents, approval for destructive tools, secrets
 # redaction, a stricter tier for unsigned tools, and a rate limit.
+#
+# It is written as one ordered rule (if ... else ...): the first branch that holds
+# decides, and the evaluator never has to compare several complete definitions.
 package symbi.authz
-
-default decision := {"allow": false, "reason": "tool not allowed for this identity"}
 
 bad_status := {"invalid", "revoked", "key_changed", "definition_changed", "disabled"}
 
 identity := data.identities[input.identity.id]
 
-tool_allowed if {
-	input.tool
-	"*" in identity.tools
-}
+tool_allowed if "*" in identity.tools
 
 tool_allowed if input.tool.name in identity.tools
 
-read_only if input.tool.annotations.readOnlyHint == true
-
-destructive if input.tool.annotations.destructiveHint == true
-
-decision := {"allow": true} if {
-	not input.tool
-	identity
-}
-
 decision := {"allow": false, "reason": sprintf("tool is %s", [input.tool.verification.status])} if {
 	input.tool.verification.status in bad_status
-}
-
-decision := {"allow": false, "reason": "read-only identity"} if {
-	not input.tool.verification.status in bad_status
+} else := {"allow": true} if {
+	not input.tool
+	identity
+} else := {"allow": false, "reason": "tool not allowed for this identity"} if {
+	not tool_allowed
+} else := {"allow": false, "reason": "read-only identity"} if {
 	identity.read_only
-	not read_only
-	tool_allowed
-}
+	not input.tool.annotations.readOnlyHint
+} else := {"allow": true, "conditions": conditions}
 
-decision := {"allow": true, "conditions": conditions} if {
-	not input.tool.verification.status in bad_status
-	tool_allowed
-	not denied_read_only
-}
+default per_minute := 600
 
-denied_read_only if {
-	identity.read_only
-	not read_only
-}
+per_minute := identity.per_minute
 
-conditions := array.concat(
-	array.concat(base_conditions, approval_conditions),
-	tier_conditions,
-)
-
-base_conditions := [
-	{"type": "rate_limit", "per_minute": object.get(identity, "per_minute", 600)},
-	{"type": "redact_secrets"},
+conditions := [c |
+	some c in [
+		{"type": "rate_limit", "per_minute": per_minute},
+		{"type": "redact_secrets"},
+		approval,
+		tier,
+	]
+	c != null
 ]
 
-approval_conditions := [{"type": "require_approval"}] if destructive else := []
+default approval := null
 
-tier_conditions := [{"type": "require_tier", "tier": "gvisor"}] if input.tool.verification.status == "unsigned" else := []
+approval := {"type": "require_approval"} if input.tool.annotations.destructiveHint
+
+default tier := null
+
+tier := {"type": "require_tier", "tier": "gvisor"} if input.tool.verification.status == "unsigned"
