@@ -77,6 +77,7 @@ func (g *Gateway) syncTools(ctx context.Context, u *upstream, listed []*mcp.Tool
 	u.mu.Lock()
 	u.toolNames, u.hidden = names, hidden
 	u.mu.Unlock()
+	u.log.Debug("tools synced", "listed", len(listed), "added", len(add), "removed", len(remove), "hidden", hidden)
 
 	if len(remove) > 0 {
 		g.server.RemoveTools(remove...)
@@ -103,7 +104,7 @@ func sameTool(a, b *ToolInfo) bool {
 func (g *Gateway) toolHandler(u *upstream, ti *ToolInfo) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		params := &mcp.CallToolParams{
-			Meta:           metaWithout(req.Params.Meta),
+			Meta:           upstreamMeta(req.Params.Meta, u.primary.modern()),
 			Name:           ti.UpstreamName,
 			InputResponses: req.Params.InputResponses,
 			RequestState:   req.Params.RequestState,
@@ -111,27 +112,53 @@ func (g *Gateway) toolHandler(u *upstream, ti *ToolInfo) mcp.ToolHandler {
 		if len(req.Params.Arguments) > 0 {
 			params.Arguments = req.Params.Arguments
 		}
-		tok, release := u.progressToken(req.Session, req.Params.GetProgressToken())
-		defer release()
-		if tok != "" {
-			params.SetProgressToken(tok)
-		}
-		var res *mcp.CallToolResult
-		err := u.call(ctx, req.Session, func(ctx context.Context, cs *mcp.ClientSession) error {
-			var err error
-			res, err = cs.CallTool(ctx, params)
-			return err
-		})
-		if err != nil {
-			var ge *Error
-			if errors.As(err, &ge) && ge.Kind == Unavailable {
-				// A failing tool is a tool result with IsError, not a protocol error.
-				return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ge.Public}}}, nil
+		clientToken := req.Params.GetProgressToken()
+		run := func(ctx context.Context, track inflightCall) (*mcp.CallToolResult, error) {
+			p := *params
+			p.Meta = maps.Clone(params.Meta)
+			tok, release := u.progressToken(track.context(), req.Session, clientToken)
+			defer release()
+			if tok != "" {
+				p.SetProgressToken(tok)
 			}
-			return nil, upstreamError(u, err)
+			var res *mcp.CallToolResult
+			err := u.callTracked(ctx, track, func(ctx context.Context, cs *mcp.ClientSession) error {
+				var err error
+				res, err = cs.CallTool(ctx, &p)
+				return err
+			})
+			if err != nil {
+				var ge *Error
+				if errors.As(err, &ge) && ge.Kind == Unavailable {
+					// A failing tool is a tool result with IsError, not a protocol error.
+					return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ge.Public}}}, nil
+				}
+				return nil, upstreamError(u, err)
+			}
+			return res, nil
 		}
-		return res, nil
+		return forwardMRTR(ctx, g, u, req.Session, req.Params.RequestState, req.Params.InputResponses, run,
+			func(m mcp.InputRequestMap, state string) *mcp.CallToolResult {
+				return &mcp.CallToolResult{InputRequests: m, RequestState: state}
+			})
 	}
+}
+
+// forwardMRTR runs a forwarded call that may need input from the client: directly, or
+// through the bridge when the client speaks 2026-07-28 and the upstream 2025-11-25.
+func forwardMRTR[R interface {
+	mcp.Result
+	comparable
+}](ctx context.Context, g *Gateway, u *upstream, ss *mcp.ServerSession, state string, responses mcp.InputResponseMap,
+	run func(context.Context, inflightCall) (R, error), inputRequired func(mcp.InputRequestMap, string) R) (R, error) {
+	if needsBridge(u, ss) && (state == "" || strings.HasPrefix(state, bridgeStatePrefix)) {
+		res, err := g.bridged(ctx, u, ss, state, responses,
+			func(ctx context.Context, track inflightCall) (mcp.Result, error) { return run(ctx, track) },
+			func(m mcp.InputRequestMap, s string) mcp.Result { return inputRequired(m, s) })
+		r, _ := res.(R)
+		return r, err
+	}
+	return run(ctx, inflightCall{ss: ss, ctx: ctx})
 }
 
 // upstreamError passes an upstream's JSON-RPC error through unchanged and wraps anything
@@ -192,19 +219,25 @@ func (g *Gateway) syncPrompts(u *upstream, listed []*mcp.Prompt) {
 func (g *Gateway) promptHandler(u *upstream, name string) mcp.PromptHandler {
 	return func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		params := &mcp.GetPromptParams{
-			Meta: metaWithout(req.Params.Meta), Name: name, Arguments: req.Params.Arguments,
+			Meta: upstreamMeta(req.Params.Meta, u.primary.modern()), Name: name, Arguments: req.Params.Arguments,
 			InputResponses: req.Params.InputResponses, RequestState: req.Params.RequestState,
 		}
-		var res *mcp.GetPromptResult
-		err := u.call(ctx, req.Session, func(ctx context.Context, cs *mcp.ClientSession) error {
-			var err error
-			res, err = cs.GetPrompt(ctx, params)
-			return err
-		})
-		if err != nil {
-			return nil, upstreamError(u, err)
+		run := func(ctx context.Context, track inflightCall) (*mcp.GetPromptResult, error) {
+			var res *mcp.GetPromptResult
+			err := u.callTracked(ctx, track, func(ctx context.Context, cs *mcp.ClientSession) error {
+				var err error
+				res, err = cs.GetPrompt(ctx, params)
+				return err
+			})
+			if err != nil {
+				return nil, upstreamError(u, err)
+			}
+			return res, nil
 		}
-		return res, nil
+		return forwardMRTR(ctx, g, u, req.Session, req.Params.RequestState, req.Params.InputResponses, run,
+			func(m mcp.InputRequestMap, state string) *mcp.GetPromptResult {
+				return &mcp.GetPromptResult{InputRequests: m, RequestState: state}
+			})
 	}
 }
 
@@ -277,19 +310,25 @@ func (g *Gateway) syncResources(u *upstream, resources []*mcp.Resource, template
 func (g *Gateway) resourceHandler(u *upstream) mcp.ResourceHandler {
 	return func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		params := &mcp.ReadResourceParams{
-			Meta: metaWithout(req.Params.Meta), URI: req.Params.URI,
+			Meta: upstreamMeta(req.Params.Meta, u.primary.modern()), URI: req.Params.URI,
 			InputResponses: req.Params.InputResponses, RequestState: req.Params.RequestState,
 		}
-		var res *mcp.ReadResourceResult
-		err := u.call(ctx, req.Session, func(ctx context.Context, cs *mcp.ClientSession) error {
-			var err error
-			res, err = cs.ReadResource(ctx, params)
-			return err
-		})
-		if err != nil {
-			return nil, upstreamError(u, err)
+		run := func(ctx context.Context, track inflightCall) (*mcp.ReadResourceResult, error) {
+			var res *mcp.ReadResourceResult
+			err := u.callTracked(ctx, track, func(ctx context.Context, cs *mcp.ClientSession) error {
+				var err error
+				res, err = cs.ReadResource(ctx, params)
+				return err
+			})
+			if err != nil {
+				return nil, upstreamError(u, err)
+			}
+			return res, nil
 		}
-		return res, nil
+		return forwardMRTR(ctx, g, u, req.Session, req.Params.RequestState, req.Params.InputResponses, run,
+			func(m mcp.InputRequestMap, state string) *mcp.ReadResourceResult {
+				return &mcp.ReadResourceResult{InputRequests: m, RequestState: state}
+			})
 	}
 }
 
@@ -343,7 +382,7 @@ func (g *Gateway) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.
 		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
 	}
 	params := *req.Params
-	params.Meta = metaWithout(params.Meta)
+	params.Meta = upstreamMeta(params.Meta, u.primary.modern())
 	ref := *params.Ref
 	if ref.Type == "ref/prompt" {
 		ref.Name = rt.name

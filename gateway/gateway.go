@@ -17,7 +17,9 @@ import (
 	"runtime/debug"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -66,6 +68,9 @@ type UpstreamConfig struct {
 	Timeout time.Duration // per request; 0 = 60s
 	// Tier is reported for HTTP upstreams and before a process starts ("remote" for URLs).
 	Tier string
+	// Protocol pins the protocol version spoken to the upstream; "" prefers the
+	// stateful 2025-11-25 when the upstream offers it and falls back to the latest.
+	Protocol string
 }
 
 // Identity is who made a request.
@@ -123,7 +128,9 @@ type Gateway struct {
 
 	wsIdentity sync.Map // session id -> Identity (WebSocket sessions)
 
-	chain func(Handler) Handler
+	chain   func(Handler) Handler
+	bridge  bridge
+	runCtxV atomic.Pointer[context.Context]
 
 	runOnce   sync.Once
 	closeOnce sync.Once
@@ -229,6 +236,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.runOnce.Do(func() {
 		started = true
 		ctx, g.cancel = context.WithCancel(ctx)
+		g.runCtxV.Store(&ctx)
 		for _, u := range g.upstreams {
 			g.wg.Add(1)
 			go func() { // owned by Run: ends when ctx ends
@@ -244,6 +252,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	close(g.done)
 	g.wg.Wait()
 	return nil
+}
+
+// runCtx is Run's context (ended when the gateway stops), or a never-ending one before
+// Run.
+func (g *Gateway) runCtx() context.Context {
+	if c := g.runCtxV.Load(); c != nil {
+		return *c
+	}
+	return context.Background()
 }
 
 // WaitReady waits until every upstream has made its first connection attempt, or
@@ -337,18 +354,19 @@ func safeAdd(f func()) (err error) {
 	return nil
 }
 
-// metaWithout copies m without the protocol's per-request keys and the progress token,
-// which the gateway sets itself on the upstream leg.
-func metaWithout(m mcp.Meta) mcp.Meta {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make(mcp.Meta, len(m))
+// upstreamMeta copies a client's _meta for the upstream leg: without the protocol's
+// per-request keys and the progress token, which the gateway sets itself. Towards a
+// 2026-07-28 upstream it asks for every log message; the SDK filters them per client.
+func upstreamMeta(m mcp.Meta, modern bool) mcp.Meta {
+	out := make(mcp.Meta, len(m)+1)
 	for k, v := range m {
-		if k == "progressToken" || len(k) > 24 && k[:24] == "io.modelcontextprotocol/" {
+		if k == "progressToken" || strings.HasPrefix(k, "io.modelcontextprotocol/") {
 			continue
 		}
 		out[k] = v
+	}
+	if modern {
+		out[mcp.MetaKeyLogLevel] = "debug"
 	}
 	if len(out) == 0 {
 		return nil

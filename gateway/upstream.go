@@ -23,11 +23,11 @@ const (
 	StateStopped  = "stopped"
 )
 
-// upstream is one configured MCP server and the connections symbi keeps to it: the
-// primary one (negotiated protocol; it lists features and is watched and restarted) and,
-// when the primary speaks the stateless 2026-07-28 protocol, a second one on 2025-11-25
-// opened on demand for clients of that generation, so that an upstream's server-to-client
-// requests reach such clients exactly as they would directly.
+// upstream is one configured MCP server and the connection symbi keeps to it. One
+// connection serves every client session, whatever protocol generation each speaks:
+// symbi prefers the stateful 2025-11-25 protocol towards an upstream that offers it (so
+// the upstream can ask in the middle of a call), and bridges such requests to 2026-07-28
+// clients as input-required results (see bridge.go).
 type upstream struct {
 	g   *Gateway
 	cfg UpstreamConfig
@@ -55,7 +55,7 @@ type upstream struct {
 // conn is one client session to an upstream (and its process, for stdio).
 type conn struct {
 	u       *upstream
-	version string // protocol version to ask for; "" = negotiate the latest
+	version string // protocol version to ask for; "" = 2025-11-25 if offered, else the latest
 
 	mu       sync.Mutex
 	state    string
@@ -66,17 +66,35 @@ type conn struct {
 	protocol string
 	server   string
 	ready    chan struct{} // closed when the current attempt ends (up or failed)
-	stop     chan struct{} // closes an on-demand connection
-	stopOnce sync.Once
 
 	// in-flight client requests, for routing what the upstream starts.
 	callSeq  atomic.Uint64
-	inflight sync.Map // uint64 -> *mcp.ServerSession
+	inflight sync.Map // uint64 -> inflightCall
 	lastCall atomic.Uint64
+}
+
+// inflightCall is a client request being served by an upstream: its session, and its
+// context, which carries the request's identity on the client's transport (so that
+// what is sent on its behalf travels with it) and, for 2026-07-28 clients, its log level.
+type inflightCall struct {
+	ss  *mcp.ServerSession
+	ctx context.Context
+	// bridged is set when the client speaks 2026-07-28 and the upstream 2025-11-25:
+	// what the upstream asks goes back to the client as an input-required result.
+	bridged *pendingCall
+}
+
+// context returns the context of the client request currently being served.
+func (c inflightCall) context() context.Context {
+	if c.bridged != nil {
+		return c.bridged.roundContext()
+	}
+	return c.ctx
 }
 
 type progressRoute struct {
 	ss    *mcp.ServerSession
+	ctx   context.Context
 	token any
 }
 
@@ -87,7 +105,7 @@ func newUpstream(g *Gateway, cfg UpstreamConfig) *upstream {
 		firstTry:  make(chan struct{}),
 		reconnect: make(chan struct{}, 1),
 	}
-	u.primary = u.newConn("")
+	u.primary = u.newConn(cfg.Protocol)
 	return u
 }
 
@@ -149,7 +167,6 @@ func (c *conn) setState(state, errText string) {
 // run keeps the primary connection up until ctx ends: connect, list, wait for the
 // session to end, back off, reconnect. It also owns the on-demand legacy connection.
 func (u *upstream) run(ctx context.Context) {
-	defer u.stopLegacy()
 	backoff := 500 * time.Millisecond
 	const maxBackoff = 30 * time.Second
 	for attempt := 0; ; attempt++ {
@@ -161,13 +178,13 @@ func (u *upstream) run(ctx context.Context) {
 		}
 		began := time.Now()
 		err := u.primary.session(ctx, u.reconnect, func(cs *mcp.ClientSession) error {
+			defer u.firstTryOnce.Do(func() { close(u.firstTry) })
 			if err := u.refreshAll(ctx, cs); err != nil {
 				return fmt.Errorf("list upstream features: %w", err)
 			}
 			return nil
 		})
-		u.firstTryOnce.Do(func() { close(u.firstTry) })
-		u.stopLegacy() // it follows the primary: a restarted server is a new server
+		u.firstTryOnce.Do(func() { close(u.firstTry) }) // a failed first attempt
 		if ctx.Err() != nil {
 			u.primary.setState(StateStopped, "")
 			return
@@ -197,7 +214,17 @@ func (u *upstream) run(ctx context.Context) {
 // established, before the connection is marked up.
 func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func(*mcp.ClientSession) error) error {
 	c.setState(StateStarting, "")
-	cs, proc, err := c.connect(ctx)
+	version := c.version
+	if version == "" {
+		// Prefer the stateful generation: an upstream on it can ask the client in the
+		// middle of a call, and symbi bridges that for 2026-07-28 clients.
+		version = "2025-11-25"
+	}
+	cs, proc, err := c.connect(ctx, version)
+	if err != nil && c.version == "" && ctx.Err() == nil {
+		c.u.log.Info("upstream refused 2025-11-25; trying the latest protocol", "err", err.Error())
+		cs, proc, err = c.connect(ctx, "")
+	}
 	if err != nil {
 		c.markAttemptDone()
 		return err
@@ -223,6 +250,13 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 		}
 	}
 	c.mu.Unlock()
+	if init != nil && init.Capabilities != nil && init.Capabilities.Logging != nil && !c.modern() {
+		// Take every log message; each client session gets those at or above the level
+		// it asked for (the SDK filters per session, or per request on 2026-07-28).
+		if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+			c.u.log.Debug("set upstream log level", "err", err.Error())
+		}
+	}
 	if onUp != nil {
 		if err := onUp(cs); err != nil {
 			c.markAttemptDone()
@@ -271,7 +305,7 @@ func (c *conn) markAttemptDone() {
 	c.mu.Unlock()
 }
 
-func (c *conn) connect(ctx context.Context) (*mcp.ClientSession, Process, error) {
+func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession, Process, error) {
 	u := c.u
 	client := mcp.NewClient(&mcp.Implementation{Name: "symbi", Version: u.g.opts.Version}, &mcp.ClientOptions{
 		Logger:                        u.g.log.With("component", "mcp_client", "upstream", u.cfg.Name),
@@ -320,8 +354,8 @@ func (c *conn) connect(ctx context.Context) (*mcp.ClientSession, Process, error)
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
 	var sopts *mcp.ClientSessionOptions
-	if c.version != "" {
-		sopts = &mcp.ClientSessionOptions{ProtocolVersion: c.version}
+	if version != "" {
+		sopts = &mcp.ClientSessionOptions{ProtocolVersion: version}
 	}
 	cs, err := client.Connect(cctx, transport, sopts)
 	if err != nil {
@@ -394,64 +428,11 @@ func legacyClient(ss *mcp.ServerSession) bool {
 	return ip != nil && ip.ProtocolVersion != "" && ip.ProtocolVersion < "2026-07-28"
 }
 
-// connFor picks the connection that serves a request from ss: the primary, unless the
-// primary speaks 2026-07-28 and the client an older protocol, in which case the
-// on-demand legacy connection is used.
-func (u *upstream) connFor(ss *mcp.ServerSession) *conn {
-	if !legacyClient(ss) {
-		return u.primary
-	}
-	u.primary.mu.Lock()
-	modern := u.primary.protocol >= "2026-07-28"
-	u.primary.mu.Unlock()
-	if !modern {
-		return u.primary
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.legacy != nil {
-		u.legacy.mu.Lock()
-		alive := u.legacy.state == StateUp || u.legacy.state == StateStarting
-		u.legacy.mu.Unlock()
-		if alive {
-			return u.legacy
-		}
-	}
-	c := u.newConn("2025-11-25")
-	u.legacy = c
-	stop := make(chan struct{})
-	c.stop = stop
-	u.g.wg.Add(1)
-	go func() { // owned by the gateway's wait group; ends when stopped or the session ends
-		defer u.g.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-stop:
-			case <-u.g.done:
-			}
-			cancel()
-		}()
-		err := c.session(ctx, nil, nil)
-		cancel()
-		msg := "session ended"
-		if err != nil {
-			msg = err.Error()
-		}
-		c.setState(StateDown, msg)
-	}()
-	return c
-}
-
-// stopLegacy ends the on-demand legacy connection, if any.
-func (u *upstream) stopLegacy() {
-	u.mu.Lock()
-	c := u.legacy
-	u.legacy = nil
-	u.mu.Unlock()
-	if c != nil {
-		c.stopOnce.Do(func() { close(c.stop) })
-	}
+// modern reports whether the connection speaks the stateless 2026-07-28 protocol.
+func (c *conn) modern() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.protocol >= "2026-07-28"
 }
 
 // sessionLost reports whether err means the upstream session is gone (an expired HTTP
@@ -460,17 +441,21 @@ func sessionLost(err error) bool {
 	return errors.Is(err, mcp.ErrSessionMissing) || errors.Is(err, mcp.ErrConnectionClosed) || errors.Is(err, io.EOF)
 }
 
-// call runs f against the upstream with the per-request timeout, on the connection that
-// suits the client session, tracking that session so that what the upstream starts
-// during the call reaches it. An HTTP upstream whose session expired is reconnected and
+// call runs f against the upstream with the per-request timeout, tracking the client
+// session so that what the upstream starts during the call reaches it. An HTTP upstream whose session expired is reconnected and
 // the call retried once; a stdio upstream is not retried (the call may have had effects).
 func (u *upstream) call(ctx context.Context, ss *mcp.ServerSession, f func(context.Context, *mcp.ClientSession) error) error {
+	return u.callTracked(ctx, inflightCall{ss: ss, ctx: ctx}, f)
+}
+
+// callTracked is call with the in-flight record given by the caller.
+func (u *upstream) callTracked(ctx context.Context, track inflightCall, f func(context.Context, *mcp.ClientSession) error) error {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
-	c := u.connFor(ss)
+	c := u.primary
 	id := c.callSeq.Add(1)
-	if ss != nil {
-		c.inflight.Store(id, ss)
+	if track.ss != nil {
+		c.inflight.Store(id, track)
 		c.lastCall.Store(id)
 		defer c.inflight.Delete(id)
 	}
@@ -524,37 +509,44 @@ func (c *conn) waitNewSession(ctx context.Context, old *mcp.ClientSession) {
 	}
 }
 
-// routeSession picks the client session a request started by the upstream belongs to:
-// the one whose call is in flight on this connection, the most recent if several are.
-func (c *conn) routeSession() (*mcp.ServerSession, bool) {
+// routeSession picks the client request a request or notification started by the
+// upstream belongs to: the one in flight on this connection, the most recent if
+// several are.
+func (c *conn) routeSession() (inflightCall, bool) {
 	if v, ok := c.inflight.Load(c.lastCall.Load()); ok {
-		return v.(*mcp.ServerSession), true
+		return v.(inflightCall), true
 	}
 	var best uint64
-	var ss *mcp.ServerSession
+	var call inflightCall
 	c.inflight.Range(func(k, v any) bool {
 		if id := k.(uint64); id >= best {
-			best, ss = id, v.(*mcp.ServerSession)
+			best, call = id, v.(inflightCall)
 		}
 		return true
 	})
-	return ss, ss != nil
+	return call, call.ss != nil
 }
 
 func (c *conn) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-	ss, ok := c.routeSession()
+	call, ok := c.routeSession()
 	if !ok {
 		return nil, fmt.Errorf("elicitation from upstream %q: no client request in flight to ask", c.u.cfg.Name)
 	}
-	return ss.Elicit(ctx, req.Params)
+	if call.bridged != nil {
+		return askBridged[*mcp.ElicitResult](ctx, call.bridged, req.Params)
+	}
+	return call.ss.Elicit(call.ctx, req.Params)
 }
 
 func (c *conn) createMessage(ctx context.Context, req *mcp.CreateMessageWithToolsRequest) (*mcp.CreateMessageWithToolsResult, error) {
-	ss, ok := c.routeSession()
+	call, ok := c.routeSession()
 	if !ok {
 		return nil, fmt.Errorf("sampling from upstream %q: no client request in flight to ask", c.u.cfg.Name)
 	}
-	return ss.CreateMessageWithTools(ctx, req.Params)
+	if call.bridged != nil {
+		return askBridged[*mcp.CreateMessageWithToolsResult](ctx, call.bridged, req.Params)
+	}
+	return call.ss.CreateMessageWithTools(call.ctx, req.Params)
 }
 
 // rootsMiddleware answers an upstream's roots/list with the roots of the client session
@@ -564,7 +556,7 @@ func (c *conn) rootsMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
 		if method != "roots/list" {
 			return next(ctx, method, req)
 		}
-		ss, ok := c.routeSession()
+		call, ok := c.routeSession()
 		if !ok {
 			return &mcp.ListRootsResult{Roots: []*mcp.Root{}}, nil
 		}
@@ -572,7 +564,10 @@ func (c *conn) rootsMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
 		if p == nil {
 			p = &mcp.ListRootsParams{}
 		}
-		return ss.ListRoots(ctx, p)
+		if call.bridged != nil {
+			return askBridged[*mcp.ListRootsResult](ctx, call.bridged, p)
+		}
+		return call.ss.ListRoots(call.ctx, p)
 	}
 }
 
@@ -581,8 +576,8 @@ func (c *conn) logMessage(ctx context.Context, req *mcp.LoggingMessageRequest) {
 	if p.Logger == "" {
 		p.Logger = c.u.cfg.Name
 	}
-	if ss, ok := c.routeSession(); ok {
-		_ = ss.Log(ctx, &p)
+	if call, ok := c.routeSession(); ok {
+		_ = call.ss.Log(call.context(), &p)
 		return
 	}
 	for ss := range c.u.g.server.Sessions() {
@@ -602,17 +597,17 @@ func (u *upstream) progressNotification(ctx context.Context, req *mcp.ProgressNo
 	r := v.(progressRoute)
 	p := *req.Params
 	p.ProgressToken = r.token
-	_ = r.ss.NotifyProgress(ctx, &p)
+	_ = r.ss.NotifyProgress(r.ctx, &p)
 }
 
 // progressToken maps a client's progress token to a token unique on this upstream's
 // connections; release undoes it.
-func (u *upstream) progressToken(ss *mcp.ServerSession, clientToken any) (string, func()) {
+func (u *upstream) progressToken(ctx context.Context, ss *mcp.ServerSession, clientToken any) (string, func()) {
 	if clientToken == nil || ss == nil {
 		return "", func() {}
 	}
 	tok := fmt.Sprintf("symbi-%d", u.progSeq.Add(1))
-	u.progress.Store(tok, progressRoute{ss: ss, token: clientToken})
+	u.progress.Store(tok, progressRoute{ss: ss, ctx: ctx, token: clientToken})
 	return tok, func() { u.progress.Delete(tok) }
 }
 
@@ -630,6 +625,7 @@ func (u *upstream) primarySession() *mcp.ClientSession {
 // refreshLater re-lists one kind of feature after a list_changed notification, off the
 // notification's goroutine.
 func (u *upstream) refreshLater(kind string) {
+	u.log.Debug("upstream list changed", "kind", kind)
 	cs := u.primarySession()
 	if cs == nil {
 		return

@@ -7,7 +7,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,7 +65,9 @@ func everythingServer(t testing.TB) string {
 func sdkExample(t testing.TB) string {
 	return bin(t, "sdk-everything", "github.com/modelcontextprotocol/go-sdk/examples/server/everything")
 }
-func mcpgoServer(t testing.TB) string { return bin(t, "mcpgo", "github.com/symbi-dev/symbi/test/servers/mcpgo") }
+func mcpgoServer(t testing.TB) string {
+	return bin(t, "mcpgo", "github.com/symbi-dev/symbi/test/servers/mcpgo")
+}
 
 // writeConfig writes a config file whose [server] section points into a temp dir.
 func writeConfig(t testing.TB, body string) string {
@@ -218,11 +220,21 @@ var transports = []transportCase{
 // connect starts a go-sdk client session over tr.
 func connect(t testing.TB, tr mcp.Transport, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
+	return connectVersion(t, tr, opts, "")
+}
+
+// connectVersion is connect asking for a protocol version ("" = the latest).
+func connectVersion(t testing.TB, tr mcp.Transport, opts *mcp.ClientOptions, version string) *mcp.ClientSession {
+	t.Helper()
 	// The SSE client keeps its event stream on Connect's context: it must outlive the call.
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, opts)
-	cs, err := c.Connect(ctx, tr, nil)
+	var sopts *mcp.ClientSessionOptions
+	if version != "" {
+		sopts = &mcp.ClientSessionOptions{ProtocolVersion: version}
+	}
+	cs, err := c.Connect(ctx, tr, sopts)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -277,4 +289,23 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-var _ = io.EOF
+
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func dialOK(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
