@@ -300,3 +300,25 @@ decision := {"allow": true, "reason": sprintf("%v", [input.arguments.f3.bad])}`,
 		t.Errorf("Decide with an unconvertible argument = %+v, %v; want a denial", d, err)
 	}
 }
+
+func FuzzParseInput(f *testing.F) {
+	for _, s := range []string{
+		`{"action":"tools/call","identity":{"id":"ide"},"tool":{"name":"a__b","verification":{"status":"verified"}},"arguments":{"x":[1,2,{"y":null}]}}`,
+		`{"action":"resources/read","resource":{"uri":"file:///x"},"sandbox":{"tier":"gvisor"},"agent":{"n":1e400}}`,
+		`{}`, `{"arguments":null}`, `{"tool":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	e := Default()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in, err := ParseInput(data)
+		if err != nil {
+			return
+		}
+		// Whatever parses must evaluate to a usable decision, never panic.
+		d, err := e.Decide(context.Background(), in)
+		if err != nil && d.Allow {
+			t.Fatalf("an evaluation error allowed: %+v %v", d, err)
+		}
+	})
+}
