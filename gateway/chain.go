@@ -8,6 +8,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/symbi-dev/symbi/policy"
+	"github.com/symbi-dev/symbi/policy/secrets"
 )
 
 // Request is one client request as the chain's steps see it, whatever the transport.
@@ -26,6 +28,11 @@ type Request struct {
 
 	// Raw is the SDK's request; steps that need other parameters read them here.
 	Raw mcp.Request
+
+	// Set by the policy step, read by the audit step and the tool handler.
+	verdict  verdict
+	findings []secrets.Finding
+	approval *policy.Condition
 }
 
 // Handler handles a Request.

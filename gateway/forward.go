@@ -103,6 +103,11 @@ func sameTool(a, b *ToolInfo) bool {
 
 func (g *Gateway) toolHandler(u *upstream, ti *ToolInfo) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if r, ok := RequestFrom(ctx); ok && r.approval != nil && g.policy != nil {
+			if res, err := g.policy.approve(r, req.Params, r.approval.Message); res != nil || err != nil {
+				return res, err
+			}
+		}
 		params := &mcp.CallToolParams{
 			Meta:           upstreamMeta(req.Params.Meta, u.primary.modern()),
 			Name:           ti.UpstreamName,

@@ -24,6 +24,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/symbi-dev/symbi/policy"
 )
 
 // Options configures a Gateway. The zero value (or nil) is a gateway with no upstreams
@@ -53,6 +54,8 @@ type Options struct {
 	// Tokens maps bearer tokens to identities for HTTP clients; none means HTTP is
 	// served to loopback clients only, unauthenticated.
 	Tokens map[string]string
+	// OnUpstreamState, if set, is told when an upstream goes up or down (for audit).
+	OnUpstreamState func(upstream, state, reason string)
 }
 
 // UpstreamConfig describes one upstream MCP server.
@@ -130,6 +133,8 @@ type Gateway struct {
 
 	chain   func(Handler) Handler
 	bridge  bridge
+	policy  *policyStep
+	audit   *AuditOptions
 	runCtxV atomic.Pointer[context.Context]
 
 	runOnce   sync.Once
@@ -198,7 +203,7 @@ func New(opts *Options) *Gateway {
 			Resources:   &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true},
 		},
 	})
-	g.chain = Chain(append([]Step{g.observe}, o.Steps...)...)
+	g.rebuildChain()
 	g.server.AddReceivingMiddleware(g.middleware)
 	g.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "symbi_sessions", Help: "Open client sessions.",
@@ -252,6 +257,47 @@ func (g *Gateway) Run(ctx context.Context) error {
 	close(g.done)
 	g.wg.Wait()
 	return nil
+}
+
+// rebuildChain orders the steps: metrics, audit (it sees every outcome, denials
+// included), policy, then the caller's own steps.
+func (g *Gateway) rebuildChain() {
+	steps := []Step{g.observe}
+	if g.audit != nil {
+		steps = append(steps, g.auditStep)
+	}
+	if g.policy != nil {
+		steps = append(steps, g.policy.run)
+	}
+	g.chain = Chain(append(steps, g.opts.Steps...)...)
+}
+
+// upstreamTier is the sandbox tier the named upstream runs in ("" for builtins).
+func (g *Gateway) upstreamTier(name string) string {
+	u := g.byName[name]
+	if u == nil {
+		return ""
+	}
+	return u.status().Tier
+}
+
+func (g *Gateway) sandboxInput(name string) *policy.Sandbox {
+	if t := g.upstreamTier(name); t != "" {
+		return &policy.Sandbox{Tier: t}
+	}
+	return nil
+}
+
+func (g *Gateway) promptRoute(name string) route {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.prompts[name]
+}
+
+func (g *Gateway) templateUpstream(tpl string) string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.templates[tpl]
 }
 
 // runCtx is Run's context (ended when the gateway stops), or a never-ending one before

@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -42,11 +44,18 @@ func (g *Gateway) Handler(opts *HTTPOptions) http.Handler {
 	}
 	mux := http.NewServeMux()
 	getServer := func(*http.Request) *mcp.Server { return g.server }
-	streamable := mcp.NewStreamableHTTPHandler(getServer, &mcp.StreamableHTTPOptions{
-		Logger:                       g.log.With("component", "streamable"),
+	stateful := mcp.NewStreamableHTTPHandler(getServer, &mcp.StreamableHTTPOptions{
+		Logger:              g.log.With("component", "streamable"),
+		MaxRequestBodyBytes: int64(g.opts.MaxMessageBytes),
+		EventStore:          mcp.NewMemoryEventStore(nil),
+	})
+	stateless := mcp.NewStreamableHTTPHandler(getServer, &mcp.StreamableHTTPOptions{
+		Logger:                       g.log.With("component", "streamable_stateless"),
 		MaxRequestBodyBytes:          int64(g.opts.MaxMessageBytes),
+		Stateless:                    true,
 		PropagateRequestCancellation: true,
 	})
+	streamable := &generationRouter{stateful: stateful, stateless: stateless, max: int64(g.opts.MaxMessageBytes)}
 	sse := &sseHandler{g: g, sessions: map[string]*sseSession{}}
 	protect := g.authenticate
 	mux.Handle("/mcp", protect(streamable))
@@ -94,6 +103,39 @@ func (g *Gateway) serveReady(w http.ResponseWriter, checks map[string]func() (bo
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// generationRouter serves both protocol generations on one endpoint: 2026-07-28
+// requests (by their MCP-Protocol-Version header, or a sessionless server/discover) go
+// to a stateless handler, everything else to the stateful 2025-11-25 one.
+type generationRouter struct {
+	stateful, stateless http.Handler
+	max                 int64
+}
+
+func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if v := r.Header.Get("Mcp-Protocol-Version"); v >= "2026-07-28" {
+		h.stateless.ServeHTTP(w, r)
+		return
+	}
+	if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" && r.Body != nil {
+		// Peek at the method of a sessionless request: server/discover is how a
+		// 2026-07-28 client starts.
+		body, err := io.ReadAll(io.LimitReader(r.Body, h.max+1))
+		if err != nil {
+			http.Error(w, "read request body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var probe struct {
+			Method string `json:"method"`
+		}
+		if json.Unmarshal(body, &probe) == nil && probe.Method == "server/discover" {
+			h.stateless.ServeHTTP(w, r)
+			return
+		}
+	}
+	h.stateful.ServeHTTP(w, r)
 }
 
 // authenticate requires a configured bearer token, or, with none configured, a

@@ -157,6 +157,9 @@ func (c *conn) setState(state, errText string) {
 	if c != c.u.primary {
 		return
 	}
+	if changed && c.u.g.opts.OnUpstreamState != nil && (state == StateUp || state == StateDown) {
+		c.u.g.opts.OnUpstreamState(c.u.cfg.Name, state, errText)
+	}
 	up := 0.0
 	if state == StateUp {
 		up = 1

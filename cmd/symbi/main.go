@@ -28,10 +28,14 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"mcp":     {"serve MCP over stdio (stdout carries only protocol)", runMCP},
-		"serve":   {"serve MCP over streamable HTTP (/mcp), SSE (/sse) and WebSocket (/ws)", runServe},
-		"config":  {"validate|show a configuration file", runConfig},
-		"version": {"print the version", runVersion},
+		"mcp":       {"serve MCP over stdio (stdout carries only protocol)", runMCP},
+		"serve":     {"serve MCP over streamable HTTP (/mcp), SSE (/sse) and WebSocket (/ws)", runServe},
+		"config":    {"validate|show a configuration file", runConfig},
+		"version":   {"print the version", runVersion},
+		"schemapin": {"keygen|sign|verify|wellknown|pins: SchemaPin keys, signatures and key pins", runSchemapin},
+		"tools":     {"pending|approve|reject: the rug-pull quarantine of changed tool definitions", runTools},
+		"policy":    {"eval|test: evaluate Rego policies and run their tests", runPolicy},
+		"audit":     {"verify|tail|query|report: the tamper-evident audit trail", runAudit},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/symbi-dev/symbi/gateway"
@@ -63,6 +64,21 @@ type app struct {
 	cfg *config.Config
 	log *slog.Logger
 	gw  *gateway.Gateway
+	rt  *runtime
+}
+
+// start runs the gateway and the runtime's loops until the returned stop is called.
+func (a *app) start() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = a.gw.Run(ctx) }() // owned: ends at cancel
+	go func() { defer wg.Done(); _ = a.rt.run(ctx) }() // owned: ends at cancel
+	return func() {
+		cancel()
+		wg.Wait()
+		a.rt.close()
+	}
 }
 
 func setup(ctx context.Context, name string, args []string, stderr io.Writer) (*app, *flag.FlagSet, int) {
@@ -91,41 +107,12 @@ func setup(ctx context.Context, name string, args []string, stderr io.Writer) (*
 		fmt.Fprintf(stderr, "symbi %s: create data dir: %v\n", name, err)
 		return nil, fs, 2
 	}
-	gw, err := buildGateway(cfg, log)
+	gw, rt, err := buildRuntime(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "symbi %s: %v\n", name, err)
 		return nil, fs, 2
 	}
-	return &app{cfg: cfg, log: log, gw: gw}, fs, 0
-}
-
-// buildGateway translates the configuration into the gateway's options.
-func buildGateway(cfg *config.Config, log *slog.Logger) (*gateway.Gateway, error) {
-	opts := &gateway.Options{
-		Version:         version,
-		Logger:          log,
-		MaxMessageBytes: int(cfg.Server.MaxMessageBytes),
-		Tokens:          map[string]string{},
-	}
-	for _, t := range cfg.Server.Tokens {
-		opts.Tokens[t.Token] = t.Identity
-	}
-	for _, u := range cfg.Upstreams {
-		if u.Disabled {
-			continue
-		}
-		uc := gateway.UpstreamConfig{
-			Name: u.Name, Prefix: *u.Prefix, URL: u.URL, SSE: u.Transport == "sse",
-			Headers: u.Headers, Timeout: u.Timeout.Duration,
-		}
-		if len(u.Command) > 0 {
-			argv := append(append([]string{}, u.Command...), u.Args...)
-			uc.Launch = gateway.HostLauncher(u.Name, argv, u.Env, u.Dir, log)
-			uc.Tier = "none"
-		}
-		opts.Upstreams = append(opts.Upstreams, uc)
-	}
-	return gateway.New(opts), nil
+	return &app{cfg: cfg, log: log, gw: gw, rt: rt}, fs, 0
 }
 
 // runMCP serves one client over stdio.
@@ -134,10 +121,8 @@ func runMCP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if a == nil {
 		return code
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = a.gw.Run(ctx); close(done) }() // owned: ends after cancel below
-	defer func() { cancel(); <-done }()
+	stop := a.start()
+	defer stop()
 	a.gw.WaitReady(ctx)
 	a.log.Info("serving MCP on stdio", "upstreams", len(a.cfg.Upstreams))
 	if err := a.gw.ServeStdio(ctx, os.Stdin, stdout, os.Stdin); err != nil {
@@ -169,13 +154,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 2
 		}
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = a.gw.Run(runCtx); close(done) }() // owned: ends after cancel below
-	defer func() { cancel(); <-done }()
+	stop := a.start()
+	defer stop()
 
+	hopts := a.rt.http
+	hopts.NoMetrics = metricsLn != nil
 	srv := &http.Server{
-		Handler:           a.gw.Handler(&gateway.HTTPOptions{NoMetrics: metricsLn != nil}),
+		Handler:           a.gw.Handler(&hopts),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/symbi-dev/symbi/audit"
+	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/internal/config"
+	"github.com/symbi-dev/symbi/internal/store"
+	"github.com/symbi-dev/symbi/policy"
+	"github.com/symbi-dev/symbi/sandbox"
+	"github.com/symbi-dev/symbi/schemapin"
+)
+
+// runtime is everything a serving symbi owns besides the gateway: state, verification,
+// policy, audit and sandbox. close releases it all, in reverse order.
+type runtime struct {
+	db      *sql.DB
+	gate    *schemapin.Gate
+	policy  *policy.Watcher
+	audit   *audit.Log
+	sandbox *sandbox.Sandbox
+	http    gateway.HTTPOptions
+
+	closers []func() error
+}
+
+func (rt *runtime) close() {
+	for i := len(rt.closers) - 1; i >= 0; i-- {
+		_ = rt.closers[i]()
+	}
+	rt.closers = nil
+}
+
+// buildRuntime opens the state and the security parts the configuration asks for and
+// builds the gateway on top of them. On error everything opened so far is closed.
+func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gateway.Gateway, _ *runtime, err error) {
+	rt := &runtime{http: gateway.HTTPOptions{Routes: map[string]http.Handler{}, Public: map[string]http.Handler{}, ReadyChecks: map[string]func() (bool, any){}}}
+	defer func() {
+		if err != nil {
+			rt.close()
+		}
+	}()
+	if rt.db, err = store.Open(filepath.Join(cfg.Server.DataDir, store.FileName)); err != nil {
+		return nil, nil, err
+	}
+	rt.closers = append(rt.closers, rt.db.Close)
+
+	if rt.gate, err = schemapin.NewGate(ctx, rt.db, &schemapin.GateOptions{Logger: log.With("component", "schemapin")}); err != nil {
+		return nil, nil, fmt.Errorf("open schemapin state: %w", err)
+	}
+
+	if rt.policy, err = policy.NewWatcher(ctx, cfg.Policy.Dir, &policy.Options{Logger: log.With("component", "policy")}); err != nil {
+		return nil, nil, fmt.Errorf("load policy: %w", err)
+	}
+	rt.http.ReadyChecks["policy"] = func() (bool, any) {
+		st := rt.policy.Status()
+		return !st.Degraded(), st
+	}
+
+	auditDir := cfg.Audit.Dir
+	if auditDir == "" {
+		auditDir = filepath.Join(cfg.Server.DataDir, "audit")
+	}
+	fsync := audit.FsyncBatch
+	if cfg.Audit.Fsync == "every" {
+		fsync = audit.FsyncEvery
+	}
+	if rt.audit, err = audit.Open(&audit.Options{Dir: auditDir, Logger: log.With("component", "audit"), Fsync: fsync, RecordArguments: cfg.Audit.FullArguments}); err != nil {
+		return nil, nil, fmt.Errorf("open audit trail: %w", err)
+	}
+	rt.closers = append(rt.closers, rt.audit.Close)
+	rt.http.Routes["/audit/stream"] = rt.audit.Handler()
+
+	opts := &gateway.Options{
+		Version:         version,
+		Logger:          log,
+		MaxMessageBytes: int(cfg.Server.MaxMessageBytes),
+		Tokens:          map[string]string{},
+	}
+	for _, t := range cfg.Server.Tokens {
+		opts.Tokens[t.Token] = t.Identity
+	}
+	pinOpts := map[string]schemapin.UpstreamOptions{}
+	for _, u := range cfg.Upstreams {
+		if u.Disabled {
+			continue
+		}
+		uc := gateway.UpstreamConfig{
+			Name: u.Name, Prefix: *u.Prefix, URL: u.URL, SSE: u.Transport == "sse",
+			Headers: u.Headers, Timeout: u.Timeout.Duration,
+		}
+		if len(u.Command) > 0 {
+			launch, tier, err := rt.launcher(ctx, cfg, u, log)
+			if err != nil {
+				return nil, nil, err
+			}
+			uc.Launch, uc.Tier = launch, tier
+		}
+		opts.Upstreams = append(opts.Upstreams, uc)
+		if p := u.SchemaPin; p != nil {
+			pinOpts[u.Name] = schemapin.UpstreamOptions{
+				Mode: schemapin.Mode(p.Mode), Domain: p.Domain, DiscoveryFile: p.DiscoveryFile,
+				ManifestFile: p.Manifest, FirstSeen: schemapin.FirstSeen(p.FirstSeen),
+			}
+		} else {
+			pinOpts[u.Name] = schemapin.UpstreamOptions{}
+		}
+	}
+	record := func(ev audit.Event) {
+		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := rt.audit.Append(actx, ev); err != nil {
+			log.Error("append audit event", "err", err)
+		}
+	}
+	opts.ToolFilter = gateway.VerificationFilter(rt.gate, pinOpts, log.With("component", "schemapin"), record)
+	opts.OnUpstreamState = func(name, state, reason string) {
+		typ := audit.TypeUpstreamUp
+		if state != gateway.StateUp {
+			typ = audit.TypeUpstreamDown
+		}
+		record(audit.Event{Type: typ, Upstream: name, Reason: reason})
+	}
+	gw := gateway.New(opts)
+	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments})
+	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
+	record(audit.Event{Type: audit.TypeConfigLoaded, Detail: map[string]string{"upstreams": upstreamNames(cfg), "policy_dir": cfg.Policy.Dir}})
+	return gw, rt, nil
+}
+
+// run runs the runtime's own loops (policy hot reload) until ctx ends.
+func (rt *runtime) run(ctx context.Context) error {
+	return rt.policy.Run(ctx)
+}
+
+// launcher picks how an upstream's command runs: on the host (tier none) or in a
+// sandbox tier.
+func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Upstream, log *slog.Logger) (gateway.Launcher, string, error) {
+	argv := append(append([]string{}, u.Command...), u.Args...)
+	tier := cfg.Sandbox.DefaultTier
+	var sb config.UpstreamSandbox
+	if u.Sandbox != nil {
+		sb = *u.Sandbox
+		tier = sb.Tier
+	}
+	if tier == "" || tier == "none" {
+		return gateway.HostLauncher(u.Name, argv, u.Env, u.Dir, log), "none", nil
+	}
+	if sb.Image == "" {
+		return nil, "", fmt.Errorf("upstream %s: sandbox tier %s needs sandbox.image", u.Name, tier)
+	}
+	if rt.sandbox == nil {
+		rt.sandbox = sandbox.New(&sandbox.Options{Logger: log.With("component", "sandbox"), DockerHost: os.Getenv("DOCKER_HOST")})
+		rt.closers = append(rt.closers, rt.sandbox.Close)
+		if n, err := rt.sandbox.Reap(ctx); err != nil {
+			log.Warn("reap stale sandbox containers", "err", err)
+		} else if n > 0 {
+			log.Info("removed stale sandbox containers", "count", n)
+		}
+		sbx := rt.sandbox
+		rt.http.ReadyChecks["sandbox"] = func() (bool, any) {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := sbx.Available(cctx, sandbox.Tier(tier)); err != nil {
+				return false, err.Error()
+			}
+			return true, "available"
+		}
+	}
+	env := map[string]string{}
+	for k, v := range u.Env {
+		env[k] = v
+	}
+	for k, v := range sb.Env {
+		env[k] = v
+	}
+	spec := sandbox.Spec{
+		Name: u.Name, Command: argv, Env: env, Dir: u.Dir, Tier: sandbox.Tier(tier), Image: sb.Image,
+		Network: sb.Network, Memory: sb.Memory, CPUs: sb.CPUs, Pids: sb.Pids, Timeout: sb.Timeout.Duration, User: sb.User,
+	}
+	for _, m := range sb.Mounts {
+		parts := strings.Split(m, ":")
+		if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "rw" && parts[2] != "ro") {
+			return nil, "", fmt.Errorf("upstream %s: sandbox.mounts entry %q: want host:container[:rw|ro]", u.Name, m)
+		}
+		spec.Mounts = append(spec.Mounts, sandbox.Mount{Source: parts[0], Target: parts[1], Writable: len(parts) == 3 && parts[2] == "rw"})
+	}
+	sbx := rt.sandbox
+	return func(ctx context.Context) (gateway.Process, error) {
+		p, err := sbx.Start(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		sp := &sandboxProcess{p: p}
+		sp.logStderr(log.With("upstream", u.Name))
+		return sp, nil
+	}, tier, nil
+}
+
+// sandboxProcess adapts a sandbox.Process to the gateway's Process.
+type sandboxProcess struct {
+	p    sandbox.Process
+	once sync.Once
+}
+
+func (s *sandboxProcess) Stdin() io.WriteCloser          { return s.p.Stdin() }
+func (s *sandboxProcess) Stdout() io.ReadCloser          { return s.p.Stdout() }
+func (s *sandboxProcess) Stop(ctx context.Context) error { return s.p.Stop(ctx) }
+func (s *sandboxProcess) Tier() string                   { return string(s.p.Tier()) }
+
+func (s *sandboxProcess) Wait() error {
+	st := s.p.Wait()
+	if st.Code == 0 && !st.OOMKilled && !st.TimedOut && st.Err == nil {
+		return nil
+	}
+	return errors.New(st.String())
+}
+
+func (s *sandboxProcess) logStderr(log *slog.Logger) {
+	s.once.Do(func() {
+		go func() { // owned by the process: ends when its stderr closes
+			sc := bufio.NewScanner(s.p.Stderr())
+			for sc.Scan() {
+				log.Debug("upstream stderr", "line", sc.Text())
+			}
+		}()
+	})
+}
