@@ -183,3 +183,23 @@ func TestAfterCall(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkEnforce measures the conditions of the realistic policy on a call and its
+// result: rate limit, secrets masking of the arguments and of a 4 KiB text result.
+func BenchmarkEnforce(b *testing.B) {
+	e := &Enforcer{Limiter: NewLimiter(nil)}
+	d := allow(Condition{Type: CondRateLimit, PerMinute: 1 << 30}, Condition{Type: CondRedactSecrets}, Condition{Type: CondRequireTier, Tier: TierDocker})
+	call := Call{Identity: "ide", Tool: "fs__read_file", Tier: TierGVisor, Arguments: map[string]any{"path": "/etc/app/config.yaml", "encoding": "utf-8"}}
+	text := strings.Repeat("server:\n  listen: 0.0.0.0:8080\n  log_level: info\n  workers: 4\n", 64)
+	result := map[string]any{"content": []any{map[string]any{"type": "text", "text": text}}, "isError": false}
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := e.BeforeCall(d, call); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := e.AfterCall(d, result); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

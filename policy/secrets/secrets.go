@@ -30,9 +30,20 @@ type Rule struct {
 	// Regexp matches the credential. If it has capturing groups, the first group that
 	// participates in the match is the secret (what is masked); otherwise the whole match.
 	Regexp *regexp.Regexp
-	// Keywords, lower case: the rule runs only if the lower-cased text contains one.
-	// Empty means always.
+	// Keywords, lower case ASCII: the rule runs only around an occurrence of one of them
+	// in the (ASCII) lower-cased text, and every match must contain the occurrence.
+	// Empty means the rule runs over the whole text.
 	Keywords []string
+	// Before is how many bytes before its keyword a match may start. 0: the match starts
+	// at the keyword, and the expression is anchored there (the fast path).
+	Before int
+	// WordStart requires the match not to follow a letter, digit or underscore.
+	WordStart bool
+	// Assign marks "key = value" rules: a ':' or '=' must follow the keyword within
+	// assignWithin bytes, which skips prose cheaply ("reset your password").
+	Assign bool
+	// MaxLen bounds how far after its keyword a match may end. 0: 512 bytes.
+	MaxLen int
 	// MinEntropy, if > 0, is the least Shannon entropy (bits per byte) of the secret.
 	MinEntropy float64
 	// Placeholders: skip secrets that look like placeholders (<...>, ${VAR}, ****).
@@ -47,13 +58,61 @@ type Finding struct {
 	End    int    `json:"end"`
 }
 
+// hit is a finding while scanning, with the span of the whole match.
+type hit struct {
+	Finding
+	matchStart, matchEnd int
+}
+
 // Scanner applies a rule set. It is immutable and safe for concurrent use.
 type Scanner struct {
-	rules []Rule
+	rules    []Rule
+	anchored []*regexp.Regexp // per rule, the expression anchored at the start
+	order    map[string]int   // rule id -> index
+	always   []int            // rules without keywords
+	// Keyword index: bigram[first two bytes] is 1 + the index in lists of the keywords
+	// starting with them, so one pass over the text finds every keyword occurrence.
+	bigram *[1 << 16]uint16
+	lists  [][]keyword
+	single [256][]keyword // keywords of one byte
+}
+
+type keyword struct {
+	kw   string
+	rule int
 }
 
 // New returns a scanner with the given rules.
-func New(rules []Rule) *Scanner { return &Scanner{rules: append([]Rule(nil), rules...)} }
+func New(rules []Rule) *Scanner {
+	s := &Scanner{rules: append([]Rule(nil), rules...), order: make(map[string]int, len(rules))}
+	s.bigram = new([1 << 16]uint16)
+	for i, r := range s.rules {
+		s.anchored = append(s.anchored, regexp.MustCompile(`^(?:`+r.Regexp.String()+`)`))
+		if _, dup := s.order[r.ID]; !dup {
+			s.order[r.ID] = i
+		}
+		if len(r.Keywords) == 0 {
+			s.always = append(s.always, i)
+		}
+		for _, kw := range r.Keywords {
+			kw = asciiLower(kw)
+			switch {
+			case kw == "":
+				s.always = append(s.always, i)
+			case len(kw) == 1:
+				s.single[kw[0]] = append(s.single[kw[0]], keyword{kw, i})
+			default:
+				b := uint16(kw[0])<<8 | uint16(kw[1])
+				if s.bigram[b] == 0 {
+					s.lists = append(s.lists, nil)
+					s.bigram[b] = uint16(len(s.lists))
+				}
+				s.lists[s.bigram[b]-1] = append(s.lists[s.bigram[b]-1], keyword{kw, i})
+			}
+		}
+	}
+	return s
+}
 
 var defaultScanner = New(DefaultRules())
 
@@ -63,40 +122,126 @@ func Default() *Scanner { return defaultScanner }
 // Rules returns the scanner's rules.
 func (s *Scanner) Rules() []Rule { return append([]Rule(nil), s.rules...) }
 
+// defaultMaxLen bounds how far after its keyword a match may end, unless the rule says.
+const defaultMaxLen = 512
+
+// assignWithin is how far after the keyword an Assign rule looks for ':' or '='.
+const assignWithin = 48
+
 // Find returns the findings in text, sorted by offset and not overlapping.
+//
+// A rule's expression does not run over the whole text: for each occurrence of one of
+// its keywords it runs once, anchored at the occurrence (or, for rules with Before, on a
+// small window that must contain it). Text without keywords costs one substring search
+// per keyword, and a keyword costs one anchored match attempt. (Rules avoid large counted
+// repetitions such as {1,256}, which multiply the size of the compiled program; lengths
+// are bounded by MaxLen instead, and a secret longer than that is masked up to it.)
 func (s *Scanner) Find(text string) []Finding {
 	if len(text) < 8 {
 		return nil
 	}
-	lower := strings.ToLower(text) // for keywords only; offsets come from text
-	var found []Finding
-	for i := range s.rules {
-		r := &s.rules[i]
-		if !hasKeyword(lower, r.Keywords) {
-			continue
+	lower := asciiLower(text) // same byte offsets as text
+	var found []hit
+	for _, i := range s.always {
+		found = s.window(found, &s.rules[i], text, 0, len(text), -1)
+	}
+	var lastEnd []int // per rule: end of the last match, to skip keywords inside it
+	visit := func(k keyword, pos int) {
+		if lastEnd == nil {
+			lastEnd = make([]int, len(s.rules))
 		}
-		for _, m := range r.Regexp.FindAllStringSubmatchIndex(text, -1) {
-			start, end := m[0], m[1]
-			for g := 2; g+1 < len(m); g += 2 {
-				if m[g] >= 0 {
-					start, end = m[g], m[g+1]
-					break
-				}
+		if pos < lastEnd[k.rule] || !strings.HasPrefix(lower[pos:], k.kw) {
+			return
+		}
+		r := &s.rules[k.rule]
+		if r.Assign {
+			after := lower[pos+len(k.kw) : min(len(lower), pos+len(k.kw)+assignWithin)]
+			if !strings.ContainsAny(after, ":=") {
+				return
 			}
-			if start >= end {
-				continue
-			}
-			secret := text[start:end]
-			if r.SkipPlaceholders && isPlaceholder(secret) {
-				continue
-			}
-			if r.MinEntropy > 0 && entropy(secret) < r.MinEntropy {
-				continue
-			}
-			found = append(found, Finding{RuleID: r.ID, Start: start, End: end})
+		}
+		maxLen := r.MaxLen
+		if maxLen <= 0 {
+			maxLen = defaultMaxLen
+		}
+		n := len(found)
+		hi := min(len(text), pos+len(k.kw)+maxLen)
+		if r.Before > 0 {
+			found = s.window(found, r, text, max(0, pos-r.Before), hi, pos)
+		} else if m := s.anchored[k.rule].FindStringSubmatchIndex(text[pos:hi]); m != nil {
+			found = s.accept(found, r, text, pos, m)
+		}
+		for _, h := range found[n:] {
+			lastEnd[k.rule] = max(lastEnd[k.rule], h.matchEnd)
 		}
 	}
-	return dedupe(found, s.rules)
+	for pos := 0; pos < len(lower); pos++ {
+		for _, k := range s.single[lower[pos]] {
+			visit(k, pos)
+		}
+		if pos+1 < len(lower) {
+			if li := s.bigram[uint16(lower[pos])<<8|uint16(lower[pos+1])]; li != 0 {
+				for _, k := range s.lists[li-1] {
+					visit(k, pos)
+				}
+			}
+		}
+	}
+	return s.dedupe(found)
+}
+
+// window runs rule r unanchored on text[lo:hi] and appends its findings. With kwPos >= 0,
+// only matches that contain kwPos count.
+func (s *Scanner) window(found []hit, r *Rule, text string, lo, hi, kwPos int) []hit {
+	for _, m := range r.Regexp.FindAllStringSubmatchIndex(text[lo:hi], -1) {
+		if kwPos >= 0 && (kwPos < lo+m[0] || kwPos >= lo+m[1]) {
+			continue
+		}
+		found = s.accept(found, r, text, lo, m)
+	}
+	return found
+}
+
+// accept checks a match (submatch indexes m relative to text[off:]) and appends it.
+func (s *Scanner) accept(found []hit, r *Rule, text string, off int, m []int) []hit {
+	ms, me := off+m[0], off+m[1]
+	if r.WordStart && ms > 0 && isWordByte(text[ms-1]) {
+		return found
+	}
+	start, end := ms, me
+	for g := 2; g+1 < len(m); g += 2 {
+		if m[g] >= 0 {
+			start, end = off+m[g], off+m[g+1]
+			break
+		}
+	}
+	if start >= end {
+		return found
+	}
+	secret := text[start:end]
+	if r.SkipPlaceholders && isPlaceholder(secret) {
+		return found
+	}
+	if r.MinEntropy > 0 && entropy(secret) < r.MinEntropy {
+		return found
+	}
+	return append(found, hit{Finding{RuleID: r.ID, Start: start, End: end}, ms, me})
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+// asciiLower lower-cases ASCII letters only, so offsets into the result are offsets into
+// s (strings.ToLower may change the length of non-ASCII text).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // Mask returns text with every secret replaced by [Masked], and the findings (offsets
@@ -118,29 +263,14 @@ func (s *Scanner) Mask(text string) (string, []Finding) {
 	return b.String(), found
 }
 
-func hasKeyword(lower string, kws []string) bool {
-	if len(kws) == 0 {
-		return true
-	}
-	for _, k := range kws {
-		if strings.Contains(lower, k) {
-			return true
-		}
-	}
-	return false
-}
-
 // dedupe sorts findings by offset and resolves overlaps in favour of the rule listed
 // first (the more specific: an AWS key inside "api_key=..." is reported as an AWS key),
 // then the longer match.
-func dedupe(found []Finding, rules []Rule) []Finding {
-	if len(found) < 2 {
-		return found
+func (s *Scanner) dedupe(found []hit) []Finding {
+	if len(found) == 0 {
+		return nil
 	}
-	order := make(map[string]int, len(rules))
-	for i, r := range rules {
-		order[r.ID] = i
-	}
+	order := s.order
 	sort.Slice(found, func(i, j int) bool {
 		a, b := found[i], found[j]
 		if a.Start != b.Start {
@@ -151,15 +281,15 @@ func dedupe(found []Finding, rules []Rule) []Finding {
 		}
 		return a.End > b.End
 	})
-	out := found[:1]
+	out := []Finding{found[0].Finding}
 	for _, f := range found[1:] {
 		last := &out[len(out)-1]
 		if f.Start >= last.End {
-			out = append(out, f)
+			out = append(out, f.Finding)
 			continue
 		}
 		if order[f.RuleID] < order[last.RuleID] {
-			*last = f
+			*last = f.Finding
 		}
 	}
 	return out
