@@ -5,9 +5,12 @@
 // redaction, sandbox tier ordering, per identity and tool rate limiting). Secret scanning
 // lives in the subpackage policy/secrets.
 //
-// The package decides; it does not enforce. The gateway builds an [Input] for each list,
-// call, read or message, asks an [Engine], and applies the returned [Decision]: it hides or
-// refuses what is denied and enforces the conditions of what is allowed.
+// The package decides; the gateway enforces. The gateway builds an [Input] for each list,
+// call, read or message, asks an [Engine] (a [Watcher] in production, which serves the
+// policy directory and reloads it), and applies the returned [Decision]: it hides or
+// refuses what is denied and enforces the conditions of what is allowed, with the
+// [Enforcer] for require_tier, rate_limit, block_secrets, redact_secrets and redact, and
+// through MCP elicitation for require_approval.
 //
 // Policies are written in Rego, package symbi.authz, rule decision:
 //
