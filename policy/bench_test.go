@@ -189,3 +189,20 @@ func BenchmarkDecideLargeArguments(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecideExamples measures the documented example policies of configs/policies
+// (written for clarity: sets of deny reasons and obligations, globs over tool names).
+func BenchmarkDecideExamples(b *testing.B) {
+	e, _, err := CompileDir(context.Background(), "../configs/policies")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	in := realisticInput()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := e.Decide(ctx, in); err != nil || !d.Allow {
+			b.Fatal(d, err)
+		}
+	}
+}
