@@ -165,6 +165,6 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 }
 
 // needsBridge reports whether a request from ss to u goes through the bridge.
-func needsBridge(u *upstream, ss *mcp.ServerSession) bool {
-	return ss != nil && !legacyClient(ss) && !u.primary.modern()
+func needsBridge(ctx context.Context, u *upstream, ss *mcp.ServerSession) bool {
+	return ss != nil && !legacyClient(ss) && !u.connFor(ctx, ss).modern()
 }

@@ -109,7 +109,7 @@ func (g *Gateway) toolHandler(u *upstream, ti *ToolInfo) mcp.ToolHandler {
 			}
 		}
 		params := &mcp.CallToolParams{
-			Meta:           upstreamMeta(req.Params.Meta, u.primary.modern()),
+			Meta:           upstreamMeta(req.Params.Meta),
 			Name:           ti.UpstreamName,
 			InputResponses: req.Params.InputResponses,
 			RequestState:   req.Params.RequestState,
@@ -156,7 +156,7 @@ func forwardMRTR[R interface {
 	comparable
 }](ctx context.Context, g *Gateway, u *upstream, ss *mcp.ServerSession, state string, responses mcp.InputResponseMap,
 	run func(context.Context, inflightCall) (R, error), inputRequired func(mcp.InputRequestMap, string) R) (R, error) {
-	if needsBridge(u, ss) && (state == "" || strings.HasPrefix(state, bridgeStatePrefix)) {
+	if needsBridge(ctx, u, ss) && (state == "" || strings.HasPrefix(state, bridgeStatePrefix)) {
 		res, err := g.bridged(ctx, u, ss, state, responses,
 			func(ctx context.Context, track inflightCall) (mcp.Result, error) { return run(ctx, track) },
 			func(m mcp.InputRequestMap, s string) mcp.Result { return inputRequired(m, s) })
@@ -224,7 +224,7 @@ func (g *Gateway) syncPrompts(u *upstream, listed []*mcp.Prompt) {
 func (g *Gateway) promptHandler(u *upstream, name string) mcp.PromptHandler {
 	return func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		params := &mcp.GetPromptParams{
-			Meta: upstreamMeta(req.Params.Meta, u.primary.modern()), Name: name, Arguments: req.Params.Arguments,
+			Meta: upstreamMeta(req.Params.Meta), Name: name, Arguments: req.Params.Arguments,
 			InputResponses: req.Params.InputResponses, RequestState: req.Params.RequestState,
 		}
 		run := func(ctx context.Context, track inflightCall) (*mcp.GetPromptResult, error) {
@@ -315,7 +315,7 @@ func (g *Gateway) syncResources(u *upstream, resources []*mcp.Resource, template
 func (g *Gateway) resourceHandler(u *upstream) mcp.ResourceHandler {
 	return func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		params := &mcp.ReadResourceParams{
-			Meta: upstreamMeta(req.Params.Meta, u.primary.modern()), URI: req.Params.URI,
+			Meta: upstreamMeta(req.Params.Meta), URI: req.Params.URI,
 			InputResponses: req.Params.InputResponses, RequestState: req.Params.RequestState,
 		}
 		run := func(ctx context.Context, track inflightCall) (*mcp.ReadResourceResult, error) {
@@ -387,7 +387,7 @@ func (g *Gateway) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.
 		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
 	}
 	params := *req.Params
-	params.Meta = upstreamMeta(params.Meta, u.primary.modern())
+	params.Meta = upstreamMeta(params.Meta)
 	ref := *params.Ref
 	if ref.Type == "ref/prompt" {
 		ref.Name = rt.name

@@ -401,22 +401,20 @@ func safeAdd(f func()) (err error) {
 }
 
 // upstreamMeta copies a client's _meta for the upstream leg: without the protocol's
-// per-request keys and the progress token, which the gateway sets itself. Towards a
-// 2026-07-28 upstream it asks for every log message; the SDK filters them per client.
-func upstreamMeta(m mcp.Meta, modern bool) mcp.Meta {
+// per-request keys and the progress token, which the gateway sets itself. It asks for
+// every log message (a 2026-07-28 upstream reads the level per request; others ignore
+// the key); the SDK filters them per client.
+func upstreamMeta(m mcp.Meta) mcp.Meta {
 	out := make(mcp.Meta, len(m)+1)
 	for k, v := range m {
-		if k == "progressToken" || strings.HasPrefix(k, "io.modelcontextprotocol/") {
+		// A 2026-07-28 client's declared capabilities go along, so the upstream asks only
+		// for what the client can answer.
+		if k == "progressToken" || k != mcp.MetaKeyClientCapabilities && strings.HasPrefix(k, "io.modelcontextprotocol/") {
 			continue
 		}
 		out[k] = v
 	}
-	if modern {
-		out[mcp.MetaKeyLogLevel] = "debug"
-	}
-	if len(out) == 0 {
-		return nil
-	}
+	out[mcp.MetaKeyLogLevel] = "debug"
 	return out
 }
 

@@ -312,6 +312,10 @@ func (p *policyStep) approve(r *Request, params *mcp.CallToolParamsRaw, message 
 		}
 		return nil, nil
 	}
+	if !clientCanElicit(r) {
+		r.verdict.decision, r.verdict.reason = "deny", "approval required but the client cannot be asked"
+		return nil, &Error{Kind: Denied, Public: "this call needs a human's approval, but the client does not support elicitation"}
+	}
 	if message == "" {
 		args := string(r.Arguments)
 		if len(args) > 500 {
@@ -330,6 +334,21 @@ func (p *policyStep) approve(r *Request, params *mcp.CallToolParamsRaw, message 
 		}},
 		RequestState: approvalStatePrefix + mac,
 	}, nil
+}
+
+// clientCanElicit reports whether the client declared the elicitation capability: at
+// initialization (2025-11-25) or with the request (2026-07-28).
+func clientCanElicit(r *Request) bool {
+	if r.Session != nil && legacyClient(r.Session) {
+		ip := r.Session.InitializeParams()
+		return ip.Capabilities != nil && ip.Capabilities.Elicitation != nil
+	}
+	caps, ok := r.Raw.GetParams().GetMeta()[mcp.MetaKeyClientCapabilities].(map[string]any)
+	if !ok {
+		return false
+	}
+	_, ok = caps["elicitation"]
+	return ok
 }
 
 func (p *policyStep) approvalMAC(r *Request) string {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -23,11 +24,13 @@ const (
 	StateStopped  = "stopped"
 )
 
-// upstream is one configured MCP server and the connection symbi keeps to it. One
-// connection serves every client session, whatever protocol generation each speaks:
-// symbi prefers the stateful 2025-11-25 protocol towards an upstream that offers it (so
-// the upstream can ask in the middle of a call), and bridges such requests to 2026-07-28
-// clients as input-required results (see bridge.go).
+// upstream is one configured MCP server and the connections symbi keeps to it. The
+// primary connection prefers the stateful 2025-11-25 protocol (the upstream can then
+// ask a 2025-11-25 client in the middle of a call); it lists the upstream's features and
+// is watched and restarted. When a 2026-07-28 client calls and the upstream speaks that
+// protocol too, a second connection on 2026-07-28 is opened on demand, so that
+// input-required results pass through exactly as the upstream wrote them. An upstream
+// that only speaks 2025-11-25 serves 2026-07-28 clients through the bridge (bridge.go).
 type upstream struct {
 	g   *Gateway
 	cfg UpstreamConfig
@@ -41,6 +44,10 @@ type upstream struct {
 
 	mu        sync.Mutex
 	restarts  int
+	modernC   *conn // on demand, for 2026-07-28 clients when the primary is older
+	noModern  bool  // the upstream does not speak 2026-07-28: bridge instead
+	modernErr int   // consecutive failures of the on-demand connection, for backoff
+	modernAt  time.Time
 	legacy    *conn             // on demand; nil until a 2025-11-25 client needs it
 	toolNames map[string]string // exposed -> upstream name
 	hidden    int
@@ -66,6 +73,8 @@ type conn struct {
 	protocol string
 	server   string
 	ready    chan struct{} // closed when the current attempt ends (up or failed)
+	stop     chan struct{} // ends an on-demand connection
+	stopOnce sync.Once
 
 	// in-flight client requests, for routing what the upstream starts.
 	callSeq  atomic.Uint64
@@ -110,8 +119,99 @@ func newUpstream(g *Gateway, cfg UpstreamConfig) *upstream {
 }
 
 func (u *upstream) newConn(version string) *conn {
-	return &conn{u: u, version: version, state: StateStarting, since: time.Now(), ready: make(chan struct{})}
+	return &conn{u: u, version: version, state: StateStarting, since: time.Now(), ready: make(chan struct{}), stop: make(chan struct{})}
 }
+
+// connFor picks the connection for a request from ss: the primary, or for a
+// 2026-07-28 client the on-demand 2026-07-28 connection when the primary is older and
+// the upstream speaks 2026-07-28.
+func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
+	if ss == nil || legacyClient(ss) || u.primary.modern() {
+		return u.primary
+	}
+	u.mu.Lock()
+	if u.noModern {
+		u.mu.Unlock()
+		return u.primary
+	}
+	c := u.modernC
+	if c != nil {
+		c.mu.Lock()
+		alive := c.state == StateUp || c.state == StateStarting
+		upFor := time.Since(c.since)
+		c.mu.Unlock()
+		if !alive {
+			// It died: restart it, but not faster than the backoff allows (until then
+			// calls get the clear "down" error of the dead connection).
+			if upFor > time.Minute {
+				u.modernErr = 0
+			}
+			wait := min(500*time.Millisecond<<min(u.modernErr, 6), 30*time.Second)
+			if time.Since(u.modernAt) < wait {
+				u.mu.Unlock()
+				return c
+			}
+			u.modernErr++
+			u.restarts++
+			u.g.metrics.restarts.WithLabelValues(u.cfg.Name).Inc()
+			c = nil
+		}
+	}
+	if c == nil {
+		u.modernAt = time.Now()
+		c = u.newConn("2026-07-28")
+		u.modernC = c
+		u.g.wg.Add(1)
+		go func() { // owned by the gateway's wait group; ends with the gateway or the session
+			defer u.g.wg.Done()
+			cctx, cancel := context.WithCancel(u.g.runCtx())
+			defer cancel()
+			go func() { // owned: ends when the connection is stopped or cctx ends
+				select {
+				case <-c.stop:
+					cancel()
+				case <-cctx.Done():
+				}
+			}()
+			err := c.session(cctx, nil, func(cs *mcp.ClientSession) error {
+				if !c.modern() {
+					return errNoModern
+				}
+				return nil
+			})
+			msg := "session ended"
+			if err != nil {
+				msg = err.Error()
+			}
+			if errors.Is(err, errNoModern) {
+				u.mu.Lock()
+				u.noModern = true
+				u.mu.Unlock()
+				u.log.Info("upstream does not speak 2026-07-28; bridging for such clients")
+			}
+			c.setState(StateDown, msg)
+		}()
+	}
+	u.mu.Unlock()
+	// Wait for the first attempt, so the choice is known.
+	c.mu.Lock()
+	state, ready := c.state, c.ready
+	c.mu.Unlock()
+	if state == StateStarting {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.noModern {
+		return u.primary
+	}
+	return c
+}
+
+var errNoModern = errors.New("upstream does not speak 2026-07-28")
 
 func (u *upstream) transportName() string {
 	switch {
@@ -314,9 +414,9 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 		Logger:                        u.g.log.With("component", "mcp_client", "upstream", u.cfg.Name),
 		ElicitationHandler:            c.elicit,
 		CreateMessageWithToolsHandler: c.createMessage,
-		ToolListChangedHandler:        func(ctx context.Context, _ *mcp.ToolListChangedRequest) { u.refreshLater("tools") },
-		PromptListChangedHandler:      func(ctx context.Context, _ *mcp.PromptListChangedRequest) { u.refreshLater("prompts") },
-		ResourceListChangedHandler:    func(ctx context.Context, _ *mcp.ResourceListChangedRequest) { u.refreshLater("resources") },
+		ToolListChangedHandler:        func(ctx context.Context, _ *mcp.ToolListChangedRequest) { u.refreshLater("tools", c) },
+		PromptListChangedHandler:      func(ctx context.Context, _ *mcp.PromptListChangedRequest) { u.refreshLater("prompts", c) },
+		ResourceListChangedHandler:    func(ctx context.Context, _ *mcp.ResourceListChangedRequest) { u.refreshLater("resources", c) },
 		ResourceUpdatedHandler:        u.resourceUpdated,
 		LoggingMessageHandler:         c.logMessage,
 		ProgressNotificationHandler:   u.progressNotification,
@@ -456,6 +556,9 @@ func (u *upstream) callTracked(ctx context.Context, track inflightCall, f func(c
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
 	c := u.primary
+	if track.bridged == nil {
+		c = u.connFor(ctx, track.ss)
+	}
 	id := c.callSeq.Add(1)
 	if track.ss != nil {
 		c.inflight.Store(id, track)
@@ -477,19 +580,23 @@ func (u *upstream) callTracked(ctx context.Context, track inflightCall, f func(c
 		if ctx.Err() != nil {
 			return err
 		}
-		if sessionLost(err) {
-			if attempt == 0 && u.cfg.Launch == nil && c == u.primary {
-				u.log.Info("upstream session lost; reconnecting", "err", err.Error())
-				select {
-				case u.reconnect <- struct{}{}:
-				default:
-				}
-				c.waitNewSession(ctx, cs)
-				continue
-			}
-			return &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q closed the connection", u.cfg.Name), Err: err}
+		var je *jsonrpc.Error
+		if errors.As(err, &je) {
+			return err // the upstream's own answer
 		}
-		return err
+		if sessionLost(err) && attempt == 0 && u.cfg.Launch == nil && c == u.primary {
+			u.log.Info("upstream session lost; reconnecting", "err", err.Error())
+			select {
+			case u.reconnect <- struct{}{}:
+			default:
+			}
+			c.waitNewSession(ctx, cs)
+			continue
+		}
+		// Anything else is the transport failing under the call: a crashed process, a
+		// dropped connection. The call may or may not have happened; it is not retried.
+		u.log.Warn("upstream call failed", "err", err.Error())
+		return &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q failed during the call (connection lost)", u.cfg.Name), Err: err}
 	}
 }
 
@@ -625,11 +732,13 @@ func (u *upstream) primarySession() *mcp.ClientSession {
 	return u.primary.cs
 }
 
-// refreshLater re-lists one kind of feature after a list_changed notification, off the
-// notification's goroutine.
-func (u *upstream) refreshLater(kind string) {
+// refreshLater re-lists one kind of feature from the connection that said it changed,
+// off the notification's goroutine.
+func (u *upstream) refreshLater(kind string, c *conn) {
 	u.log.Debug("upstream list changed", "kind", kind)
-	cs := u.primarySession()
+	c.mu.Lock()
+	cs := c.cs
+	c.mu.Unlock()
 	if cs == nil {
 		return
 	}
