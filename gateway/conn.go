@@ -46,12 +46,13 @@ func newLineFramer(r io.Reader, w io.Writer, c io.Closer, limit int) *lineFramer
 }
 
 func (f *lineFramer) ReadFrame() ([]byte, error) {
+	// The limit applies to the frame without its line ending ("\n" or "\r\n").
 	var buf []byte
 	tooLarge := false
 	for {
 		chunk, err := f.r.ReadSlice('\n')
 		if !tooLarge {
-			if len(buf)+len(chunk) > f.limit+1 { // +1 for the newline
+			if len(buf)+len(chunk) > f.limit+2 {
 				tooLarge, buf = true, nil
 			} else {
 				buf = append(buf, chunk...)
@@ -62,15 +63,26 @@ func (f *lineFramer) ReadFrame() ([]byte, error) {
 			if tooLarge {
 				return nil, errFrameTooLarge
 			}
-			return bytes.TrimRight(buf, "\r\n"), nil
+			return f.frame(buf)
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		case errors.Is(err, io.EOF) && len(buf) > 0 && !tooLarge:
-			return bytes.TrimRight(buf, "\r\n"), nil
+			return f.frame(buf) // a last line with no newline
+		case errors.Is(err, io.EOF) && tooLarge:
+			return nil, errFrameTooLarge
 		default:
 			return nil, err
 		}
 	}
+}
+
+func (f *lineFramer) frame(line []byte) ([]byte, error) {
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) > f.limit {
+		return nil, errFrameTooLarge
+	}
+	return line, nil
 }
 
 func (f *lineFramer) WriteFrame(b []byte) error {
@@ -161,13 +173,19 @@ func (c *frameConn) readOne() (jsonrpc.Message, error) {
 	if len(data) == 0 {
 		return nil, nil
 	}
+	// JSON-RPC 2.0: invalid JSON (including trailing data) is a parse error; valid JSON
+	// that is not a request object is an invalid request.
+	if !json.Valid(data) {
+		c.reject(nil, codeParseError, "parse error: invalid JSON", "parse")
+		return nil, nil
+	}
 	switch data[0] {
 	case '[':
 		c.reject(nil, codeInvalidRequest, "JSON-RPC batches are not supported", "batch")
 		return nil, nil
 	case '{':
 	default:
-		c.reject(nil, codeParseError, "parse error: not a JSON object", "parse")
+		c.reject(nil, codeInvalidRequest, "invalid request: not a JSON object", "invalid")
 		return nil, nil
 	}
 	msg, err := jsonrpc.DecodeMessage(data)
@@ -175,10 +193,7 @@ func (c *frameConn) readOne() (jsonrpc.Message, error) {
 		var probe struct {
 			ID json.RawMessage `json:"id"`
 		}
-		if json.Unmarshal(data, &probe) != nil {
-			c.reject(nil, codeParseError, "parse error: invalid JSON", "parse")
-			return nil, nil
-		}
+		_ = json.Unmarshal(data, &probe)
 		c.reject(probe.ID, codeInvalidRequest, "invalid request: "+err.Error(), "invalid")
 		return nil, nil
 	}

@@ -406,7 +406,7 @@ func TestLineFramerLimitBoundary(t *testing.T) {
 		}
 	}
 	if len(bugs) > 0 {
-		t.Skipf("BUG: lineFramer limit (%d) is off by one for some line endings: %s", limit, strings.Join(bugs, "; "))
+		t.Errorf("lineFramer limit (%d) is off by one for some line endings: %s", limit, strings.Join(bugs, "; "))
 	}
 }
 
@@ -422,7 +422,7 @@ func TestFrameConnTrailingData(t *testing.T) {
 		}
 	}
 	if len(bugs) > 0 {
-		t.Skip("BUG: trailing data after a JSON object is silently dropped and the object accepted: " + strings.Join(bugs, "; "))
+		t.Error("trailing data after a JSON object is silently dropped and the object accepted: " + strings.Join(bugs, "; "))
 	}
 }
 
@@ -450,7 +450,7 @@ func TestFrameConnValidJSONNotObject(t *testing.T) {
 		}
 	}
 	if len(bugs) > 0 {
-		t.Skip("BUG: frameConn error codes differ from JSON-RPC 2.0: " + strings.Join(bugs, "; "))
+		t.Error("frameConn error codes differ from JSON-RPC 2.0: " + strings.Join(bugs, "; "))
 	}
 }
 

@@ -78,7 +78,7 @@ func checkPath(what, p string) error {
 	}
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {
-			return fmt.Errorf("%s %s: contains ..", what, p)
+			return fmt.Errorf("%s %s: contains a parent directory element", what, p)
 		}
 	}
 	return nil

@@ -13,14 +13,13 @@ import (
 // recorder is a client that answers what the upstream asks through symbi and records
 // what reaches it.
 type recorder struct {
-	mu        sync.Mutex
-	elicits   []string
-	samples   int
-	progress  []*mcp.ProgressNotificationParams
-	logs      []*mcp.LoggingMessageParams
-	toolsChg  int
-	updated   []string
-	elicitURL bool
+	mu       sync.Mutex
+	elicits  []string
+	samples  int
+	progress []*mcp.ProgressNotificationParams
+	logs     []*mcp.LoggingMessageParams
+	toolsChg int
+	updated  []string
 }
 
 func (r *recorder) options() *mcp.ClientOptions {

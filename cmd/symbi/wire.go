@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -154,7 +153,9 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 	var sb config.UpstreamSandbox
 	if u.Sandbox != nil {
 		sb = *u.Sandbox
-		tier = sb.Tier
+		if sb.Tier != "" {
+			tier = sb.Tier
+		}
 	}
 	if tier == "" || tier == "none" {
 		return gateway.HostLauncher(u.Name, argv, u.Env, u.Dir, log), "none", nil
@@ -192,11 +193,11 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 		Network: sb.Network, Memory: sb.Memory, CPUs: sb.CPUs, Pids: sb.Pids, Timeout: sb.Timeout.Duration, User: sb.User,
 	}
 	for _, m := range sb.Mounts {
-		parts := strings.Split(m, ":")
-		if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "rw" && parts[2] != "ro") {
-			return nil, "", fmt.Errorf("upstream %s: sandbox.mounts entry %q: want host:container[:rw|ro]", u.Name, m)
+		pm, err := config.ParseMount(m)
+		if err != nil {
+			return nil, "", fmt.Errorf("upstream %s: %w", u.Name, err)
 		}
-		spec.Mounts = append(spec.Mounts, sandbox.Mount{Source: parts[0], Target: parts[1], Writable: len(parts) == 3 && parts[2] == "rw"})
+		spec.Mounts = append(spec.Mounts, sandbox.Mount{Source: pm.Source, Target: pm.Target, Writable: pm.Writable})
 	}
 	sbx := rt.sandbox
 	return func(ctx context.Context) (gateway.Process, error) {

@@ -180,23 +180,50 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 	var c Config
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
-		var perr toml.ParseError
-		if errors.As(err, &perr) {
-			return nil, &Error{File: file, Problems: []Problem{{Key: fmt.Sprintf("line %d", perr.Position.Line), Msg: perr.Message}}}
-		}
-		return nil, &Error{File: file, Problems: []Problem{{Key: "(file)", Msg: err.Error()}}}
+		return nil, &Error{File: file, Problems: []Problem{decodeProblem(err)}}
 	}
 	var probs []Problem
 	for _, k := range md.Undecoded() {
 		probs = append(probs, Problem{Key: k.String(), Msg: "unknown key"})
 	}
 	c.applyDefaults()
-	probs = append(probs, c.resolveEnv(lookup)...)
-	probs = append(probs, c.validate()...)
+	envProbs := c.resolveEnv(lookup)
+	unresolved := map[string]bool{}
+	for _, p := range envProbs {
+		unresolved[p.Key] = true
+	}
+	probs = append(probs, envProbs...)
+	for _, p := range c.validate() {
+		if !unresolved[p.Key] { // one problem per key: an unset variable says it all
+			probs = append(probs, p)
+		}
+	}
 	if len(probs) > 0 {
 		return nil, &Error{File: file, Problems: probs}
 	}
 	return &c, nil
+}
+
+var lastKeyRE = regexp.MustCompile(`last key "([^"]+)"`)
+
+// decodeProblem names the key a decoding error is about, where the decoder says.
+func decodeProblem(err error) Problem {
+	var perr toml.ParseError
+	if errors.As(err, &perr) {
+		key := perr.LastKey
+		if key == "" {
+			key = fmt.Sprintf("line %d", perr.Position.Line)
+		}
+		msg := perr.Message
+		if perr.Position.Line > 0 {
+			msg = fmt.Sprintf("%s (line %d)", msg, perr.Position.Line)
+		}
+		return Problem{Key: key, Msg: msg}
+	}
+	if m := lastKeyRE.FindStringSubmatch(err.Error()); m != nil {
+		return Problem{Key: m[1], Msg: err.Error()}
+	}
+	return Problem{Key: "(file)", Msg: err.Error()}
 }
 
 func (c *Config) applyDefaults() {
@@ -299,6 +326,9 @@ func (c *Config) validate() []Problem {
 			add("server.metrics_listen", "not a host:port address: %v", err)
 		}
 	}
+	if c.Server.ShutdownTimeout.Duration < 0 {
+		add("server.shutdown_timeout", "must not be negative")
+	}
 	if c.Server.MaxMessageBytes < 1024 {
 		add("server.max_message_bytes", "must be at least 1024")
 	}
@@ -370,16 +400,31 @@ func (c *Config) validate() []Problem {
 			if len(u.Headers) > 0 {
 				add(key+".headers", "applies only to url upstreams")
 			}
+			if t := c.Sandbox.DefaultTier; u.Sandbox == nil && (t == "docker" || t == "gvisor") {
+				add(key+".sandbox.image", "is required: [sandbox] default_tier is %q", t)
+			}
 		}
 		if u.Timeout.Duration < 0 {
 			add(key+".timeout", "must not be negative")
 		}
 		if s := u.Sandbox; s != nil {
-			if !slices.Contains(tiers, s.Tier) {
+			tier := s.Tier
+			if tier == "" {
+				tier = c.Sandbox.DefaultTier
+			}
+			switch {
+			case tier == "":
+				add(key+".sandbox.tier", "is required (or set [sandbox] default_tier): one of %s", strings.Join(tiers, ", "))
+			case !slices.Contains(tiers, tier):
 				add(key+".sandbox.tier", "must be one of %s", strings.Join(tiers, ", "))
 			}
-			if s.Tier != "none" && s.Tier != "" && s.Image == "" {
-				add(key+".sandbox.image", "is required for tier %q", s.Tier)
+			if (tier == "docker" || tier == "gvisor") && s.Image == "" {
+				add(key+".sandbox.image", "is required for tier %q", tier)
+			}
+			for j, m := range s.Mounts {
+				if _, err := ParseMount(m); err != nil {
+					add(fmt.Sprintf("%s.sandbox.mounts[%d]", key, j), "%v", err)
+				}
 			}
 			if s.CPUs < 0 {
 				add(key+".sandbox.cpus", "must not be negative")
@@ -403,6 +448,34 @@ func (c *Config) validate() []Problem {
 	return probs
 }
 
+// Mount is a parsed sandbox mount.
+type Mount struct {
+	Source, Target string
+	Writable       bool
+}
+
+// ParseMount parses "host:container[:ro|rw]" (both absolute paths; read-only unless rw).
+func ParseMount(s string) (Mount, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return Mount{}, fmt.Errorf("mount %q: want host:container[:ro|rw]", s)
+	}
+	m := Mount{Source: parts[0], Target: parts[1]}
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "rw":
+			m.Writable = true
+		case "ro":
+		default:
+			return Mount{}, fmt.Errorf("mount %q: mode must be ro or rw", s)
+		}
+	}
+	if !strings.HasPrefix(m.Source, "/") || !strings.HasPrefix(m.Target, "/") {
+		return Mount{}, fmt.Errorf("mount %q: paths must be absolute", s)
+	}
+	return m, nil
+}
+
 // Redacted returns a copy safe to print: token, env and header values are masked.
 func (c *Config) Redacted() *Config {
 	cp := *c
@@ -414,6 +487,11 @@ func (c *Config) Redacted() *Config {
 	for i := range cp.Upstreams {
 		cp.Upstreams[i].Env = maskValues(cp.Upstreams[i].Env)
 		cp.Upstreams[i].Headers = maskValues(cp.Upstreams[i].Headers)
+		if sb := cp.Upstreams[i].Sandbox; sb != nil {
+			sbc := *sb
+			sbc.Env = maskValues(sb.Env)
+			cp.Upstreams[i].Sandbox = &sbc
+		}
 	}
 	return &cp
 }

@@ -373,7 +373,7 @@ tier = "docker"
 		{
 			name: "missing tier",
 			in:   up + "name = \"a\"\ncommand = [\"x\"]\nsandbox = { image = \"i\" }\n",
-			want: []Problem{{"upstreams[0].sandbox.tier", "must be one of none, docker, gvisor"}},
+			want: []Problem{{"upstreams[0].sandbox.tier", "is required (or set [sandbox] default_tier): one of none, docker, gvisor"}},
 		},
 		{
 			name: "missing image",
@@ -527,11 +527,11 @@ func TestParseDecodeErrors(t *testing.T) {
 		wantKey string
 		wantMsg string // substring
 	}{
-		{"syntax error line", "version = 1\n\n\nlisten = = 3\n", "line 4", "expected value"},
+		{"syntax error line", "version = 1\n\n\nlisten = = 3\n", "listen", "line 4"},
 		{"bad table header", "version = 1\n[server x]\nlisten = \"x\"\n", "line 2", "table name"},
-		{"bad duration", "version = 1\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ntimeout = \"soon\"\n", "line 5", `invalid duration "soon"`},
-		{"bad shutdown duration", "version = 1\n[server]\n\nshutdown_timeout = \"10 parsecs\"\n", "line 4", `unknown unit " parsecs"`},
-		{"wrong type", "version = \"1\"\n", "", "incompatible types"},
+		{"bad duration", "version = 1\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ntimeout = \"soon\"\n", "upstreams.timeout", `invalid duration "soon" (line 5)`},
+		{"bad shutdown duration", "version = 1\n[server]\n\nshutdown_timeout = \"10 parsecs\"\n", "server.shutdown_timeout", `unknown unit " parsecs"`},
+		{"wrong type", "version = \"1\"\n", "version", "incompatible types"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := problems(t, tc.in, nil)
@@ -649,7 +649,7 @@ sandbox = { tier = "none", env = { DB_PASSWORD = "env:SYMBI_TEST_KEY" } }
 	}
 	r := c.Redacted()
 	if got := r.Upstreams[0].Sandbox.Env["DB_PASSWORD"]; got != "REDACTED" {
-		t.Skip("BUG: Redacted leaves upstreams[].sandbox.env values (resolved env: secrets) in clear; got " + got)
+		t.Error("Redacted leaves upstreams[].sandbox.env values (resolved env: secrets) in clear; got " + got)
 	}
 	if c.Upstreams[0].Sandbox.Env["DB_PASSWORD"] != "key-from-env" {
 		t.Errorf("Redacted modified the original sandbox env")
@@ -658,7 +658,7 @@ sandbox = { tier = "none", env = { DB_PASSWORD = "env:SYMBI_TEST_KEY" } }
 
 func TestRedactedNil(t *testing.T) {
 	r := Default().Redacted()
-	if r.Server.Tokens != nil && len(r.Server.Tokens) != 0 {
+	if len(r.Server.Tokens) != 0 {
 		t.Errorf("tokens = %v", r.Server.Tokens)
 	}
 }
@@ -669,7 +669,7 @@ func TestUnsetEnvReportedOnce(t *testing.T) {
 	got := problems(t, "version = 1\n[[server.tokens]]\ntoken = \"env:TOK\"\nidentity = \"x\"\n", nil)
 	want := []Problem{{"server.tokens[0].token", "environment variable TOK is not set"}}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Skip("BUG: an unset env: token is also reported as shorter than 16 characters (-want +got):\n" + diff)
+		t.Error("an unset env: token is also reported as shorter than 16 characters (-want +got):\n" + diff)
 	}
 }
 
@@ -687,7 +687,7 @@ func TestDecodeErrorNamesKey(t *testing.T) {
 		}
 	}
 	if len(bugs) > 0 {
-		t.Skip("BUG: decode errors are not reported under their key: " + strings.Join(bugs, "; "))
+		t.Error("decode errors are not reported under their key: " + strings.Join(bugs, "; "))
 	}
 }
 
@@ -696,7 +696,7 @@ func TestDecodeErrorNamesKey(t *testing.T) {
 func TestShutdownTimeoutNegative(t *testing.T) {
 	c, err := Parse("t.toml", []byte("version = 1\n[server]\nshutdown_timeout = \"-5s\"\n"), env(nil))
 	if err == nil {
-		t.Skipf("BUG: negative server.shutdown_timeout accepted (%v)", c.Server.ShutdownTimeout)
+		t.Errorf("negative server.shutdown_timeout accepted (%v)", c.Server.ShutdownTimeout)
 	}
 	var ce *Error
 	if !errors.As(err, &ce) || ce.Problems[0].Key != "server.shutdown_timeout" {
@@ -826,7 +826,7 @@ func TestDefaultTierNeedsImage(t *testing.T) {
 		bugs = append(bugs, "a sandbox table without tier does not inherit default_tier: "+err.Error())
 	}
 	if len(bugs) > 0 {
-		t.Skip("BUG: " + strings.Join(bugs, "; "))
+		t.Error("" + strings.Join(bugs, "; "))
 	}
 }
 
@@ -835,6 +835,6 @@ func TestDefaultTierNeedsImage(t *testing.T) {
 func TestMountsValidated(t *testing.T) {
 	_, err := Parse("t.toml", []byte("version = 1\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nsandbox = { tier = \"docker\", image = \"i\", mounts = [\"/only-one-part\", \"/a:/b:rx\"] }\n"), env(nil))
 	if err == nil {
-		t.Skip("BUG: malformed upstreams[].sandbox.mounts entries validate; they fail only at start-up")
+		t.Errorf("malformed upstreams[].sandbox.mounts entries validate; they fail only at start-up")
 	}
 }
