@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -93,9 +97,49 @@ func AddBuiltinTool[In, Out any](g *Gateway, t *mcp.Tool, h mcp.ToolHandlerFor[I
 }
 
 func addBuiltinTool[In, Out any](g *Gateway, t *mcp.Tool, h mcp.ToolHandlerFor[In, Out]) {
+	// Fix the schemas now (the SDK would infer the same ones) so that what is signed is
+	// exactly what clients are shown.
+	if t.InputSchema == nil {
+		t.InputSchema = schemaFor[In]()
+	}
+	if t.OutputSchema == nil {
+		if s := schemaFor[Out](); s != nil && s.Type == "object" {
+			t.OutputSchema = s
+		}
+	}
+	v := Verification{Status: "unsigned", Domain: "symbi"}
+	if g.opts.SignBuiltin != nil {
+		def, err := json.Marshal(t)
+		if err == nil {
+			var sig, fp string
+			if sig, fp, err = g.opts.SignBuiltin(def); err == nil {
+				t.Meta = mcp.Meta{"schemapin/signature": sig}
+				v = Verification{Status: "verified", Domain: "symbi", Fingerprint: fp}
+			}
+		}
+		if err != nil {
+			g.log.Error("sign built-in tool", "tool", t.Name, "err", err)
+		}
+	}
 	mcp.AddTool(g.server, t, h)
 	g.mu.Lock()
-	g.tools[t.Name] = &ToolInfo{Name: t.Name, Upstream: "", UpstreamName: t.Name, Tool: t, Builtin: true,
-		Verification: Verification{Status: "verified", Domain: "symbi"}}
+	g.tools[t.Name] = &ToolInfo{Name: t.Name, Upstream: "", UpstreamName: t.Name, Tool: t, Builtin: true, Verification: v}
 	g.mu.Unlock()
+}
+
+func schemaFor[T any]() *jsonschema.Schema {
+	rt := reflect.TypeFor[T]()
+	if rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	s, err := jsonschema.ForType(rt, &jsonschema.ForOptions{})
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
+// AddBuiltinResource registers one of symbi's own resources (URI scheme symbi://).
+func (g *Gateway) AddBuiltinResource(r *mcp.Resource, h mcp.ResourceHandler) {
+	g.server.AddResource(r, h)
 }

@@ -56,6 +56,10 @@ type Options struct {
 	Tokens map[string]string
 	// OnUpstreamState, if set, is told when an upstream goes up or down (for audit).
 	OnUpstreamState func(upstream, state, reason string)
+	// SignBuiltin, if set, signs the definition of each of symbi's own tools with
+	// symbi's SchemaPin key; the signature is published in the tool's
+	// _meta["schemapin/signature"]. It returns the signature and the key's fingerprint.
+	SignBuiltin func(toolJSON []byte) (signature, fingerprint string, err error)
 }
 
 // UpstreamConfig describes one upstream MCP server.

@@ -108,8 +108,12 @@ func toolInput(ti *ToolInfo) *policy.Tool {
 func (p *policyStep) decide(ctx context.Context, in *policy.Input) policy.Decision {
 	d, err := p.eng.Decide(ctx, in)
 	if err != nil {
-		// Engines fail closed themselves; this is belt and braces.
-		return policy.Decision{Allow: false, Reason: "policy error: " + err.Error()}
+		// The engine fails closed: d is a denial whose Reason is safe to show; the error
+		// itself is for operators.
+		p.log.Error("evaluate policy", "action", in.Action, "err", err)
+		if d.Allow || d.Reason == "" {
+			d = policy.Decision{Allow: false, Reason: "policy evaluation failed"}
+		}
 	}
 	return d
 }

@@ -2,11 +2,15 @@ package test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/symbi-dev/symbi/schemapin"
 )
 
 // proxyConfig puts three real upstreams behind symbi: the official SDK's conformance
@@ -104,4 +108,51 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestBuiltinToolsAreSigned: symbi signs its own tools and publishes its key, so a
+// SchemaPin-aware client can verify symbi itself.
+func TestBuiltinToolsAreSigned(t *testing.T) {
+	s := serve(t, writeConfig(t, ""))
+	resp, err := http.Get("http://" + s.addr + schemapin.WellKnownPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	doc, err := schemapin.ParseDiscovery(body)
+	if err != nil {
+		t.Fatalf("discovery document: %v\n%s", err, body)
+	}
+	pub, err := schemapin.ParsePublicKey([]byte(doc.PublicKeyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	n := 0
+	for name, tool := range toolNames(t, cs) {
+		if !strings.HasPrefix(name, "symbi__") {
+			continue
+		}
+		n++
+		sig, _ := tool.Meta[schemapin.MetaKey].(string)
+		raw, _ := json.Marshal(tool)
+		canon, _, err := schemapin.ToolDefinition(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schemapin.VerifyCanonical(pub, canon, sig, nil); err != nil {
+			t.Errorf("%s: signature does not verify against /.well-known/schemapin.json: %v", name, err)
+		}
+		// A changed definition must not verify.
+		tool.Description += " (changed)"
+		raw, _ = json.Marshal(tool)
+		canon, _, _ = schemapin.ToolDefinition(raw)
+		if schemapin.VerifyCanonical(pub, canon, sig, nil) == nil {
+			t.Errorf("%s: a changed definition still verifies", name)
+		}
+	}
+	if n < 3 {
+		t.Errorf("checked %d built-in tools, want at least 3", n)
+	}
 }

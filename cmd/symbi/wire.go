@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -83,7 +84,14 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	rt.closers = append(rt.closers, rt.audit.Close)
 	rt.http.Routes["/audit/stream"] = rt.audit.Handler()
 
+	signer, err := builtinSigner(cfg.Server.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt.http.Public[schemapin.WellKnownPath] = signer.wellKnown
+
 	opts := &gateway.Options{
+		SignBuiltin:     signer.sign,
 		Version:         version,
 		Logger:          log,
 		MaxMessageBytes: int(cfg.Server.MaxMessageBytes),
@@ -134,10 +142,70 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		record(audit.Event{Type: typ, Upstream: name, Reason: reason})
 	}
 	gw := gateway.New(opts)
+	addAuditBuiltins(gw, rt.audit)
 	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments})
 	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
 	record(audit.Event{Type: audit.TypeConfigLoaded, Detail: map[string]string{"upstreams": upstreamNames(cfg), "policy_dir": cfg.Policy.Dir}})
 	return gw, rt, nil
+}
+
+// selfSigner holds symbi's own SchemaPin key, which signs the built-in tools.
+type selfSigner struct {
+	key       *ecdsa.PrivateKey
+	fp        string
+	wellKnown http.Handler
+}
+
+func (s *selfSigner) sign(tool []byte) (string, string, error) {
+	sig, err := schemapin.SignTool(s.key, tool)
+	return sig, s.fp, err
+}
+
+// builtinSigner loads symbi's SchemaPin key from DATA_DIR/schemapin/private_key.pem,
+// creating it (0600) on first start, and prepares its discovery document.
+func builtinSigner(dataDir string) (*selfSigner, error) {
+	dir := filepath.Join(dataDir, "schemapin")
+	path := filepath.Join(dir, "private_key.pem")
+	pemData, err := os.ReadFile(path)
+	var key *ecdsa.PrivateKey
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if key, err = schemapin.GenerateKey(); err != nil {
+			return nil, fmt.Errorf("generate schemapin key: %w", err)
+		}
+		pemData, err = schemapin.MarshalPrivateKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("encode schemapin key: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create schemapin key dir: %w", err)
+		}
+		if err := os.WriteFile(path, pemData, 0o600); err != nil {
+			return nil, fmt.Errorf("write schemapin key: %w", err)
+		}
+		pub, err := schemapin.MarshalPublicKey(&key.PublicKey)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, "public_key.pem"), pub, 0o644)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("write schemapin public key: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("read schemapin key: %w", err)
+	default:
+		if key, err = schemapin.ParsePrivateKey(pemData); err != nil {
+			return nil, fmt.Errorf("read schemapin key %s: %w", path, err)
+		}
+	}
+	fp, err := schemapin.Fingerprint(&key.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("fingerprint schemapin key: %w", err)
+	}
+	doc, err := schemapin.NewDiscovery(&key.PublicKey, "symbi", "")
+	if err != nil {
+		return nil, fmt.Errorf("build schemapin discovery document: %w", err)
+	}
+	return &selfSigner{key: key, fp: fp, wellKnown: schemapin.WellKnownHandler(doc)}, nil
 }
 
 // run runs the runtime's own loops (policy hot reload) until ctx ends.
