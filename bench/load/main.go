@@ -1,0 +1,605 @@
+// Command load measures what symbi adds to a tools/call. It starts an upstream MCP
+// server twice over (once serving streamable HTTP for direct calls, once as symbi's stdio
+// upstream), starts `symbi serve` on loopback in front of it, and drives both with go-sdk
+// clients: a serial phase (one client, one call at a time) for unloaded latency, and a
+// concurrent phase (-c clients, each its own session) for throughput and latency under
+// load. It prints p50/p99 latency, calls/s, CPU per call and symbi's resident memory.
+//
+// Usage (from the repository root):
+//
+//	go run ./bench/load -n 5000 -c 16
+//
+// Binaries are built into a temporary directory unless -symbi / -upstream name them.
+// Every run is bounded by -n calls and -timeout per phase; all processes are stopped on
+// exit (also on Ctrl-C).
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+const everythingPkg = "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"
+
+type config struct {
+	n, c, serial, warmup int
+	timeout              time.Duration
+	symbiBin, upBin      string
+	kind                 string
+	tool                 string
+	args                 map[string]any
+	protocols            []string
+	keep                 bool
+	policyDir            string
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var cfg config
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.IntVar(&cfg.n, "n", 5000, "calls in the concurrent phase (per target and protocol)")
+	fs.IntVar(&cfg.c, "c", 16, "concurrent clients, each its own session")
+	fs.IntVar(&cfg.serial, "serial", 1000, "calls in the serial (one at a time) phase; 0 skips it")
+	fs.IntVar(&cfg.warmup, "warmup", 50, "warm-up calls per session before measuring")
+	fs.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "time bound of each phase")
+	fs.StringVar(&cfg.symbiBin, "symbi", "", "symbi binary (default: go build ./cmd/symbi)")
+	fs.StringVar(&cfg.upBin, "upstream", "", "upstream server binary; must accept -http ADDR (default: go build the go-sdk everything-server, or ./test/servers/mcpgo with -kind mcpgo)")
+	fs.StringVar(&cfg.kind, "kind", "everything", "upstream kind: everything (go-sdk conformance server, tool test_simple_text) or mcpgo (mark3labs/mcp-go, tool echo)")
+	proto := fs.String("protocols", "2026-07-28,2025-11-25", "client protocol versions to measure, comma-separated")
+	fs.StringVar(&cfg.policyDir, "policy-dir", "", "symbi [policy] dir (default: the built-in policy)")
+	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (binaries, config, audit trail)")
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if cfg.n <= 0 || cfg.c <= 0 {
+		fmt.Fprintln(os.Stderr, "load: -n and -c must be positive")
+		return 2
+	}
+	switch cfg.kind {
+	case "everything":
+		cfg.tool, cfg.args = "test_simple_text", map[string]any{}
+	case "mcpgo":
+		cfg.tool, cfg.args = "echo", map[string]any{"message": "hello"}
+	default:
+		fmt.Fprintf(os.Stderr, "load: unknown -kind %q\n", cfg.kind)
+		return 2
+	}
+	for _, p := range strings.Split(*proto, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.protocols = append(cfg.protocols, p)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench(ctx, &cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		return 1
+	}
+	return 0
+}
+
+// result is one measured phase.
+type result struct {
+	target, protocol, phase string
+	calls, errors           int
+	p50, p99, mean          time.Duration
+	elapsed                 time.Duration
+	cpuPerCall              time.Duration // of the server process(es) measured
+}
+
+func (r result) rate() float64 { return float64(r.calls) / r.elapsed.Seconds() }
+
+func bench(ctx context.Context, cfg *config, out io.Writer) error {
+	tmp, err := os.MkdirTemp("", "symbi-load-")
+	if err != nil {
+		return fmt.Errorf("create temp dir: %w", err)
+	}
+	if cfg.keep {
+		fmt.Fprintln(os.Stderr, "load: temporary directory", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	if cfg.symbiBin == "" {
+		if cfg.symbiBin, err = build(ctx, tmp, "symbi", "./cmd/symbi"); err != nil {
+			return err
+		}
+	}
+	if cfg.upBin == "" {
+		pkg := everythingPkg
+		if cfg.kind == "mcpgo" {
+			pkg = "./test/servers/mcpgo"
+		}
+		if cfg.upBin, err = build(ctx, tmp, cfg.kind, pkg); err != nil {
+			return err
+		}
+	}
+
+	hc := &http.Client{Transport: &http.Transport{
+		MaxIdleConns: 4 * cfg.c, MaxIdleConnsPerHost: 4 * cfg.c, IdleConnTimeout: time.Minute,
+	}}
+	var results []result
+
+	// Direct: the upstream serving streamable HTTP itself.
+	for _, p := range cfg.protocols {
+		args := []string{"-http", ""}
+		if cfg.kind == "everything" && p < "2026-07-28" {
+			args = append(args, "-stateless=false") // the stateful generation, as a real server would
+		}
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		args[1] = addr
+		up, err := start(ctx, cfg.upBin, args, nil)
+		if err != nil {
+			return err
+		}
+		if err := waitDial(ctx, addr, 20*time.Second); err != nil {
+			up.stop()
+			return fmt.Errorf("start upstream: %w\n%s", err, up.stderr.String())
+		}
+		rs, err := measure(ctx, cfg, hc, "direct", p, "http://"+addr+"/mcp", cfg.tool, []int{up.cmd.Process.Pid})
+		up.stop()
+		if err != nil {
+			return fmt.Errorf("direct %s: %w", p, err)
+		}
+		results = append(results, rs...)
+	}
+
+	// Proxied: symbi over streamable HTTP, the upstream over stdio.
+	sym, addr, err := startSymbi(ctx, cfg, tmp)
+	if err != nil {
+		return err
+	}
+	defer sym.stop()
+	idle := readMem(sym.cmd.Process.Pid)
+	type memRow struct {
+		when string
+		mem  memInfo
+	}
+	mems := []memRow{{"idle (after start)", idle}}
+	for _, p := range cfg.protocols {
+		pids := append([]int{sym.cmd.Process.Pid}, children(sym.cmd.Process.Pid)...)
+		rs, err := measure(ctx, cfg, hc, "symbi", p, "http://"+addr+"/mcp", "up__"+cfg.tool, pids)
+		if err != nil {
+			return fmt.Errorf("symbi %s: %w\n%s", p, err, sym.stderr.String())
+		}
+		results = append(results, rs...)
+		mems = append(mems, memRow{"after " + p, readMem(sym.cmd.Process.Pid)})
+	}
+	sym.stop()
+
+	fmt.Fprintf(out, "tools/call %s (%s upstream), %d serial calls, %d calls with %d concurrent sessions\n\n", cfg.tool, cfg.kind, cfg.serial, cfg.n, cfg.c)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\tprotocol\tphase\tcalls\terrors\tp50\tp99\tmean\tcalls/s\tserver CPU/call\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%.0f\t%s\t\n", r.target, r.protocol, r.phase, r.calls, r.errors,
+			us(r.p50), us(r.p99), us(r.mean), r.rate(), us(r.cpuPerCall))
+	}
+	tw.Flush()
+
+	fmt.Fprintln(out, "\nsymbi overhead (symbi minus direct):")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "protocol\tphase\tadded p50\tadded p99\tthroughput kept\t")
+	for _, d := range results {
+		if d.target != "direct" {
+			continue
+		}
+		for _, s := range results {
+			if s.target == "symbi" && s.protocol == d.protocol && s.phase == d.phase {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\t\n", d.protocol, d.phase, us(s.p50-d.p50), us(s.p99-d.p99), 100*s.rate()/d.rate())
+			}
+		}
+	}
+	tw.Flush()
+
+	fmt.Fprintln(out, "\nsymbi resident memory (/proc/PID/status of the symbi process):")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "when\tVmRSS\tVmHWM\t")
+	for _, m := range mems {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", m.when, m.mem.rss, m.mem.hwm)
+	}
+	tw.Flush()
+	fmt.Fprintln(out, "\n(CPU/call is the server side's user+system time over the phase divided by its calls: the upstream for direct, symbi plus its stdio upstreams for symbi. The load generator shares the machine.)")
+	return nil
+}
+
+func us(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + "µs"
+}
+
+// measure connects the sessions once, then runs the serial phase on one of them and the
+// concurrent phase on all of them.
+func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol, endpoint, tool string, pids []int) ([]result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sessions := make([]*mcp.ClientSession, cfg.c)
+	defer func() {
+		for _, cs := range sessions {
+			if cs != nil {
+				_ = cs.Close()
+			}
+		}
+	}()
+	for i := range sessions {
+		client := mcp.NewClient(&mcp.Implementation{Name: "symbi-load", Version: "1"}, nil)
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+		cs, err := client.Connect(cctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1},
+			&mcp.ClientSessionOptions{ProtocolVersion: protocol})
+		ccancel()
+		if err != nil {
+			return nil, fmt.Errorf("connect session %d: %w", i, err)
+		}
+		sessions[i] = cs
+	}
+	params := &mcp.CallToolParams{Name: tool, Arguments: cfg.args}
+	call := func(ctx context.Context, cs *mcp.ClientSession) error {
+		res, err := cs.CallTool(ctx, params)
+		if err != nil {
+			return err
+		}
+		if res.IsError || len(res.Content) == 0 {
+			return fmt.Errorf("tool error: %+v", res.Content)
+		}
+		return nil
+	}
+	// Warm-up, and a check that the call works at all.
+	var wg sync.WaitGroup
+	errs := make([]error, len(sessions))
+	for i, cs := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range cfg.warmup {
+				if err := call(ctx, cs); err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("warm up: %w", err)
+	}
+
+	var out []result
+	if cfg.serial > 0 {
+		pctx, pcancel := context.WithTimeout(ctx, cfg.timeout)
+		cpu0 := cpuTime(pids)
+		lat := make([]time.Duration, 0, cfg.serial)
+		nerr := 0
+		start := time.Now()
+		for range cfg.serial {
+			if pctx.Err() != nil {
+				break
+			}
+			t := time.Now()
+			if err := call(pctx, sessions[0]); err != nil {
+				nerr++
+				continue
+			}
+			lat = append(lat, time.Since(t))
+		}
+		el := time.Since(start)
+		pcancel()
+		out = append(out, summarize(target, protocol, "serial", lat, nerr, el, cpuTime(pids)-cpu0))
+	}
+
+	pctx, pcancel := context.WithTimeout(ctx, cfg.timeout)
+	defer pcancel()
+	var next atomic.Int64
+	lats := make([][]time.Duration, len(sessions))
+	nerrs := make([]int, len(sessions))
+	cpu0 := cpuTime(pids)
+	start := time.Now()
+	for i, cs := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, cfg.n/len(sessions)+1)
+			for next.Add(1) <= int64(cfg.n) && pctx.Err() == nil {
+				t := time.Now()
+				if err := call(pctx, cs); err != nil {
+					nerrs[i]++
+					continue
+				}
+				lat = append(lat, time.Since(t))
+			}
+			lats[i] = lat
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	cpu := cpuTime(pids) - cpu0
+	var all []time.Duration
+	nerr := 0
+	for i := range lats {
+		all = append(all, lats[i]...)
+		nerr += nerrs[i]
+	}
+	out = append(out, summarize(target, protocol, fmt.Sprintf("c=%d", cfg.c), all, nerr, el, cpu))
+	return out, nil
+}
+
+func summarize(target, protocol, phase string, lat []time.Duration, nerr int, el, cpu time.Duration) result {
+	r := result{target: target, protocol: protocol, phase: phase, calls: len(lat), errors: nerr, elapsed: el}
+	if len(lat) == 0 {
+		return r
+	}
+	slices.Sort(lat)
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	r.mean = sum / time.Duration(len(lat))
+	r.p50 = lat[len(lat)*50/100]
+	r.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	r.cpuPerCall = cpu / time.Duration(len(lat)+nerr)
+	return r
+}
+
+// proc is a started child process.
+type proc struct {
+	cmd      *exec.Cmd
+	stderr   *lockedBuffer
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		return len(p), nil // keep the head; enough to diagnose a failed start
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func start(ctx context.Context, bin string, args []string, stdout io.Writer) (*proc, error) {
+	cmd := exec.Command(bin, args...)
+	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	cmd.Stdout = stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches us, not them
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", filepath.Base(bin), err)
+	}
+	go func() { // owned by p: ends when the process exits; stop waits for it
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop interrupts the process (then kills its group) and waits for it; idempotent.
+func (p *proc) stop() {
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	})
+}
+
+var addrRE = regexp.MustCompile(`http://([0-9.:]+)/mcp`)
+
+func startSymbi(ctx context.Context, cfg *config, tmp string) (*proc, string, error) {
+	policy := ""
+	if cfg.policyDir != "" {
+		policy = fmt.Sprintf("[policy]\ndir = %q\n", cfg.policyDir)
+	}
+	toml := fmt.Sprintf("version = 1\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\n%s\n[[upstreams]]\nname = \"up\"\ncommand = [%q]\nprefix = \"up\"\n",
+		filepath.Join(tmp, "data"), policy, cfg.upBin)
+	path := filepath.Join(tmp, "symbi.toml")
+	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+		return nil, "", fmt.Errorf("write config: %w", err)
+	}
+	pr, pw := io.Pipe()
+	p, err := start(ctx, cfg.symbiBin, []string{"serve", "--config", path}, pw)
+	if err != nil {
+		return nil, "", err
+	}
+	lines := make(chan string, 1)
+	go func() { // ends when symbi closes its stdout (it exits)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() { <-p.done; pw.Close() }() // ends when symbi exits
+	var addr string
+	select {
+	case line := <-lines:
+		m := addrRE.FindStringSubmatch(line)
+		if m == nil {
+			p.stop()
+			return nil, "", fmt.Errorf("unexpected first line from symbi serve: %q", line)
+		}
+		addr = m[1]
+	case <-p.done:
+		return nil, "", fmt.Errorf("symbi serve exited\n%s", p.stderr.String())
+	case <-time.After(30 * time.Second):
+		p.stop()
+		return nil, "", fmt.Errorf("symbi serve did not start\n%s", p.stderr.String())
+	case <-ctx.Done():
+		p.stop()
+		return nil, "", ctx.Err()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, addr, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			p.stop()
+			return nil, "", fmt.Errorf("symbi not ready: %v\n%s", err, p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func build(ctx context.Context, dir, name, pkg string) (string, error) {
+	out := filepath.Join(dir, name)
+	fmt.Fprintf(os.Stderr, "load: building %s\n", pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s (run from the repository root): %w\n%s", pkg, err, b)
+	}
+	return out, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func waitDial(ctx context.Context, addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("dial %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// memInfo is VmRSS and VmHWM as /proc reports them ("12345 kB").
+type memInfo struct{ rss, hwm string }
+
+func readMem(pid int) memInfo {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return memInfo{"?", "?"}
+	}
+	var m memInfo
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "VmRSS":
+			m.rss = mib(v)
+		case "VmHWM":
+			m.hwm = mib(v)
+		}
+	}
+	return m
+}
+
+func mib(v string) string {
+	kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+	if err != nil {
+		return strings.TrimSpace(v)
+	}
+	return strconv.FormatFloat(kb/1024, 'f', 1, 64) + " MiB"
+}
+
+// children lists the direct children of pid (symbi's stdio upstreams).
+func children(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// cpuTime sums user and system time of pids (and, re-read each time, the children of the
+// first, since symbi may start an upstream connection on demand).
+func cpuTime(pids []int) time.Duration {
+	seen := map[int]bool{}
+	all := slices.Clone(pids)
+	if len(pids) > 0 {
+		all = append(all, children(pids[0])...)
+	}
+	var total time.Duration
+	for _, pid := range all {
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14 of stat
+		st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+		total += time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+	}
+	return total
+}
