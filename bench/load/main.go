@@ -597,8 +597,8 @@ func cpuTime(pids []int) time.Duration {
 		if len(f) < 13 {
 			continue
 		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14 of stat
-		st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+		ut, _ := strconv.ParseInt(f[11], 10, 64)          // field 14 of stat
+		st, _ := strconv.ParseInt(f[12], 10, 64)          // field 15
 		total += time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 	}
 	return total
