@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,8 @@ type runtime struct {
 	audit   *audit.Log
 	sandbox *sandbox.Sandbox
 	http    gateway.HTTPOptions
+
+	tierEvents []audit.Event // tiers chosen by risk assessment, recorded once the trail is open
 
 	closers []func() error
 }
@@ -145,6 +148,9 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	addAuditBuiltins(gw, rt.audit)
 	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments})
 	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
+	for _, ev := range rt.tierEvents {
+		record(ev)
+	}
 	record(audit.Event{Type: audit.TypeConfigLoaded, Detail: map[string]string{"upstreams": upstreamNames(cfg), "policy_dir": cfg.Policy.Dir}})
 	return gw, rt, nil
 }
@@ -225,6 +231,13 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 			tier = sb.Tier
 		}
 	}
+	if tier == "auto" {
+		a := assess(u)
+		tier = string(a.Tier)
+		log.Info("sandbox tier assessed", "upstream", u.Name, "tier", tier, "score", a.Score, "reasons", strings.Join(a.Reasons, "; "))
+		rt.tierEvents = append(rt.tierEvents, audit.Event{Type: audit.TypeTierChosen, Upstream: u.Name, SandboxTier: tier,
+			Reason: strings.Join(a.Reasons, "; "), Detail: map[string]string{"score": fmt.Sprint(a.Score)}})
+	}
 	if tier == "" || tier == "none" {
 		return gateway.HostLauncher(u.Name, argv, u.Env, u.Dir, log), "none", nil
 	}
@@ -277,6 +290,25 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 		sp.logStderr(log.With("upstream", u.Name))
 		return sp, nil
 	}, tier, nil
+}
+
+// assess is the risk assessment of an upstream from what its configuration declares.
+func assess(u config.Upstream) sandbox.Assessment {
+	n := sandbox.Needs{Network: u.URL != ""}
+	if sb := u.Sandbox; sb != nil {
+		n.Network = n.Network || (sb.Network != "" && sb.Network != "none")
+		n.ExternalAPIs = sb.ExternalAPIs
+		n.Sensitivity = sandbox.Sensitivity(sb.Sensitivity)
+		for _, m := range sb.Mounts {
+			if pm, err := config.ParseMount(m); err == nil && pm.Writable {
+				n.FilesystemWrite = true
+			}
+		}
+	}
+	if p := u.SchemaPin; p != nil && p.Mode == "strict" {
+		n.Signed, n.Verified = true, true
+	}
+	return sandbox.Assess(n)
 }
 
 // sandboxProcess adapts a sandbox.Process to the gateway's Process.

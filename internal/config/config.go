@@ -79,6 +79,9 @@ type UpstreamSandbox struct {
 	Mounts  []string          `toml:"mounts"` // "host:container[:rw]"
 	Env     map[string]string `toml:"env"`
 	User    string            `toml:"user"`
+	// Declared needs, for tier = "auto" (the risk assessment) and `symbi doctor`.
+	Sensitivity  string   `toml:"sensitivity"`   // public, internal (default), confidential, restricted
+	ExternalAPIs []string `toml:"external_apis"` // third-party services the server calls
 }
 
 // SchemaPin configures tool-definition verification for one upstream.
@@ -305,7 +308,7 @@ func sortedKeys(m map[string]string) []string {
 }
 
 var (
-	tiers      = []string{"none", "docker", "gvisor"}
+	tiers      = []string{"none", "docker", "gvisor", "auto"}
 	pinModes   = []string{"", "strict", "tofu", "disabled"}
 	firstSeens = []string{"", "approve", "pending"}
 )
@@ -400,7 +403,7 @@ func (c *Config) validate() []Problem {
 			if len(u.Headers) > 0 {
 				add(key+".headers", "applies only to url upstreams")
 			}
-			if t := c.Sandbox.DefaultTier; u.Sandbox == nil && (t == "docker" || t == "gvisor") {
+			if t := c.Sandbox.DefaultTier; u.Sandbox == nil && (t == "docker" || t == "gvisor" || t == "auto") {
 				add(key+".sandbox.image", "is required: [sandbox] default_tier is %q", t)
 			}
 		}
@@ -418,13 +421,16 @@ func (c *Config) validate() []Problem {
 			case !slices.Contains(tiers, tier):
 				add(key+".sandbox.tier", "must be one of %s", strings.Join(tiers, ", "))
 			}
-			if (tier == "docker" || tier == "gvisor") && s.Image == "" {
+			if (tier == "docker" || tier == "gvisor" || tier == "auto") && s.Image == "" {
 				add(key+".sandbox.image", "is required for tier %q", tier)
 			}
 			for j, m := range s.Mounts {
 				if _, err := ParseMount(m); err != nil {
 					add(fmt.Sprintf("%s.sandbox.mounts[%d]", key, j), "%v", err)
 				}
+			}
+			if !slices.Contains([]string{"", "public", "internal", "confidential", "restricted"}, s.Sensitivity) {
+				add(key+".sandbox.sensitivity", "must be public, internal, confidential or restricted")
 			}
 			if s.CPUs < 0 {
 				add(key+".sandbox.cpus", "must not be negative")

@@ -368,12 +368,12 @@ tier = "docker"
 		{
 			name: "bad tier",
 			in:   up + "name = \"a\"\ncommand = [\"x\"]\nsandbox = { tier = \"kvm\", image = \"i\" }\n",
-			want: []Problem{{"upstreams[0].sandbox.tier", "must be one of none, docker, gvisor"}},
+			want: []Problem{{"upstreams[0].sandbox.tier", "must be one of none, docker, gvisor, auto"}},
 		},
 		{
 			name: "missing tier",
 			in:   up + "name = \"a\"\ncommand = [\"x\"]\nsandbox = { image = \"i\" }\n",
-			want: []Problem{{"upstreams[0].sandbox.tier", "is required (or set [sandbox] default_tier): one of none, docker, gvisor"}},
+			want: []Problem{{"upstreams[0].sandbox.tier", "is required (or set [sandbox] default_tier): one of none, docker, gvisor, auto"}},
 		},
 		{
 			name: "missing image",
@@ -455,7 +455,7 @@ default_tier = "vm"
 				{"server.listen", "not a host:port address: address localhost: missing port in address"},
 				{"server.metrics_listen", "not a host:port address: address 9090: missing port in address"},
 				{"server.max_message_bytes", "must be at least 1024"},
-				{"sandbox.default_tier", "must be one of none, docker, gvisor"},
+				{"sandbox.default_tier", "must be one of none, docker, gvisor, auto"},
 				{"audit.fsync", `must be "batch" or "every"`},
 			},
 		},

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/symbi-dev/symbi/internal/config"
+	"github.com/symbi-dev/symbi/internal/store"
+	"github.com/symbi-dev/symbi/policy"
+	"github.com/symbi-dev/symbi/sandbox"
+)
+
+// runDoctor checks that a configuration can run here: the file, the state directory,
+// the policy, each upstream's command and sandbox tier (with its risk assessment).
+// Exit 0 when everything is in order, 1 when something is not.
+func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("symbi doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (TOML); none: the built-in defaults")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	problems := 0
+	check := func(name string, err error, detail string) {
+		mark := "ok  "
+		if err != nil {
+			mark, detail = "FAIL", err.Error()
+			problems++
+		}
+		fmt.Fprintf(stdout, "%s %-28s %s\n", mark, name, detail)
+	}
+
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			check("config", fmt.Errorf("%d problem(s)", len(ce.Problems)), "")
+			for _, p := range ce.Problems {
+				fmt.Fprintf(stdout, "     %s\n", p)
+			}
+			return 1
+		}
+		check("config", err, "")
+		return 1
+	}
+	check("config", nil, fmt.Sprintf("%d upstream(s): %s", len(cfg.Upstreams), upstreamNames(cfg)))
+
+	err = os.MkdirAll(cfg.Server.DataDir, 0o700)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(cfg.Server.DataDir, ".doctor-*"); err == nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
+	check("data dir writable", err, cfg.Server.DataDir)
+	if err == nil {
+		db, err := store.Open(filepath.Join(cfg.Server.DataDir, store.FileName))
+		if err == nil {
+			err = db.PingContext(ctx)
+			db.Close()
+		}
+		check("state (SQLite)", err, filepath.Join(cfg.Server.DataDir, store.FileName))
+	}
+
+	w, err := policy.NewWatcher(ctx, cfg.Policy.Dir, nil)
+	detail := "built-in default policy"
+	if err == nil && cfg.Policy.Dir != "" {
+		st := w.Status()
+		detail = fmt.Sprintf("%s: %d file(s), revision %.12s", cfg.Policy.Dir, len(st.Files), st.Revision)
+	}
+	check("policy compiles", err, detail)
+
+	var sb *sandbox.Sandbox
+	for _, u := range cfg.Upstreams {
+		name := "upstream " + u.Name
+		if u.Disabled {
+			fmt.Fprintf(stdout, "skip %-28s disabled\n", name)
+			continue
+		}
+		if u.URL != "" {
+			a := assess(u)
+			check(name, nil, fmt.Sprintf("%s %s (remote; assessment: %s, score %d)", transportOf(u), u.URL, a.Tier, a.Score))
+			continue
+		}
+		tier := cfg.Sandbox.DefaultTier
+		if u.Sandbox != nil && u.Sandbox.Tier != "" {
+			tier = u.Sandbox.Tier
+		}
+		if tier == "" {
+			tier = "none"
+		}
+		a := assess(u)
+		if tier == "auto" {
+			tier = string(a.Tier)
+		}
+		var err error
+		if tier == "none" {
+			_, err = exec.LookPath(u.Command[0])
+		} else {
+			if sb == nil {
+				sb = sandbox.New(nil)
+				defer sb.Close()
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = sb.Available(cctx, sandbox.Tier(tier))
+			cancel()
+		}
+		check(name, err, fmt.Sprintf("stdio %q in tier %s", strings.Join(u.Command, " "), tier))
+		fmt.Fprintf(stdout, "     risk assessment: %s (score %d)\n", a.Tier, a.Score)
+		for _, r := range a.Reasons {
+			fmt.Fprintf(stdout, "       - %s\n", r)
+		}
+		if tier == "none" {
+			fmt.Fprintf(stdout, "     note: tier none runs the server as a host process with symbi's privileges (development only)\n")
+		}
+	}
+	if problems > 0 {
+		fmt.Fprintf(stdout, "\n%d problem(s)\n", problems)
+		return 1
+	}
+	fmt.Fprintln(stdout, "\nall checks passed")
+	return 0
+}
+
+func transportOf(u config.Upstream) string {
+	if u.Transport == "sse" {
+		return "sse"
+	}
+	return "streamable HTTP"
+}
