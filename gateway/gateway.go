@@ -253,6 +253,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 				u.run(ctx)
 			}()
 		}
+		g.wg.Add(1)
+		go func() { // owned by Run: ends when ctx ends
+			defer g.wg.Done()
+			g.sampleResources(ctx, 15*time.Second)
+		}()
 	})
 	if !started {
 		return errors.New("run gateway: already running")
@@ -311,6 +316,41 @@ func (g *Gateway) runCtx() context.Context {
 		return *c
 	}
 	return context.Background()
+}
+
+// sampleResources exports the resource use of sandboxed upstream processes as metrics,
+// every interval until ctx ends.
+func (g *Gateway) sampleResources(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		for _, u := range g.upstreams {
+			u.primary.mu.Lock()
+			p, ok := u.primary.proc.(StatsProcess)
+			u.primary.mu.Unlock()
+			if !ok {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err := p.Stats(sctx)
+			cancel()
+			if err != nil {
+				g.log.Debug("sample upstream resources", "upstream", u.cfg.Name, "err", err)
+				continue
+			}
+			l := []string{u.cfg.Name, p.Tier()}
+			g.metrics.procCPU.WithLabelValues(l...).Set(st.CPUSeconds)
+			g.metrics.procMem.WithLabelValues(l...).Set(float64(st.MemoryBytes))
+			g.metrics.procMemMax.WithLabelValues(l...).Set(float64(st.MemoryLimit))
+			g.metrics.procRead.WithLabelValues(l...).Set(float64(st.ReadBytes))
+			g.metrics.procWrite.WithLabelValues(l...).Set(float64(st.WriteBytes))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // WaitReady waits until every upstream has made its first connection attempt, or

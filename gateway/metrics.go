@@ -17,6 +17,12 @@ type Metrics struct {
 	restarts   *prometheus.CounterVec
 	badFrames  *prometheus.CounterVec
 	denials    *prometheus.CounterVec
+
+	procCPU    *prometheus.GaugeVec
+	procMem    *prometheus.GaugeVec
+	procMemMax *prometheus.GaugeVec
+	procRead   *prometheus.GaugeVec
+	procWrite  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the gateway's series (plus Go and process collectors) in a new
@@ -49,6 +55,15 @@ func NewMetrics() *Metrics {
 			Name: "symbi_denials_total", Help: "Requests refused by a security step, by method and step.",
 		}, []string{"method", "step"}),
 	}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"upstream", "tier"})
+	}
+	m.procCPU = gauge("symbi_upstream_cpu_seconds", "CPU time used by a sandboxed upstream's container.")
+	m.procMem = gauge("symbi_upstream_memory_bytes", "Memory used by a sandboxed upstream's container.")
+	m.procMemMax = gauge("symbi_upstream_memory_limit_bytes", "Memory limit of a sandboxed upstream's container.")
+	m.procRead = gauge("symbi_upstream_io_read_bytes", "Bytes read from block devices by a sandboxed upstream's container.")
+	m.procWrite = gauge("symbi_upstream_io_write_bytes", "Bytes written to block devices by a sandboxed upstream's container.")
+	r.MustRegister(m.procCPU, m.procMem, m.procMemMax, m.procRead, m.procWrite)
 	r.MustRegister(m.requests, m.errors, m.latency, m.upstreamUp, m.restarts, m.badFrames, m.denials,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -28,6 +28,21 @@ type Process interface {
 	Tier() string
 }
 
+// ProcessStats is one sample of a process's resource use.
+type ProcessStats struct {
+	CPUSeconds  float64
+	MemoryBytes uint64
+	MemoryLimit uint64
+	ReadBytes   uint64
+	WriteBytes  uint64
+}
+
+// StatsProcess is a Process that can report its resource use (the sandbox tiers).
+type StatsProcess interface {
+	Process
+	Stats(ctx context.Context) (ProcessStats, error)
+}
+
 // Launcher starts an upstream's command, on the host or in a sandbox tier.
 type Launcher func(ctx context.Context) (Process, error)
 

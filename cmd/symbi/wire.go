@@ -322,6 +322,16 @@ func (s *sandboxProcess) Stdout() io.ReadCloser          { return s.p.Stdout() }
 func (s *sandboxProcess) Stop(ctx context.Context) error { return s.p.Stop(ctx) }
 func (s *sandboxProcess) Tier() string                   { return string(s.p.Tier()) }
 
+func (s *sandboxProcess) Stats(ctx context.Context) (gateway.ProcessStats, error) {
+	st, err := s.p.Stats(ctx)
+	if err != nil {
+		return gateway.ProcessStats{}, err
+	}
+	return gateway.ProcessStats{CPUSeconds: st.CPUSeconds, MemoryBytes: st.MemoryBytes, MemoryLimit: st.MemoryLimit, ReadBytes: st.ReadBytes, WriteBytes: st.WriteBytes}, nil
+}
+
+var _ gateway.StatsProcess = (*sandboxProcess)(nil)
+
 func (s *sandboxProcess) Wait() error {
 	st := s.p.Wait()
 	if st.Code == 0 && !st.OOMKilled && !st.TimedOut && st.Err == nil {
