@@ -1,0 +1,212 @@
+//go:build integration
+
+package test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// These tests run upstreams in the real Docker and gVisor tiers behind the real symbi
+// binary (.ci/docker.sh sets up Docker with the runsc runtime).
+
+const e2eProbeImage = "symbi-e2e-probe:test"
+
+var probeImageOnce sync.Once
+var probeImageErr error
+
+func dockerClient(t testing.TB) *client.Client {
+	t.Helper()
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		t.Fatalf("docker client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// probeImage builds the sandbox package's probe server statically and an image FROM
+// scratch holding it, once per test binary.
+func probeImage(t testing.TB) string {
+	t.Helper()
+	probeImageOnce.Do(func() {
+		bin := filepath.Join(binDir, "probe")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../sandbox/testdata/probe")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			probeImageErr = fmt.Errorf("build probe: %v\n%s", err, out)
+			return
+		}
+		body, err := os.ReadFile(bin)
+		if err != nil {
+			probeImageErr = err
+			return
+		}
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for name, f := range map[string]struct {
+			mode int64
+			data []byte
+		}{
+			"Dockerfile": {0o644, []byte("FROM scratch\nCOPY probe /probe\nENTRYPOINT [\"/probe\"]\n")},
+			"probe":      {0o755, body},
+		} {
+			_ = tw.WriteHeader(&tar.Header{Name: name, Mode: f.mode, Size: int64(len(f.data))})
+			_, _ = tw.Write(f.data)
+		}
+		_ = tw.Close()
+		cli, err := client.New(client.FromEnv)
+		if err != nil {
+			probeImageErr = err
+			return
+		}
+		defer cli.Close()
+		res, err := cli.ImageBuild(context.Background(), &buf, client.ImageBuildOptions{Tags: []string{e2eProbeImage}, Remove: true, ForceRemove: true})
+		if err != nil {
+			probeImageErr = fmt.Errorf("build image: %w", err)
+			return
+		}
+		defer res.Body.Close()
+		dec := json.NewDecoder(res.Body)
+		for {
+			var msg struct {
+				Error string `json:"error"`
+			}
+			if err := dec.Decode(&msg); err == io.EOF {
+				break
+			} else if err != nil {
+				probeImageErr = err
+				return
+			}
+			if msg.Error != "" {
+				probeImageErr = fmt.Errorf("build image: %s", msg.Error)
+				return
+			}
+		}
+	})
+	if probeImageErr != nil {
+		t.Fatal(probeImageErr)
+	}
+	return e2eProbeImage
+}
+
+type probeReport struct {
+	UID          int      `json:"uid"`
+	CapEff       string   `json:"cap_eff"`
+	RootWritable bool     `json:"root_writable"`
+	Interfaces   []string `json:"interfaces"`
+	Dmesg        string   `json:"dmesg"`
+	ProcVersion  string   `json:"proc_version"`
+	EnvNames     []string `json:"env_names"`
+}
+
+func TestSandboxedUpstreamThroughSymbi(t *testing.T) {
+	img := probeImage(t)
+	for _, tier := range []string{"docker", "gvisor"} {
+		t.Run(tier, func(t *testing.T) {
+			t.Setenv("SYMBI_SECRET_FOR_TEST", "must-not-leak")
+			cfg := writeConfig(t, fmt.Sprintf("[[upstreams]]\nname = \"box\"\ncommand = [\"/probe\"]\nenv = { MODE = \"test\" }\n"+
+				"sandbox = { tier = %q, image = %q, memory = \"64m\", pids = 64 }\n", tier, img))
+			s := serve(t, cfg)
+			cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "box__probe", Arguments: map[string]any{}})
+			if err != nil || res.IsError {
+				t.Fatalf("probe: %v %+v", err, res)
+			}
+			var rep probeReport
+			b, _ := json.Marshal(res.StructuredContent)
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.UID == 0 || rep.RootWritable || strings.Trim(rep.CapEff, "0") != "" {
+				t.Errorf("inside the %s tier: uid %d, / writable %v, CapEff %s", tier, rep.UID, rep.RootWritable, rep.CapEff)
+			}
+			for _, ifc := range rep.Interfaces {
+				if ifc != "lo" {
+					t.Errorf("network interface %q inside a network=none sandbox", ifc)
+				}
+			}
+			for _, e := range rep.EnvNames {
+				if e == "SYMBI_SECRET_FOR_TEST" {
+					t.Error("the host environment leaked into the sandbox")
+				}
+			}
+			if tier == "gvisor" && !strings.Contains(rep.Dmesg+rep.ProcVersion, "gVisor") {
+				t.Errorf("no gVisor evidence: dmesg %q, /proc/version %q", rep.Dmesg, rep.ProcVersion)
+			}
+			// The tier is visible to operators.
+			resp, err := http.Get("http://" + s.addr + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), `"tier":"`+tier+`"`) {
+				t.Errorf("/readyz does not show tier %s: %s", tier, body)
+			}
+		})
+	}
+}
+
+// TestNoContainerLeftAfterKill: symbi killed with SIGKILL leaves its container behind;
+// the next start reaps it.
+func TestNoContainerLeftAfterKill(t *testing.T) {
+	img := probeImage(t)
+	cli := dockerClient(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "symbi.toml")
+	cfg := fmt.Sprintf("version = 1\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\n[[upstreams]]\nname = \"box\"\ncommand = [\"/probe\"]\nsandbox = { tier = \"docker\", image = %q }\n", filepath.Join(dir, "data"), img)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() map[string]bool {
+		f := client.Filters{}
+		f.Add("label", "symbi.managed=true")
+		f.Add("label", "symbi.upstream=box")
+		list, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, c := range list.Items {
+			out[c.ID] = true
+		}
+		return out
+	}
+	before := ids()
+	s := serve(t, cfgPath)
+	var stale string
+	waitFor(t, 30*time.Second, "the upstream container", func() bool {
+		for id := range ids() {
+			if !before[id] {
+				stale = id
+				return true
+			}
+		}
+		return false
+	})
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	if !ids()[stale] {
+		t.Fatal("the container vanished with symbi; the test cannot show reaping")
+	}
+	serve(t, cfgPath)
+	waitFor(t, 30*time.Second, "the stale container reaped", func() bool { return !ids()[stale] })
+}
