@@ -110,7 +110,8 @@ type result struct {
 	calls, errors           int
 	p50, p99, mean          time.Duration
 	elapsed                 time.Duration
-	cpuPerCall              time.Duration // of the server process(es) measured
+	cpuPerCall              time.Duration // of the server process measured (symbi, or the direct upstream)
+	childCPUPerCall         time.Duration // of symbi's stdio upstream processes
 }
 
 func (r result) rate() float64 { return float64(r.calls) / r.elapsed.Seconds() }
@@ -164,7 +165,7 @@ func bench(ctx context.Context, cfg *config, out io.Writer) error {
 			up.stop()
 			return fmt.Errorf("start upstream: %w\n%s", err, up.stderr.String())
 		}
-		rs, err := measure(ctx, cfg, hc, "direct", p, "http://"+addr+"/mcp", cfg.tool, []int{up.cmd.Process.Pid})
+		rs, err := measure(ctx, cfg, hc, "direct", p, "http://"+addr+"/mcp", cfg.tool, up.cmd.Process.Pid)
 		up.stop()
 		if err != nil {
 			return fmt.Errorf("direct %s: %w", p, err)
@@ -185,8 +186,7 @@ func bench(ctx context.Context, cfg *config, out io.Writer) error {
 	}
 	mems := []memRow{{"idle (after start)", idle}}
 	for _, p := range cfg.protocols {
-		pids := append([]int{sym.cmd.Process.Pid}, children(sym.cmd.Process.Pid)...)
-		rs, err := measure(ctx, cfg, hc, "symbi", p, "http://"+addr+"/mcp", "up__"+cfg.tool, pids)
+		rs, err := measure(ctx, cfg, hc, "symbi", p, "http://"+addr+"/mcp", "up__"+cfg.tool, sym.cmd.Process.Pid)
 		if err != nil {
 			return fmt.Errorf("symbi %s: %w\n%s", p, err, sym.stderr.String())
 		}
@@ -197,10 +197,14 @@ func bench(ctx context.Context, cfg *config, out io.Writer) error {
 
 	fmt.Fprintf(out, "tools/call %s (%s upstream), %d serial calls, %d calls with %d concurrent sessions\n\n", cfg.tool, cfg.kind, cfg.serial, cfg.n, cfg.c)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tprotocol\tphase\tcalls\terrors\tp50\tp99\tmean\tcalls/s\tserver CPU/call\t")
+	fmt.Fprintln(tw, "target\tprotocol\tphase\tcalls\terrors\tp50\tp99\tmean\tcalls/s\tCPU/call\tupstream CPU/call\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%.0f\t%s\t\n", r.target, r.protocol, r.phase, r.calls, r.errors,
-			us(r.p50), us(r.p99), us(r.mean), r.rate(), us(r.cpuPerCall))
+		child := "-"
+		if r.target == "symbi" {
+			child = us(r.childCPUPerCall)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%.0f\t%s\t%s\t\n", r.target, r.protocol, r.phase, r.calls, r.errors,
+			us(r.p50), us(r.p99), us(r.mean), r.rate(), us(r.cpuPerCall), child)
 	}
 	tw.Flush()
 
@@ -226,7 +230,7 @@ func bench(ctx context.Context, cfg *config, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", m.when, m.mem.rss, m.mem.hwm)
 	}
 	tw.Flush()
-	fmt.Fprintln(out, "\n(CPU/call is the server side's user+system time over the phase divided by its calls: the upstream for direct, symbi plus its stdio upstreams for symbi. The load generator shares the machine.)")
+	fmt.Fprintln(out, "\n(CPU/call: user+system time of the server process over the phase per call: the upstream's for direct, symbi's own for symbi; symbi's stdio upstreams are the last column. USER_HZ resolution, 10 ms per phase. The load generator shares the machine's cores.)")
 	return nil
 }
 
@@ -236,7 +240,7 @@ func us(d time.Duration) string {
 
 // measure connects the sessions once, then runs the serial phase on one of them and the
 // concurrent phase on all of them.
-func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol, endpoint, tool string, pids []int) ([]result, error) {
+func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol, endpoint, tool string, pid int) ([]result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sessions := make([]*mcp.ClientSession, cfg.c)
@@ -292,7 +296,7 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 	var out []result
 	if cfg.serial > 0 {
 		pctx, pcancel := context.WithTimeout(ctx, cfg.timeout)
-		cpu0 := cpuTime(pids)
+		cpu0 := cpuTime(pid)
 		lat := make([]time.Duration, 0, cfg.serial)
 		nerr := 0
 		start := time.Now()
@@ -309,7 +313,7 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 		}
 		el := time.Since(start)
 		pcancel()
-		out = append(out, summarize(target, protocol, "serial", lat, nerr, el, cpuTime(pids)-cpu0))
+		out = append(out, summarize(target, protocol, "serial", lat, nerr, el, cpuTime(pid).sub(cpu0)))
 	}
 
 	pctx, pcancel := context.WithTimeout(ctx, cfg.timeout)
@@ -317,7 +321,7 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 	var next atomic.Int64
 	lats := make([][]time.Duration, len(sessions))
 	nerrs := make([]int, len(sessions))
-	cpu0 := cpuTime(pids)
+	cpu0 := cpuTime(pid)
 	start := time.Now()
 	for i, cs := range sessions {
 		wg.Add(1)
@@ -337,7 +341,7 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 	}
 	wg.Wait()
 	el := time.Since(start)
-	cpu := cpuTime(pids) - cpu0
+	cpu := cpuTime(pid).sub(cpu0)
 	var all []time.Duration
 	nerr := 0
 	for i := range lats {
@@ -348,7 +352,7 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 	return out, nil
 }
 
-func summarize(target, protocol, phase string, lat []time.Duration, nerr int, el, cpu time.Duration) result {
+func summarize(target, protocol, phase string, lat []time.Duration, nerr int, el time.Duration, cpu cpuUsage) result {
 	r := result{target: target, protocol: protocol, phase: phase, calls: len(lat), errors: nerr, elapsed: el}
 	if len(lat) == 0 {
 		return r
@@ -361,7 +365,8 @@ func summarize(target, protocol, phase string, lat []time.Duration, nerr int, el
 	r.mean = sum / time.Duration(len(lat))
 	r.p50 = lat[len(lat)*50/100]
 	r.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
-	r.cpuPerCall = cpu / time.Duration(len(lat)+nerr)
+	r.cpuPerCall = cpu.self / time.Duration(len(lat)+nerr)
+	r.childCPUPerCall = cpu.children / time.Duration(len(lat)+nerr)
 	return r
 }
 
@@ -570,36 +575,39 @@ func children(pid int) []int {
 	return out
 }
 
-// cpuTime sums user and system time of pids (and, re-read each time, the children of the
-// first, since symbi may start an upstream connection on demand).
-func cpuTime(pids []int) time.Duration {
-	seen := map[int]bool{}
-	all := slices.Clone(pids)
-	if len(pids) > 0 {
-		all = append(all, children(pids[0])...)
+// cpuUsage is the user and system time of a server process and of its children.
+type cpuUsage struct{ self, children time.Duration }
+
+func (a cpuUsage) sub(b cpuUsage) cpuUsage {
+	return cpuUsage{a.self - b.self, a.children - b.children}
+}
+
+// cpuTime reads the CPU time of pid and of its current children (symbi starts an
+// upstream connection on demand, so they are listed again each time).
+func cpuTime(pid int) cpuUsage {
+	u := cpuUsage{self: procCPU(pid)}
+	for _, c := range children(pid) {
+		u.children += procCPU(c)
 	}
-	var total time.Duration
-	for _, pid := range all {
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)          // field 14 of stat
-		st, _ := strconv.ParseInt(f[12], 10, 64)          // field 15
-		total += time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+	return u
+}
+
+// procCPU is utime+stime of one process from /proc/PID/stat.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
 	}
-	return total
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)        // field 14 of stat
+	st, _ := strconv.ParseInt(f[12], 10, 64)        // field 15
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
