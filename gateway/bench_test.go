@@ -265,7 +265,9 @@ func BenchmarkToolsCallParallel(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					cs := pool[int(next.Add(1)-1)%sessions]
 					for pb.Next() {
-						if err := benchCall(ctx, cs, params); err != nil {
+						// Fresh params per call: the SDK writes the request's _meta into them.
+						p := &mcp.CallToolParams{Name: c.tool, Arguments: map[string]any{"message": "hi"}}
+						if err := benchCall(ctx, cs, p); err != nil {
 							b.Error(err)
 							return
 						}

@@ -262,9 +262,9 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 		}
 		sessions[i] = cs
 	}
-	params := &mcp.CallToolParams{Name: tool, Arguments: cfg.args}
 	call := func(ctx context.Context, cs *mcp.ClientSession) error {
-		res, err := cs.CallTool(ctx, params)
+		// Fresh params per call: the SDK writes the request's _meta into them.
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: cfg.args})
 		if err != nil {
 			return err
 		}
