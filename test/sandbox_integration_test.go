@@ -203,7 +203,8 @@ func TestNoContainerLeftAfterKill(t *testing.T) {
 		return false
 	})
 	_ = s.cmd.Process.Kill()
-	<-s.done
+	err := <-s.done
+	s.done <- err // the cleanup waits on it too
 	if !ids()[stale] {
 		t.Fatal("the container vanished with symbi; the test cannot show reaping")
 	}
