@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -159,6 +160,7 @@ type item struct {
 type Log struct {
 	opts Options
 	log  *slog.Logger
+	lock *os.File // flock held while the log is open
 
 	mu     sync.RWMutex // held for reading while enqueueing, for writing by Close
 	closed bool
@@ -212,7 +214,20 @@ func Open(opts *Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(o.KeyPath), 0o700); err != nil {
 		return nil, fmt.Errorf("create key dir: %w", err)
 	}
+	// One writer per trail: a second process appending to the same segment would fork
+	// the chain. The lock is released by Close (or by the kernel when the process dies).
+	lock, err := lockDir(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	l := &Log{
+		lock:  lock,
 		opts:  o,
 		log:   o.Logger,
 		queue: make(chan item, o.QueueSize),
@@ -261,6 +276,7 @@ func Open(opts *Options) (*Log, error) {
 		}
 	}
 	go l.run()
+	ok = true
 	return l, nil
 }
 
@@ -434,8 +450,28 @@ func (l *Log) Close() error {
 		if p := l.broken.Load(); p != nil {
 			l.closeErr = *p
 		}
+		l.lock.Close()
 	})
 	return l.closeErr
+}
+
+// ErrLocked is returned by Open when another process writes the trail.
+var ErrLocked = errors.New("audit trail is in use by another process")
+
+// lockDir takes an exclusive, non-blocking flock on DIR/.lock.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("open audit trail %s: %w (one symbi process per data_dir; give each its own data_dir or [audit] dir)", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock audit trail %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // run is the writer goroutine.
