@@ -12,9 +12,6 @@ import (
 	"strconv"
 )
 
-// zeroHash is the prev_hash of the first entry of a trail.
-var zeroHash [32]byte
-
 // sigLen is the length of a base64 Ed25519 signature; with it a line's length is known
 // before it is signed, so segments can be cut before signing runs in parallel.
 var sigLen = base64.StdEncoding.EncodedLen(ed25519.SignatureSize)

@@ -13,9 +13,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// syncTools makes the exposed tools of u match what it listed: removed tools go,
+// syncToolsNotify makes the exposed tools of u match what it listed: removed tools go,
 // new and changed ones are (re)registered; clients are told the list changed.
-func (g *Gateway) syncTools(ctx context.Context, u *upstream, listed []*mcp.Tool) {
+// With notify, clients are told the list changed even if nothing they see did (the
+// upstream said so, and a client may care).
+func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, listed []*mcp.Tool, notify bool) {
 	var decisions []ToolDecision
 	if g.opts.ToolFilter != nil {
 		raws := make([]json.RawMessage, len(listed))
@@ -88,6 +90,16 @@ func (g *Gateway) syncTools(ctx context.Context, u *upstream, listed []*mcp.Tool
 			g.mu.Lock()
 			delete(g.tools, ti.Name)
 			g.mu.Unlock()
+		}
+	}
+	if notify && len(add) == 0 && len(remove) == 0 {
+		// Re-registering an unchanged tool is how the SDK is asked to send
+		// notifications/tools/list_changed.
+		for _, name := range sortedNames(names) {
+			if ti, ok := g.Tool(name); ok {
+				_ = safeAdd(func() { g.server.AddTool(ti.Tool, g.toolHandler(u, ti)) })
+				break
+			}
 		}
 	}
 }

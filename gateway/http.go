@@ -114,6 +114,7 @@ type generationRouter struct {
 }
 
 func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w = &sseRetryWriter{ResponseWriter: w}
 	if v := r.Header.Get("Mcp-Protocol-Version"); v >= "2026-07-28" {
 		h.stateless.ServeHTTP(w, r)
 		return
@@ -137,6 +138,46 @@ func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.stateful.ServeHTTP(w, r)
 }
+
+// sseRetry is the reconnection delay symbi asks of clients on its SSE streams.
+const sseRetry = "retry: 1000\n\n"
+
+// sseRetryWriter opens every event stream with an SSE retry field, so clients that lose
+// a stream (a proxy timeout, a restart) reconnect after a known delay and resume from
+// the event store.
+type sseRetryWriter struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *sseRetryWriter) WriteHeader(code int) {
+	w.start(code)
+}
+
+func (w *sseRetryWriter) start(code int) {
+	if w.started {
+		return
+	}
+	w.started = true
+	w.ResponseWriter.WriteHeader(code)
+	if code == http.StatusOK && strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
+		_, _ = io.WriteString(w.ResponseWriter, sseRetry)
+	}
+}
+
+func (w *sseRetryWriter) Write(b []byte) (int, error) {
+	w.start(http.StatusOK)
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *sseRetryWriter) Flush() {
+	w.start(http.StatusOK)
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *sseRetryWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // authenticate requires a configured bearer token, or, with none configured, a
 // loopback client.

@@ -48,7 +48,6 @@ type upstream struct {
 	noModern  bool  // the upstream does not speak 2026-07-28: bridge instead
 	modernErr int   // consecutive failures of the on-demand connection, for backoff
 	modernAt  time.Time
-	legacy    *conn             // on demand; nil until a 2025-11-25 client needs it
 	toolNames map[string]string // exposed -> upstream name
 	hidden    int
 	prompts   map[string]string // exposed -> upstream name
@@ -73,8 +72,6 @@ type conn struct {
 	protocol string
 	server   string
 	ready    chan struct{} // closed when the current attempt ends (up or failed)
-	stop     chan struct{} // ends an on-demand connection
-	stopOnce sync.Once
 
 	// in-flight client requests, for routing what the upstream starts.
 	callSeq  atomic.Uint64
@@ -119,7 +116,7 @@ func newUpstream(g *Gateway, cfg UpstreamConfig) *upstream {
 }
 
 func (u *upstream) newConn(version string) *conn {
-	return &conn{u: u, version: version, state: StateStarting, since: time.Now(), ready: make(chan struct{}), stop: make(chan struct{})}
+	return &conn{u: u, version: version, state: StateStarting, since: time.Now(), ready: make(chan struct{})}
 }
 
 // connFor picks the connection for a request from ss: the primary, or for a
@@ -164,16 +161,7 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 		u.g.wg.Add(1)
 		go func() { // owned by the gateway's wait group; ends with the gateway or the session
 			defer u.g.wg.Done()
-			cctx, cancel := context.WithCancel(u.g.runCtx())
-			defer cancel()
-			go func() { // owned: ends when the connection is stopped or cctx ends
-				select {
-				case <-c.stop:
-					cancel()
-				case <-cctx.Done():
-				}
-			}()
-			err := c.session(cctx, nil, func(cs *mcp.ClientSession) error {
+			err := c.session(u.g.runCtx(), nil, func(cs *mcp.ClientSession) error {
 				if !c.modern() {
 					return errNoModern
 				}
@@ -268,7 +256,7 @@ func (c *conn) setState(state, errText string) {
 }
 
 // run keeps the primary connection up until ctx ends: connect, list, wait for the
-// session to end, back off, reconnect. It also owns the on-demand legacy connection.
+// session to end, back off, reconnect.
 func (u *upstream) run(ctx context.Context) {
 	backoff := 500 * time.Millisecond
 	const maxBackoff = 30 * time.Second
@@ -750,7 +738,7 @@ func (u *upstream) refreshLater(kind string, c *conn) {
 		var err error
 		switch kind {
 		case "tools":
-			err = u.refreshTools(ctx, cs)
+			err = u.refreshToolsNotify(ctx, cs, true)
 		case "prompts":
 			err = u.refreshPrompts(ctx, cs)
 		default:
@@ -799,6 +787,10 @@ func (u *upstream) refreshAll(ctx context.Context, cs *mcp.ClientSession) error 
 }
 
 func (u *upstream) refreshTools(ctx context.Context, cs *mcp.ClientSession) error {
+	return u.refreshToolsNotify(ctx, cs, false)
+}
+
+func (u *upstream) refreshToolsNotify(ctx context.Context, cs *mcp.ClientSession, notify bool) error {
 	var tools []*mcp.Tool
 	for t, err := range cs.Tools(ctx, nil) {
 		if err != nil {
@@ -806,7 +798,7 @@ func (u *upstream) refreshTools(ctx context.Context, cs *mcp.ClientSession) erro
 		}
 		tools = append(tools, t)
 	}
-	u.g.syncTools(ctx, u, tools)
+	u.g.syncToolsNotify(ctx, u, tools, notify)
 	return nil
 }
 

@@ -178,7 +178,7 @@ func ParsePath(s string) (Path, error) {
 		}
 	}
 	if expectKey {
-		return nil, fmt.Errorf("parse path %q: ends with .", s)
+		return nil, fmt.Errorf("parse path %q: ends with a dot", s)
 	}
 	return p, nil
 }
