@@ -92,6 +92,7 @@ const fmt = (o, bad) => {
 
 let passed = 0;
 let failed = 0;
+let gaps = 0;
 let notRequired = 0;
 let problems = 0;
 const rows = [];
@@ -100,8 +101,12 @@ const notes = [];
 for (const pair of pairs) {
   const eq = pair.indexOf("=");
   const label = pair.slice(0, eq);
-  const [baselineFile, directDir, symbiDir] = pair.slice(eq + 1).split(":");
+  const [baselineFile, directDir, symbiDir, gapsFile] = pair.slice(eq + 1).split(":");
   const base = readBaseline(baselineFile);
+  // Known gaps: checks that pass directly but cannot pass through symbi for a documented
+  // reason outside symbi (see the file's comments). They are reported, never hidden, and
+  // an entry that passes through symbi must be removed.
+  const known = gapsFile && fs.existsSync(gapsFile) ? readBaseline(gapsFile) : { scenarios: new Set(), checks: new Map() };
   const bname = path.basename(baselineFile);
   const direct = readOutcomes(directDir);
   const symbi = readOutcomes(symbiDir);
@@ -135,10 +140,18 @@ for (const pair of pairs) {
     } else if (vBad.length === 0) {
       passed++;
       verdict = "ok";
+    } else if (known.checks.has(s) && vBad.every((c) => known.checks.get(s).has(c.split(" ")[0]))) {
+      gaps++;
+      verdict = "KNOWN GAP";
+      notes.push(`${label} ${s}: known gap through symbi (${vBad.join(", ")}): see ${path.basename(gapsFile)}`);
     } else {
       failed++;
       verdict = "REGRESSION";
       notes.push(`${label} ${s}: through symbi: ${vBad.join(", ")}`);
+    }
+    if (known.checks.has(s) && v && vBad.length === 0) {
+      problems++;
+      notes.push(`${label} ${s}: passes through symbi but ${path.basename(gapsFile)} lists it: remove the entry`);
     }
     if (excused && d) {
       for (const id of excused) {
@@ -171,5 +184,6 @@ console.log("");
 for (const n of notes) console.log(`note: ${n}`);
 if (problems > 0) console.log(`${problems} baseline problems (see the notes)`);
 console.log(`${notRequired} scenarios not required (they fail directly against the reference server)`);
-console.log(`${passed} passed, ${failed} failed`);
+if (gaps > 0) console.log(`${gaps} known gap(s) through symbi, listed above with their reason`);
+console.log(`${passed} passed, ${failed} failed, ${gaps} skipped`);
 process.exit(failed > 0 || problems > 0 ? 1 : 0);

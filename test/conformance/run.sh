@@ -186,7 +186,7 @@ for wire in 2025-11-25 2026-07-28; do
 	suite "symbi-$wire" "$url" "${args[@]}" --expected-failures "$baseline"
 	stop "$server_pid"
 
-	pairs+=("$wire=$baseline:$work/out-direct-$wire:$work/out-symbi-$wire")
+	pairs+=("$wire=$baseline:$work/out-direct-$wire:$work/out-symbi-$wire:$here/known-gaps-$wire.yaml")
 done
 
 if [ "${CONFORMANCE_KEEP:-0}" != 1 ]; then
