@@ -15,6 +15,7 @@ type Metrics struct {
 	latency    *prometheus.HistogramVec
 	upstreamUp *prometheus.GaugeVec
 	restarts   *prometheus.CounterVec
+	exits      *prometheus.CounterVec
 	badFrames  *prometheus.CounterVec
 	denials    *prometheus.CounterVec
 
@@ -48,6 +49,9 @@ func NewMetrics() *Metrics {
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "symbi_upstream_restarts_total", Help: "Reconnects or restarts of an upstream after it went down.",
 		}, []string{"upstream"}),
+		exits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "symbi_upstream_exits_total", Help: "Upstream processes that ended, by reason (oom, timeout, exit).",
+		}, []string{"upstream", "reason"}),
 		badFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "symbi_rejected_frames_total", Help: "Malformed, oversized or batched frames rejected, by peer and reason.",
 		}, []string{"peer", "reason"}),
@@ -64,7 +68,7 @@ func NewMetrics() *Metrics {
 	m.procRead = gauge("symbi_upstream_io_read_bytes", "Bytes read from block devices by a sandboxed upstream's container.")
 	m.procWrite = gauge("symbi_upstream_io_write_bytes", "Bytes written to block devices by a sandboxed upstream's container.")
 	r.MustRegister(m.procCPU, m.procMem, m.procMemMax, m.procRead, m.procWrite)
-	r.MustRegister(m.requests, m.errors, m.latency, m.upstreamUp, m.restarts, m.badFrames, m.denials,
+	r.MustRegister(m.requests, m.errors, m.latency, m.upstreamUp, m.restarts, m.exits, m.badFrames, m.denials,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

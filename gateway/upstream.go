@@ -372,6 +372,7 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 			go func() { done <- proc.Wait() }() // owned: the process exits or is stopped by the defer
 			select {
 			case perr := <-done:
+				c.u.g.metrics.exits.WithLabelValues(c.u.cfg.Name, exitKind(perr)).Inc()
 				if perr != nil {
 					return fmt.Errorf("upstream process exited: %w", perr)
 				}
@@ -583,9 +584,41 @@ func (u *upstream) callTracked(ctx context.Context, track inflightCall, f func(c
 		}
 		// Anything else is the transport failing under the call: a crashed process, a
 		// dropped connection. The call may or may not have happened; it is not retried.
+		// Say why when the connection's end explains it (an OOM kill, say).
 		u.log.Warn("upstream call failed", "err", err.Error())
-		return &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q failed during the call (connection lost)", u.cfg.Name), Err: err}
+		why := "connection lost"
+		if down := c.waitDown(ctx, 2*time.Second); down != "" {
+			why = down
+		}
+		return &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q failed during the call: %s", u.cfg.Name, why), Err: err}
 	}
+}
+
+// waitDown waits (at most d) for the connection to be marked down and returns why.
+func (c *conn) waitDown(ctx context.Context, d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for {
+		c.mu.Lock()
+		state, why := c.state, c.lastErr
+		c.mu.Unlock()
+		if state == StateDown && why != "" {
+			return why
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return ""
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// exitKind classifies how an upstream process ended, for metrics: "oom", "timeout",
+// or "exit".
+func exitKind(err error) string {
+	var k interface{ ExitKind() string }
+	if errors.As(err, &k) {
+		return k.ExitKind()
+	}
+	return "exit"
 }
 
 // waitNewSession waits until the connection's session is no longer old (bounded by ctx).

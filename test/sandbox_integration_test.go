@@ -165,6 +165,33 @@ func TestSandboxedUpstreamThroughSymbi(t *testing.T) {
 	}
 }
 
+// TestSandboxOOMReported: a memory hog in the docker tier is OOM-killed; the client
+// gets a tool error that says so, metrics count it, and the upstream comes back.
+func TestSandboxOOMReported(t *testing.T) {
+	img := probeImage(t)
+	cfg := writeConfig(t, fmt.Sprintf("[[upstreams]]\nname = \"box\"\ncommand = [\"/probe\"]\n"+
+		"sandbox = { tier = \"docker\", image = %q, memory = \"64m\" }\n", img))
+	s := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	text, isErr := callText(t, cs, "box__hog", map[string]any{"max_mib": 1024})
+	if !isErr || !strings.Contains(text, "out of memory") {
+		t.Fatalf("hog result = %q (error %v), want a tool error naming the OOM kill", text, isErr)
+	}
+	resp, err := http.Get("http://" + s.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `symbi_upstream_exits_total{reason="oom",upstream="box"} 1`) {
+		t.Errorf("metrics do not count the OOM kill:\n%s", grepLines(string(body), "symbi_upstream_exits_total"))
+	}
+	waitFor(t, 60*time.Second, "the upstream back after the OOM kill", func() bool {
+		_, isErr := callText(t, cs, "box__echo", map[string]any{"text": "back"})
+		return !isErr
+	})
+}
+
 // TestNoContainerLeftAfterKill: symbi killed with SIGKILL leaves its container behind;
 // the next start reaps it.
 func TestNoContainerLeftAfterKill(t *testing.T) {

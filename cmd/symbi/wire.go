@@ -337,7 +337,22 @@ func (s *sandboxProcess) Wait() error {
 	if st.Code == 0 && !st.OOMKilled && !st.TimedOut && st.Err == nil {
 		return nil
 	}
-	return errors.New(st.String())
+	return exitError{st}
+}
+
+// exitError reports how a sandboxed process ended; ExitKind feeds the gateway's metrics.
+type exitError struct{ st sandbox.ExitStatus }
+
+func (e exitError) Error() string { return e.st.String() }
+
+func (e exitError) ExitKind() string {
+	switch {
+	case e.st.OOMKilled:
+		return "oom"
+	case e.st.TimedOut:
+		return "timeout"
+	}
+	return "exit"
 }
 
 func (s *sandboxProcess) logStderr(log *slog.Logger) {
