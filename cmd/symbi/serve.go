@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/symbi-dev/symbi/gateway"
@@ -68,16 +70,47 @@ type app struct {
 }
 
 // start runs the gateway and the runtime's loops until the returned stop is called.
+// SIGHUP reloads the policy and re-lists every upstream (after `symbi tools approve`,
+// say).
 func (a *app) start() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = a.gw.Run(ctx) }() // owned: ends at cancel
 	go func() { defer wg.Done(); _ = a.rt.run(ctx) }() // owned: ends at cancel
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() { // owned: ends at cancel
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				a.reload(ctx)
+			}
+		}
+	}()
 	return func() {
+		signal.Stop(hup)
 		cancel()
 		wg.Wait()
 		a.rt.close()
+	}
+}
+
+// reload re-reads the policy and re-lists every upstream's tools.
+func (a *app) reload(ctx context.Context) {
+	a.log.Info("reload requested (SIGHUP)")
+	if err := a.rt.policy.Reload(ctx); err != nil {
+		a.log.Error("reload policy", "err", err)
+	}
+	for _, st := range a.gw.Status() {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := a.gw.Refresh(rctx, st.Name); err != nil {
+			a.log.Warn("re-list upstream", "upstream", st.Name, "err", err)
+		}
+		cancel()
 	}
 }
 

@@ -1,0 +1,149 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// TestSIGHUPReloads: after `symbi tools approve`, SIGHUP makes a running symbi re-list
+// its upstreams, so the approved tool appears without waiting for the upstream.
+func TestSIGHUPReloads(t *testing.T) {
+	spec := filepath.Join(t.TempDir(), "spec.json")
+	writeSpec(t, spec, mutableSpec{Description: "Probe: brand new."})
+	cfg := mutableConfig(t, spec, `schemapin = { first_seen = "pending" }`)
+	s := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	if listedNow(t, cs, "mut__probe") {
+		t.Fatal("a pending first-seen tool is listed")
+	}
+	if out, stderr, code := runCLI(t, "tools", "approve", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
+		t.Fatalf("tools approve: exit %d\n%s%s", code, out, stderr)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the approved tool after SIGHUP", func() bool { return listedNow(t, cs, "mut__probe") })
+}
+
+// TestGracefulShutdownDrains: SIGTERM lets an in-flight call finish, stops the upstream
+// processes and exits 0.
+func TestGracefulShutdownDrains(t *testing.T) {
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t)))
+	s := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	type result struct {
+		text  string
+		isErr bool
+		err   error
+	}
+	got := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "mg__sleep", Arguments: map[string]any{"ms": 1500}})
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		got <- result{text: resultText(res), isErr: res.IsError}
+	}()
+	time.Sleep(300 * time.Millisecond) // the call is in flight
+	children := childrenOf(s.cmd.Process.Pid)
+	if len(children) == 0 {
+		t.Fatal("symbi serve has no child process (the upstream)")
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil || r.isErr || r.text != "slept" {
+		t.Errorf("in-flight call during shutdown: %+v, want it to finish", r)
+	}
+	select {
+	case err := <-s.done:
+		s.done <- err
+		if err != nil {
+			t.Errorf("symbi serve exited with %v, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("symbi serve did not exit after SIGTERM")
+	}
+	// No upstream process is left behind.
+	for _, pid := range children {
+		if _, err := os.Stat(filepath.Join("/proc", pid)); err == nil {
+			stat, _ := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+			if !strings.Contains(string(stat), ") Z ") { // a zombie is already dead
+				t.Errorf("upstream process %s outlived symbi", pid)
+			}
+		}
+	}
+}
+
+// childrenOf lists the pids whose parent is pid.
+func childrenOf(pid int) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == fmt.Sprint(pid) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// TestMetricsExposed: /metrics has per-method, upstream and tool series and upstream
+// state.
+func TestMetricsExposed(t *testing.T) {
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t)))
+	s := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	callText(t, cs, "mg__echo", map[string]any{"message": "m"})
+	callText(t, cs, "mg__crash", map[string]any{})
+	resp, err := http.Get("http://" + s.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.WriteString(string(buf[:n]))
+		if err != nil {
+			break
+		}
+	}
+	body := b.String()
+	for _, want := range []string{
+		`symbi_requests_total{method="tools/call",tool="mg__echo",upstream="mg"} 1`,
+		`symbi_request_duration_seconds_bucket{method="tools/call",tool="mg__echo",upstream="mg",le=`,
+		`symbi_request_errors_total{kind="tool",method="tools/call",tool="mg__crash",upstream="mg"} 1`,
+		`symbi_upstream_up{upstream="mg"}`,
+		`symbi_sessions `,
+		`symbi_upstream_exits_total{reason="exit",upstream="mg"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
