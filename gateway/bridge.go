@@ -119,6 +119,7 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("retry must answer inputRequests[%q]", bridgeInputKey)}
 		}
 		p.round.Store(&ctx)
+		g.log.Debug("bridge: client answered", "upstream", u.cfg.Name, "call", p.id, "response", fmt.Sprintf("%T", resp))
 		a.reply <- resp
 	} else {
 		p = &pendingCall{id: rand.Text(), identity: identity, asks: make(chan *bridgeAsk), done: make(chan bridgeOutcome, 1)}
@@ -158,6 +159,7 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 		p.mu.Lock()
 		p.current = a
 		p.mu.Unlock()
+		g.log.Debug("bridge: upstream asks the client", "upstream", u.cfg.Name, "call", p.id, "request", fmt.Sprintf("%T", a.req))
 		return inputRequired(mcp.InputRequestMap{bridgeInputKey: a.req}, bridgeStatePrefix+p.id), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

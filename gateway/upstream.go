@@ -163,6 +163,9 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 			defer u.g.wg.Done()
 			err := c.session(u.g.runCtx(), nil, func(cs *mcp.ClientSession) error {
 				if !c.modern() {
+					u.mu.Lock()
+					u.noModern = true
+					u.mu.Unlock()
 					return errNoModern
 				}
 				return nil
@@ -172,9 +175,6 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 				msg = err.Error()
 			}
 			if errors.Is(err, errNoModern) {
-				u.mu.Lock()
-				u.noModern = true
-				u.mu.Unlock()
 				u.log.Info("upstream does not speak 2026-07-28; bridging for such clients")
 			}
 			c.setState(StateDown, msg)
@@ -317,6 +317,7 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 		cs, proc, err = c.connect(ctx, "")
 	}
 	if err != nil {
+		c.setState(StateDown, err.Error())
 		c.markAttemptDone()
 		return err
 	}
@@ -350,6 +351,7 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 	}
 	if onUp != nil {
 		if err := onUp(cs); err != nil {
+			c.setState(StateDown, err.Error())
 			c.markAttemptDone()
 			return err
 		}
