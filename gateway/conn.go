@@ -188,16 +188,61 @@ func (c *frameConn) readOne() (jsonrpc.Message, error) {
 		c.reject(nil, codeInvalidRequest, "invalid request: not a JSON object", "invalid")
 		return nil, nil
 	}
-	msg, err := jsonrpc.DecodeMessage(data)
+	msg, id, err := decodeFrame(data)
 	if err != nil {
-		var probe struct {
-			ID json.RawMessage `json:"id"`
-		}
-		_ = json.Unmarshal(data, &probe)
-		c.reject(probe.ID, codeInvalidRequest, "invalid request: "+err.Error(), "invalid")
+		c.reject(id, codeInvalidRequest, "invalid request: "+err.Error(), "invalid")
 		return nil, nil
 	}
 	return msg, nil
+}
+
+// wireMsg is a JSON-RPC 2.0 message as it travels.
+type wireMsg struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  *string         `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   *jsonrpc.Error  `json:"error"`
+}
+
+// decodeFrame decodes one JSON-RPC message (already known to be valid JSON) with the
+// standard library: the SDK's decoder allocates a 32 KiB buffer per call, and this is
+// the hot path of every proxied message. On error it returns the id, if it could read
+// one, for the error response.
+func decodeFrame(data []byte) (jsonrpc.Message, json.RawMessage, error) {
+	var w wireMsg
+	if err := json.Unmarshal(data, &w); err != nil {
+		// A field of the wrong type: the rest, the id included, is still decoded.
+		return nil, w.ID, fmt.Errorf("decode message: %w", err)
+	}
+	if w.JSONRPC != "2.0" {
+		return nil, w.ID, fmt.Errorf("invalid message version tag %q; expected \"2.0\"", w.JSONRPC)
+	}
+	var idv any
+	if len(w.ID) > 0 {
+		if err := json.Unmarshal(w.ID, &idv); err != nil {
+			return nil, nil, fmt.Errorf("decode id: %w", err)
+		}
+	}
+	id, err := jsonrpc.MakeID(idv)
+	if err != nil {
+		return nil, nil, err
+	}
+	if w.Method != nil {
+		return &jsonrpc.Request{ID: id, Method: *w.Method, Params: w.Params}, nil, nil
+	}
+	if !id.IsValid() {
+		return nil, nil, errors.New("a response needs an id")
+	}
+	if w.Result == nil && w.Error == nil {
+		return nil, w.ID, errors.New("a response needs a result or an error")
+	}
+	resp := &jsonrpc.Response{ID: id, Result: w.Result}
+	if w.Error != nil {
+		resp.Error = w.Error
+	}
+	return resp, nil, nil
 }
 
 // reject answers (or, on a client side, logs) a frame that could not be accepted.
