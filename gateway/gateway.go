@@ -24,6 +24,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/policy"
 )
 
@@ -194,6 +195,7 @@ func New(opts *Options) *Gateway {
 		Logger:             o.Logger.With("component", "mcp_server"),
 		Instructions:       "symbi is a security gateway: tools from several upstream MCP servers appear here as <upstream>__<tool>. symbi__status and symbi__upstreams describe the gateway.",
 		CompletionHandler:  g.complete,
+		InitializedHandler: g.sessionOpened,
 		SubscribeHandler:   g.subscribe,
 		UnsubscribeHandler: g.unsubscribe,
 		HasTools:           true,
@@ -266,6 +268,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 	close(g.done)
 	g.wg.Wait()
 	return nil
+}
+
+// sessionOpened records a 2025-11-25 session's start (2026-07-28 has no sessions).
+func (g *Gateway) sessionOpened(ctx context.Context, req *mcp.InitializedRequest) {
+	id, transport := g.identify(req.Session, req.Extra)
+	ev := audit.Event{Type: audit.TypeSessionOpened, Identity: id.ID, IdentityKind: id.Kind, SessionID: req.Session.ID(), Transport: transport}
+	if ip := req.Session.InitializeParams(); ip != nil && ip.ClientInfo != nil {
+		ev.Detail = map[string]string{"client": ip.ClientInfo.Name, "client_version": ip.ClientInfo.Version, "protocol": ip.ProtocolVersion}
+	}
+	g.record(ev)
+}
+
+// sessionClosed records the end of a session whose transport symbi owns (stdio,
+// WebSocket, SSE).
+func (g *Gateway) sessionClosed(ss *mcp.ServerSession, transport string) {
+	id, _ := g.identify(ss, nil)
+	g.record(audit.Event{Type: audit.TypeSessionClosed, Identity: id.ID, IdentityKind: id.Kind, SessionID: ss.ID(), Transport: transport})
 }
 
 // rebuildChain orders the steps: metrics, audit (it sees every outcome, denials

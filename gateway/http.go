@@ -302,6 +302,7 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer ss.Close()
+		defer h.g.sessionClosed(ss, "sse")
 		done := make(chan struct{})
 		go func() { _ = ss.Wait(); close(done) }() // owned: ends when the session closes (deferred)
 		select {
@@ -386,6 +387,7 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = ss.Wait()
+	g.sessionClosed(ss, "websocket")
 }
 
 // ServeStdio serves one MCP session over r/w (symbi mcp) until the client goes away
@@ -399,6 +401,7 @@ func (g *Gateway) ServeStdio(ctx context.Context, r interface{ Read([]byte) (int
 	if err != nil {
 		return err
 	}
+	defer g.sessionClosed(ss, "stdio")
 	done := make(chan error, 1)
 	go func() { done <- ss.Wait() }() // owned: ends when the session closes
 	select {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/policy"
 	"github.com/symbi-dev/symbi/schemapin"
@@ -374,6 +375,20 @@ type AuditOptions struct {
 func (g *Gateway) UseAudit(o AuditOptions) {
 	g.audit = &o
 	g.rebuildChain()
+	if o.Log == nil {
+		return
+	}
+	stat := func(name, help string, f func(audit.Stats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(o.Log.Stats()) })
+	}
+	g.metrics.Registry.MustRegister(
+		stat("symbi_audit_events_appended_total", "Events accepted by the audit trail.", func(s audit.Stats) float64 { return float64(s.Appended) }),
+		stat("symbi_audit_entries_written_total", "Entries written to the audit trail.", func(s audit.Stats) float64 { return float64(s.Written) }),
+		stat("symbi_audit_events_rejected_total", "Events refused because the audit queue stayed full (each one also fails loudly).", func(s audit.Stats) float64 { return float64(s.Rejected) }),
+		stat("symbi_audit_sink_dropped_total", "Records an extra audit sink did not get.", func(s audit.Stats) float64 { return float64(s.SinkDropped) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "symbi_audit_queue_length", Help: "Events waiting to be written to the audit trail."},
+			func() float64 { return float64(o.Log.Stats().QueueLen) }),
+	)
 }
 
 func (g *Gateway) record(ev audit.Event) {
