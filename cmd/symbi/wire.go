@@ -121,9 +121,15 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		}
 		opts.Upstreams = append(opts.Upstreams, uc)
 		if p := u.SchemaPin; p != nil {
+			manifest := p.Manifest
+			if manifest != "" {
+				if manifest, err = manifestFile(ctx, http.DefaultClient, cfg.Server.DataDir, u.Name, manifest, log); err != nil {
+					return nil, nil, err
+				}
+			}
 			pinOpts[u.Name] = schemapin.UpstreamOptions{
 				Mode: schemapin.Mode(p.Mode), Domain: p.Domain, DiscoveryFile: p.DiscoveryFile,
-				ManifestFile: p.Manifest, FirstSeen: schemapin.FirstSeen(p.FirstSeen),
+				ManifestFile: manifest, FirstSeen: schemapin.FirstSeen(p.FirstSeen),
 			}
 		} else {
 			pinOpts[u.Name] = schemapin.UpstreamOptions{}

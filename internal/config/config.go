@@ -89,7 +89,7 @@ type SchemaPin struct {
 	Mode          string `toml:"mode"` // strict, tofu (default), disabled
 	Domain        string `toml:"domain"`
 	DiscoveryFile string `toml:"discovery_file"`
-	Manifest      string `toml:"manifest"`
+	Manifest      string `toml:"manifest"`   // a file, or an https:// URL fetched at start-up
 	FirstSeen     string `toml:"first_seen"` // approve (default) or pending
 }
 
@@ -445,6 +445,9 @@ func (c *Config) validate() []Problem {
 			}
 			if !slices.Contains(firstSeens, p.FirstSeen) {
 				add(key+".schemapin.first_seen", `must be "approve" or "pending"`)
+			}
+			if strings.Contains(p.Manifest, "://") && !strings.HasPrefix(p.Manifest, "https://") {
+				add(key+".schemapin.manifest", "must be a local file or an https:// URL")
 			}
 			if p.Mode == "strict" && p.Domain == "" && p.DiscoveryFile == "" {
 				add(key+".schemapin", "strict mode needs domain or discovery_file")
