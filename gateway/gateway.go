@@ -67,7 +67,7 @@ type Options struct {
 type UpstreamConfig struct {
 	Name   string
 	Prefix string // "" keeps names unchanged
-	// Launch starts a stdio upstream's process (HostLauncher or a sandbox tier). Nil for
+	// Launch starts a stdio upstream's process (on the host or in a sandbox tier). Nil for
 	// HTTP upstreams.
 	Launch  Launcher
 	URL     string

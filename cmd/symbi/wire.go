@@ -36,6 +36,7 @@ type runtime struct {
 	http    gateway.HTTPOptions
 
 	tierEvents []audit.Event // tiers chosen by risk assessment, recorded once the trail is open
+	reaped     bool          // stale containers removed (once, when a container tier is used)
 
 	closers []func() error
 }
@@ -244,15 +245,19 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 		rt.tierEvents = append(rt.tierEvents, audit.Event{Type: audit.TypeTierChosen, Upstream: u.Name, SandboxTier: tier,
 			Reason: strings.Join(a.Reasons, "; "), Detail: map[string]string{"score": fmt.Sprint(a.Score)}})
 	}
-	if tier == "" || tier == "none" {
-		return gateway.HostLauncher(u.Name, argv, u.Env, u.Dir, log), "none", nil
+	if tier == "" {
+		tier = "none"
 	}
-	if sb.Image == "" {
+	if tier != "none" && sb.Image == "" {
 		return nil, "", fmt.Errorf("upstream %s: sandbox tier %s needs sandbox.image", u.Name, tier)
 	}
 	if rt.sandbox == nil {
+		// Docker is contacted only when a container tier is first used.
 		rt.sandbox = sandbox.New(&sandbox.Options{Logger: log.With("component", "sandbox"), DockerHost: os.Getenv("DOCKER_HOST")})
 		rt.closers = append(rt.closers, rt.sandbox.Close)
+	}
+	if tier != "none" && !rt.reaped {
+		rt.reaped = true
 		if n, err := rt.sandbox.Reap(ctx); err != nil {
 			log.Warn("reap stale sandbox containers", "err", err)
 		} else if n > 0 {
