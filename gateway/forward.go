@@ -79,6 +79,7 @@ func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, listed []*mc
 	u.mu.Lock()
 	u.toolNames, u.hidden = names, hidden
 	u.mu.Unlock()
+	g.metrics.hidden.WithLabelValues(u.cfg.Name).Set(float64(hidden))
 	u.log.Debug("tools synced", "listed", len(listed), "added", len(add), "removed", len(remove), "hidden", hidden)
 
 	if len(remove) > 0 {

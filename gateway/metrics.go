@@ -18,6 +18,7 @@ type Metrics struct {
 	exits      *prometheus.CounterVec
 	badFrames  *prometheus.CounterVec
 	denials    *prometheus.CounterVec
+	hidden     *prometheus.GaugeVec
 
 	procCPU    *prometheus.GaugeVec
 	procMem    *prometheus.GaugeVec
@@ -55,6 +56,9 @@ func NewMetrics() *Metrics {
 		badFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "symbi_rejected_frames_total", Help: "Malformed, oversized or batched frames rejected, by peer and reason.",
 		}, []string{"peer", "reason"}),
+		hidden: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "symbi_upstream_tools_hidden", Help: "Upstream tools held back by verification or quarantine (unsigned in strict mode, invalid, changed, pending).",
+		}, []string{"upstream"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "symbi_denials_total", Help: "Requests refused by a security step, by method and step.",
 		}, []string{"method", "step"}),
@@ -68,7 +72,7 @@ func NewMetrics() *Metrics {
 	m.procRead = gauge("symbi_upstream_io_read_bytes", "Bytes read from block devices by a sandboxed upstream's container.")
 	m.procWrite = gauge("symbi_upstream_io_write_bytes", "Bytes written to block devices by a sandboxed upstream's container.")
 	r.MustRegister(m.procCPU, m.procMem, m.procMemMax, m.procRead, m.procWrite)
-	r.MustRegister(m.requests, m.errors, m.latency, m.upstreamUp, m.restarts, m.exits, m.badFrames, m.denials,
+	r.MustRegister(m.requests, m.errors, m.latency, m.upstreamUp, m.restarts, m.exits, m.badFrames, m.denials, m.hidden,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

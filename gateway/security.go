@@ -184,6 +184,7 @@ func (p *policyStep) run(ctx context.Context, r *Request, next Handler) (mcp.Res
 		d := p.decide(ctx, in)
 		r.verdict = verdictOf(d)
 		if !d.Allow {
+			p.g.metrics.denials.WithLabelValues(r.Method, "policy").Inc()
 			return nil, &Error{Kind: Denied, Public: "denied by policy: " + d.Reason}
 		}
 		return next(ctx, r)
@@ -222,6 +223,7 @@ func (p *policyStep) call(ctx context.Context, r *Request, id policy.Identity, n
 		if reason == "" {
 			reason = "not allowed"
 		}
+		p.g.metrics.denials.WithLabelValues(r.Method, "policy").Inc()
 		return nil, &Error{Kind: Denied, Public: "denied by policy: " + reason}
 	}
 	if len(d.Conditions) == 0 {
@@ -232,6 +234,7 @@ func (p *policyStep) call(ctx context.Context, r *Request, id policy.Identity, n
 		var ref *policy.Refusal
 		if errors.As(err, &ref) {
 			r.verdict.decision, r.verdict.reason = "deny", ref.Reason
+			p.g.metrics.denials.WithLabelValues(r.Method, ref.Condition).Inc()
 			return nil, &Error{Kind: Denied, Public: ref.Reason, Err: err}
 		}
 		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
@@ -274,6 +277,7 @@ func (p *policyStep) afterCall(d policy.Decision, res *mcp.CallToolResult, r *Re
 		var ref *policy.Refusal
 		if errors.As(err, &ref) {
 			r.verdict.decision, r.verdict.reason = "deny", ref.Reason
+			p.g.metrics.denials.WithLabelValues(r.Method, ref.Condition).Inc()
 			return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ref.Reason}}}, nil
 		}
 		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
@@ -313,12 +317,14 @@ func (p *policyStep) approve(r *Request, params *mcp.CallToolParamsRaw, message 
 		params.RequestState = ""
 		if resp == nil || resp.Action != "accept" || resp.Content["approve"] != true {
 			r.verdict.decision, r.verdict.reason = "deny", "declined by the user"
+			p.g.metrics.denials.WithLabelValues(r.Method, policy.CondRequireApproval).Inc()
 			return nil, &Error{Kind: Denied, Public: "the call was not approved"}
 		}
 		return nil, nil
 	}
 	if !clientCanElicit(r) {
 		r.verdict.decision, r.verdict.reason = "deny", "approval required but the client cannot be asked"
+		p.g.metrics.denials.WithLabelValues(r.Method, policy.CondRequireApproval).Inc()
 		return nil, &Error{Kind: Denied, Public: "this call needs a human's approval, but the client does not support elicitation"}
 	}
 	if message == "" {

@@ -114,11 +114,20 @@ func childrenOf(pid int) []string {
 // TestMetricsExposed: /metrics has per-method, upstream and tool series and upstream
 // state.
 func TestMetricsExposed(t *testing.T) {
-	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t)))
+	pol := t.TempDir()
+	rego := "package symbi.authz\n\ndecision := {\"allow\": false, \"reason\": \"no crashing\"} if input.tool.upstream_name == \"crash\"\n\ndecision := {\"allow\": true} if input.tool.upstream_name != \"crash\"\n\ndecision := {\"allow\": true} if not input.tool\n"
+	if err := os.WriteFile(filepath.Join(pol, "authz.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t))+fmt.Sprintf("[policy]\ndir = %q\n", pol))
 	s := serve(t, cfg)
 	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
 	callText(t, cs, "mg__echo", map[string]any{"message": "m"})
-	callText(t, cs, "mg__crash", map[string]any{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "mg__crash", Arguments: map[string]any{}}); err == nil || !strings.Contains(err.Error(), "no crashing") {
+		t.Errorf("mg__crash: %v, want the policy's denial", err)
+	}
 	resp, err := http.Get("http://" + s.addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -137,10 +146,12 @@ func TestMetricsExposed(t *testing.T) {
 	for _, want := range []string{
 		`symbi_requests_total{method="tools/call",tool="mg__echo",upstream="mg"} 1`,
 		`symbi_request_duration_seconds_bucket{method="tools/call",tool="mg__echo",upstream="mg",le=`,
-		`symbi_request_errors_total{kind="tool",method="tools/call",tool="mg__crash",upstream="mg"} 1`,
+		`symbi_request_errors_total{kind="denied",method="tools/call",tool="mg__crash",upstream="mg"} 1`,
+		`symbi_denials_total{method="tools/call",step="policy"} 1`,
+		`symbi_upstream_tools_hidden{upstream="mg"} 0`,
+		`symbi_audit_events_appended_total`,
 		`symbi_upstream_up{upstream="mg"}`,
 		`symbi_sessions `,
-		`symbi_upstream_exits_total{reason="exit",upstream="mg"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
