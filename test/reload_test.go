@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -155,6 +156,34 @@ func TestMetricsExposed(t *testing.T) {
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestAuditSyslogSink: with [audit] syslog set, every event also reaches a syslog
+// collector as an RFC 5424 message.
+func TestAuditSyslogSink(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	cfg := writeConfig(t, fmt.Sprintf("[audit]\nsyslog = \"udp://%s\"\n", pc.LocalAddr()))
+	cs := connect(t, stdioTransport(t, cfg), nil)
+	callText(t, cs, "symbi__status", map[string]any{})
+	_ = pc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no syslog message about the call: %v", err)
+		}
+		msg := string(buf[:n])
+		if !strings.HasPrefix(msg, "<") || !strings.Contains(msg, " symbi ") {
+			t.Fatalf("not an RFC 5424 message from symbi: %q", msg)
+		}
+		if strings.Contains(msg, "symbi__status") {
+			return
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,17 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	if cfg.Audit.Fsync == "every" {
 		fsync = audit.FsyncEvery
 	}
-	if rt.audit, err = audit.Open(&audit.Options{Dir: auditDir, Logger: log.With("component", "audit"), Fsync: fsync, RecordArguments: cfg.Audit.FullArguments}); err != nil {
+	var sinks []audit.Sink
+	if cfg.Audit.Syslog != "" {
+		u, _ := url.Parse(cfg.Audit.Syslog) // validated with the configuration
+		sink, err := audit.NewSyslogSink(audit.SyslogOptions{Network: u.Scheme, Addr: u.Host})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open audit syslog sink: %w", err)
+		}
+		sinks = append(sinks, sink)
+	}
+	if rt.audit, err = audit.Open(&audit.Options{Dir: auditDir, Logger: log.With("component", "audit"), Fsync: fsync,
+		RecordArguments: cfg.Audit.FullArguments, SignInterval: cfg.Audit.SignEvery, Sinks: sinks}); err != nil {
 		return nil, nil, fmt.Errorf("open audit trail: %w", err)
 	}
 	rt.closers = append(rt.closers, rt.audit.Close)
@@ -129,7 +140,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 				}
 			}
 			pinOpts[u.Name] = schemapin.UpstreamOptions{
-				Mode: schemapin.Mode(p.Mode), Domain: p.Domain, DiscoveryFile: p.DiscoveryFile,
+				Mode: schemapin.Mode(p.Mode), Domain: p.Domain, DiscoveryFile: p.DiscoveryFile, BundleFile: p.BundleFile,
 				ManifestFile: manifest, FirstSeen: schemapin.FirstSeen(p.FirstSeen),
 			}
 		} else {

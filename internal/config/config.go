@@ -89,6 +89,7 @@ type SchemaPin struct {
 	Mode          string `toml:"mode"` // strict, tofu (default), disabled
 	Domain        string `toml:"domain"`
 	DiscoveryFile string `toml:"discovery_file"`
+	BundleFile    string `toml:"bundle_file"` // a signed v1.4 trust bundle holding the domain's key
 	Manifest      string `toml:"manifest"`   // a file, or an https:// URL fetched at start-up
 	FirstSeen     string `toml:"first_seen"` // approve (default) or pending
 }
@@ -103,6 +104,13 @@ type Audit struct {
 	Dir           string `toml:"dir"`
 	Fsync         string `toml:"fsync"` // "batch" (default) or "every"
 	FullArguments bool   `toml:"full_arguments"`
+	// SignEvery signs at least every Nth entry (and the last of each write batch); the
+	// entries between are covered by the hash chain and the next signature. 1 (the
+	// default) signs every entry; larger values trade per-entry signatures for throughput.
+	SignEvery int `toml:"sign_every"`
+	// Syslog also sends every event to a syslog collector (RFC 5424), "udp://host:514"
+	// or "tcp://host:601".
+	Syslog string `toml:"syslog"`
 }
 
 // Sandbox holds defaults for upstreams that do not choose a tier.
@@ -355,6 +363,14 @@ func (c *Config) validate() []Problem {
 	if c.Audit.Fsync != "" && c.Audit.Fsync != "batch" && c.Audit.Fsync != "every" {
 		add("audit.fsync", `must be "batch" or "every"`)
 	}
+	if c.Audit.SignEvery < 0 {
+		add("audit.sign_every", "must not be negative")
+	}
+	if c.Audit.Syslog != "" {
+		if u, err := url.Parse(c.Audit.Syslog); err != nil || (u.Scheme != "udp" && u.Scheme != "tcp") || u.Host == "" || u.Port() == "" {
+			add("audit.syslog", `must be "udp://host:port" or "tcp://host:port"`)
+		}
+	}
 	names := map[string]int{}
 	prefixes := map[string]int{}
 	for i, u := range c.Upstreams {
@@ -451,6 +467,9 @@ func (c *Config) validate() []Problem {
 			}
 			if p.Mode == "strict" && p.Domain == "" && p.DiscoveryFile == "" {
 				add(key+".schemapin", "strict mode needs domain or discovery_file")
+			}
+			if p.BundleFile != "" && p.Domain == "" {
+				add(key+".schemapin.bundle_file", "needs schemapin.domain (the bundle may hold several domains)")
 			}
 		}
 	}
