@@ -90,8 +90,8 @@ type SchemaPin struct {
 	Domain        string `toml:"domain"`
 	DiscoveryFile string `toml:"discovery_file"`
 	BundleFile    string `toml:"bundle_file"` // a signed v1.4 trust bundle holding the domain's key
-	Manifest      string `toml:"manifest"`   // a file, or an https:// URL fetched at start-up
-	FirstSeen     string `toml:"first_seen"` // approve (default) or pending
+	Manifest      string `toml:"manifest"`    // a file, or an https:// URL fetched at start-up
+	FirstSeen     string `toml:"first_seen"`  // approve (default) or pending
 }
 
 // Policy configures the policy engine.
