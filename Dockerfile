@@ -15,11 +15,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /var/lib/symbi --create-home symbi
 COPY --from=build /out/symbi /usr/local/bin/symbi
-COPY configs/ /etc/symbi/
+COPY configs/ /usr/share/symbi/
 USER symbi
 WORKDIR /var/lib/symbi
 EXPOSE 8080
-# Listen on all interfaces inside the container; configure [[server.tokens]], since
-# without tokens only loopback clients are served.
+# Mount your configuration at /etc/symbi/symbi.toml (see /usr/share/symbi/symbi.example.toml):
+# inside a container it must listen on 0.0.0.0:8080 and configure [[server.tokens]], since
+# without tokens only loopback clients are served. State and the audit trail go to
+# data_dir; mount a volume there.
+#   docker run -p 8080:8080 -v $PWD/symbi.toml:/etc/symbi/symbi.toml -e SYMBI_TOKEN symbi
 ENTRYPOINT ["symbi"]
 CMD ["serve", "--config", "/etc/symbi/symbi.toml"]
