@@ -683,9 +683,18 @@ func (c *conn) createMessage(ctx context.Context, req *mcp.CreateMessageWithTool
 }
 
 // rootsMiddleware answers an upstream's roots/list with the roots of the client session
-// it is working for (none when no request is in flight).
+// it is working for (none when no request is in flight), and forwards elicitation
+// requests without the SDK's own schema check.
 func (c *conn) rootsMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if method == "elicitation/create" {
+			// Forward the upstream's question as it is: the SDK's client would first check
+			// the schema against its own, stricter reading of the spec (it rejects
+			// SEP-1330 titled multi-selects), and the client being asked checks it anyway.
+			if p, ok := req.GetParams().(*mcp.ElicitParams); ok {
+				return c.elicit(ctx, &mcp.ElicitRequest{Params: p})
+			}
+		}
 		if method != "roots/list" {
 			return next(ctx, method, req)
 		}
