@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -493,4 +495,33 @@ func FuzzFrameConn(f *testing.F) {
 			t.Errorf("%d replies and %d messages from %d lines", len(errs), len(got.msgs), lines)
 		}
 	})
+}
+
+func TestRebindingGuard(t *testing.T) {
+	g := New(nil)
+	srv := httptest.NewServer(g.Handler(nil))
+	defer srv.Close()
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"", http.StatusBadRequest}, // Host as dialled (127.0.0.1:port): reaches the handler
+		{"localhost:8080", http.StatusBadRequest},
+		{"[::1]:8080", http.StatusBadRequest},
+		{"evil.example:8080", http.StatusForbidden},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/ws", nil)
+		if tc.host != "" {
+			req.Host = tc.host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		// /ws without an Upgrade answers 400 once past the guard.
+		if resp.StatusCode != tc.want {
+			t.Errorf("Host %q: status %d, want %d", tc.host, resp.StatusCode, tc.want)
+		}
+	}
 }

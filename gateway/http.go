@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
@@ -180,8 +181,37 @@ func (w *sseRetryWriter) Flush() {
 func (w *sseRetryWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // authenticate requires a configured bearer token, or, with none configured, a
-// loopback client.
+// loopback client. On a loopback listener it also refuses requests whose Host is not a
+// loopback name: a web page that rebinds its own host name to 127.0.0.1 must not reach
+// symbi through the visitor's browser (DNS rebinding).
 func (g *Gateway) authenticate(next http.Handler) http.Handler {
+	return g.rebindingGuard(g.authenticateToken(next))
+}
+
+func (g *Gateway) rebindingGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !loopbackHost(r.Host) {
+			http.Error(w, fmt.Sprintf("forbidden: Host %q is not a loopback name", r.Host), http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func loopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	host = strings.Trim(host, "[]")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 	if len(g.opts.Tokens) == 0 {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !isLoopback(r.RemoteAddr) {
