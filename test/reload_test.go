@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -186,4 +187,43 @@ func TestAuditSyslogSink(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestAuditLiveStream: /audit/stream streams new audit events over SSE, behind the same
+// authentication as /mcp.
+func TestAuditLiveStream(t *testing.T) {
+	t.Setenv("SYMBI_TEST_TOKEN", "stream-token-0123456789")
+	cfg := writeConfig(t, "[[server.tokens]]\ntoken = \"env:SYMBI_TEST_TOKEN\"\nidentity = \"dash\"\n")
+	s := serve(t, cfg)
+	if resp, err := http.Get("http://" + s.addr + "/audit/stream"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("unauthenticated /audit/stream: %d, want 401", resp.StatusCode)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/audit/stream", nil)
+	req.Header.Set("Authorization", "Bearer stream-token-0123456789")
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("content type %q", ct)
+	}
+	tr := &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp", HTTPClient: &http.Client{Transport: bearer{token: "stream-token-0123456789", next: http.DefaultTransport}}}
+	cs := connect(t, tr, nil)
+	callText(t, cs, "symbi__status", map[string]any{})
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data:") && strings.Contains(sc.Text(), "symbi__status") && strings.Contains(sc.Text(), `"dash"`) {
+			return
+		}
+	}
+	t.Fatalf("no streamed event for the call: %v", sc.Err())
 }
