@@ -134,7 +134,7 @@ func (g *Gateway) toolHandler(u *upstream, ti *ToolInfo) mcp.ToolHandler {
 		run := func(ctx context.Context, track inflightCall) (*mcp.CallToolResult, error) {
 			p := *params
 			p.Meta = maps.Clone(params.Meta)
-			tok, release := u.progressToken(track.context(), req.Session, clientToken)
+			tok, release := u.progressToken(track.context, req.Session, clientToken)
 			defer release()
 			if tok != "" {
 				p.SetProgressToken(tok)

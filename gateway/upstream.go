@@ -100,7 +100,7 @@ func (c inflightCall) context() context.Context {
 
 type progressRoute struct {
 	ss    *mcp.ServerSession
-	ctx   context.Context
+	ctx   func() context.Context // the client request now waiting (a bridged call has rounds)
 	token any
 }
 
@@ -739,12 +739,12 @@ func (u *upstream) progressNotification(ctx context.Context, req *mcp.ProgressNo
 	r := v.(progressRoute)
 	p := *req.Params
 	p.ProgressToken = r.token
-	_ = r.ss.NotifyProgress(r.ctx, &p)
+	_ = r.ss.NotifyProgress(r.ctx(), &p)
 }
 
 // progressToken maps a client's progress token to a token unique on this upstream's
 // connections; release undoes it.
-func (u *upstream) progressToken(ctx context.Context, ss *mcp.ServerSession, clientToken any) (string, func()) {
+func (u *upstream) progressToken(ctx func() context.Context, ss *mcp.ServerSession, clientToken any) (string, func()) {
 	if clientToken == nil || ss == nil {
 		return "", func() {}
 	}

@@ -26,6 +26,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file (TOML); none: the built-in defaults")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	problems := 0

@@ -120,6 +120,9 @@ func setup(ctx context.Context, name string, args []string, stderr io.Writer) (*
 	var cf commonFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, fs, 0
+		}
 		return nil, fs, 2
 	}
 	if fs.NArg() > 0 {
