@@ -235,16 +235,16 @@ func (d *dockerRunner) Start(ctx context.Context, spec Spec) (Process, error) {
 
 	outR, outW := io.Pipe()
 	p := &containerProcess{
-		d:       d,
-		id:      id,
-		tier:    spec.Tier,
-		conn:    att.HijackedResponse,
-		stdin:   &attachStdin{h: att.HijackedResponse},
-		stdout:  outR,
-		stderr:  newLogBuffer(stderrLimit),
-		log:     log,
-		done:    make(chan struct{}),
-		wcancel: wcancel,
+		d:         d,
+		id:        id,
+		tier:      spec.Tier,
+		conn:      att.HijackedResponse,
+		stdin:     &attachStdin{h: att.HijackedResponse},
+		stdout:    outR,
+		stderr:    newLogBuffer(stderrLimit),
+		log:       log,
+		wcancel:   wcancel,
+		exitState: newExitState(),
 	}
 	p.wg.Add(2)
 	go func() { // demultiplex the attach stream; owned by p
@@ -264,7 +264,7 @@ func (d *dockerRunner) Start(ctx context.Context, spec Spec) (Process, error) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.enforceTimeout(spec.Timeout)
+			p.enforceTimeout(spec.Timeout, p.d.opts.GracePeriod+10*time.Second, p.log, p.terminate)
 		}()
 	}
 	log.Debug("container started", "name", name)
@@ -303,13 +303,8 @@ type containerProcess struct {
 	stderr  *logBuffer
 	log     *slog.Logger
 	wg      sync.WaitGroup
-	done    chan struct{}
 	wcancel context.CancelFunc
-
-	mu       sync.Mutex
-	status   ExitStatus
-	timedOut bool
-	stopped  bool
+	exitState
 
 	stopOnce sync.Once
 	stopErr  error
@@ -336,29 +331,7 @@ func (p *containerProcess) wait(res client.ContainerWaitResult) {
 			st.Code, st.Err = ins.Container.State.ExitCode, nil
 		}
 	}
-	p.mu.Lock()
-	st.TimedOut, st.Stopped = p.timedOut, p.stopped
-	p.status = st
-	p.mu.Unlock()
-	close(p.done)
-	p.log.Debug("container exited", "status", st.String())
-}
-
-func (p *containerProcess) enforceTimeout(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return
-	case <-t.C:
-	}
-	p.mu.Lock()
-	p.timedOut = true
-	p.mu.Unlock()
-	p.log.Warn("execution timeout", "timeout", d)
-	ctx, cancel := context.WithTimeout(context.Background(), p.d.opts.GracePeriod+10*time.Second)
-	defer cancel()
-	_ = p.terminate(ctx)
+	p.finish(st, p.log, "container")
 }
 
 func (p *containerProcess) Stdin() io.WriteCloser { return p.stdin }
@@ -366,13 +339,6 @@ func (p *containerProcess) Stdout() io.ReadCloser { return p.stdout }
 func (p *containerProcess) Stderr() io.Reader     { return p.stderr }
 func (p *containerProcess) Tier() Tier            { return p.tier }
 func (p *containerProcess) ID() string            { return p.id }
-
-func (p *containerProcess) Wait() ExitStatus {
-	<-p.done
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.status
-}
 
 // terminate sends SIGTERM, then SIGKILL after the grace period or when ctx ends, and
 // returns once the container has exited (or, failing that, when ctx ends).
@@ -410,9 +376,7 @@ func (p *containerProcess) terminate(ctx context.Context) error {
 
 func (p *containerProcess) Stop(ctx context.Context) error {
 	p.stopOnce.Do(func() {
-		p.mu.Lock()
-		p.stopped = true
-		p.mu.Unlock()
+		p.markStopped()
 		err := p.terminate(ctx)
 		rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()

@@ -61,13 +61,13 @@ func (r *noneRunner) Start(ctx context.Context, spec Spec) (Process, error) {
 	closeAll(inR, outW, errW) // the child holds its ends
 
 	p := &hostProcess{
-		cmd:    cmd,
-		stdin:  inW,
-		stdout: outR,
-		stderr: newLogBuffer(stderrLimit),
-		done:   make(chan struct{}),
-		grace:  r.grace,
-		log:    r.log.With("upstream", spec.Name, "tier", TierNone, "pid", cmd.Process.Pid),
+		cmd:       cmd,
+		stdin:     inW,
+		stdout:    outR,
+		stderr:    newLogBuffer(stderrLimit),
+		exitState: newExitState(),
+		grace:     r.grace,
+		log:       r.log.With("upstream", spec.Name, "tier", TierNone, "pid", cmd.Process.Pid),
 	}
 	p.wg.Add(2)
 	go func() { // owned by p: Wait/Stop wait for wg
@@ -84,7 +84,7 @@ func (r *noneRunner) Start(ctx context.Context, spec Spec) (Process, error) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.enforceTimeout(spec.Timeout)
+			p.enforceTimeout(spec.Timeout, p.grace, p.log, p.terminate)
 		}()
 	}
 	p.log.Debug("process started")
@@ -145,12 +145,7 @@ type hostProcess struct {
 	grace  time.Duration
 	log    *slog.Logger
 	wg     sync.WaitGroup
-	done   chan struct{}
-
-	mu       sync.Mutex
-	status   ExitStatus
-	timedOut bool
-	stopped  bool
+	exitState
 
 	stopOnce sync.Once
 	stopErr  error
@@ -165,30 +160,7 @@ func (p *hostProcess) wait() {
 	}
 	// Whatever is left of the group dies with its leader.
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	p.mu.Lock()
-	st.TimedOut, st.Stopped = p.timedOut, p.stopped
-	p.status = st
-	p.mu.Unlock()
-	close(p.done)
-	p.log.Debug("process exited", "status", st.String())
-}
-
-// enforceTimeout stops the process once d has passed, unless it exits first.
-func (p *hostProcess) enforceTimeout(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return
-	case <-t.C:
-	}
-	p.mu.Lock()
-	p.timedOut = true
-	p.mu.Unlock()
-	p.log.Warn("execution timeout", "timeout", d)
-	ctx, cancel := context.WithTimeout(context.Background(), p.grace)
-	defer cancel()
-	_ = p.terminate(ctx)
+	p.finish(st, p.log, "process")
 }
 
 func (p *hostProcess) Stdin() io.WriteCloser { return p.stdin }
@@ -196,13 +168,6 @@ func (p *hostProcess) Stdout() io.ReadCloser { return p.stdout }
 func (p *hostProcess) Stderr() io.Reader     { return p.stderr }
 func (p *hostProcess) Tier() Tier            { return TierNone }
 func (p *hostProcess) ID() string            { return strconv.Itoa(p.cmd.Process.Pid) }
-
-func (p *hostProcess) Wait() ExitStatus {
-	<-p.done
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.status
-}
 
 // terminate signals the process group: SIGTERM, then SIGKILL after the grace period or
 // when ctx ends. It returns once the leader has exited.
@@ -232,9 +197,7 @@ func (p *hostProcess) terminate(ctx context.Context) error {
 
 func (p *hostProcess) Stop(ctx context.Context) error {
 	p.stopOnce.Do(func() {
-		p.mu.Lock()
-		p.stopped = true
-		p.mu.Unlock()
+		p.markStopped()
 		p.stopErr = p.terminate(ctx)
 		p.stdin.Close()
 		p.wg.Wait()
