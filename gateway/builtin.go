@@ -123,7 +123,7 @@ func addBuiltinTool[In, Out any](g *Gateway, t *mcp.Tool, h mcp.ToolHandlerFor[I
 	}
 	mcp.AddTool(g.server, t, h)
 	g.mu.Lock()
-	g.tools[t.Name] = &ToolInfo{Name: t.Name, Upstream: "", UpstreamName: t.Name, Tool: t, Builtin: true, Verification: v}
+	g.tools[t.Name] = newToolInfo(ToolInfo{Name: t.Name, Upstream: "", UpstreamName: t.Name, Tool: t, Builtin: true, Verification: v})
 	g.mu.Unlock()
 }
 

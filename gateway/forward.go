@@ -43,7 +43,7 @@ func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, listed []*mc
 		}
 		exposed := *t
 		exposed.Name = ExposedName(u.cfg.Prefix, t.Name)
-		next[exposed.Name] = &ToolInfo{Name: exposed.Name, Upstream: u.cfg.Name, UpstreamName: t.Name, Tool: &exposed, Verification: d.Verification}
+		next[exposed.Name] = newToolInfo(ToolInfo{Name: exposed.Name, Upstream: u.cfg.Name, UpstreamName: t.Name, Tool: &exposed, Verification: d.Verification})
 	}
 
 	g.mu.Lock()

@@ -104,6 +104,13 @@ type ToolInfo struct {
 	Tool         *mcp.Tool // as exposed
 	Verification Verification
 	Builtin      bool
+
+	policyTool *policy.Tool // the tool as policy input, built once
+}
+
+func newToolInfo(ti ToolInfo) *ToolInfo {
+	ti.policyTool = toolInput(&ti)
+	return &ti
 }
 
 // ToolDecision is what a ToolFilter says of one listed tool.
@@ -306,7 +313,7 @@ func (g *Gateway) upstreamTier(name string) string {
 	if u == nil {
 		return ""
 	}
-	return u.status().Tier
+	return u.tier()
 }
 
 func (g *Gateway) sandboxInput(name string) *policy.Sandbox {

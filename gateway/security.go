@@ -96,6 +96,7 @@ func (g *Gateway) identityInput(r *Request) policy.Identity {
 	return policy.Identity{ID: r.Identity.ID, Kind: r.Identity.Kind, Claims: r.Identity.Claims}
 }
 
+// toolInput builds a tool's policy input (once per listed tool: see newToolInfo).
 func toolInput(ti *ToolInfo) *policy.Tool {
 	var ann map[string]any
 	if ti.Tool != nil && ti.Tool.Annotations != nil {
@@ -130,7 +131,7 @@ func (p *policyStep) run(ctx context.Context, r *Request, next Handler) (mcp.Res
 				if !ok {
 					return true
 				}
-				d := p.decide(ctx, &policy.Input{Action: policy.ActionToolsList, Identity: id, Upstream: ti.Upstream, Tool: toolInput(ti), Sandbox: p.g.sandboxInput(ti.Upstream)})
+				d := p.decide(ctx, &policy.Input{Action: policy.ActionToolsList, Identity: id, Upstream: ti.Upstream, Tool: ti.policyTool, Sandbox: p.g.sandboxInput(ti.Upstream)})
 				return !d.Allow
 			})
 		}
@@ -215,8 +216,12 @@ func (p *policyStep) call(ctx context.Context, r *Request, id policy.Identity, n
 		}
 	}
 	tier := p.g.upstreamTier(r.Upstream)
-	d := p.decide(ctx, &policy.Input{Action: policy.ActionToolsCall, Identity: id, Upstream: r.Upstream, Tool: toolInput(r.Tool),
-		Arguments: args, Sandbox: p.g.sandboxInput(r.Upstream)})
+	var sb *policy.Sandbox
+	if tier != "" {
+		sb = &policy.Sandbox{Tier: tier}
+	}
+	d := p.decide(ctx, &policy.Input{Action: policy.ActionToolsCall, Identity: id, Upstream: r.Upstream, Tool: r.Tool.policyTool,
+		Arguments: args, Sandbox: sb})
 	r.verdict = verdictOf(d)
 	if !d.Allow {
 		reason := d.Reason

@@ -212,20 +212,33 @@ func (u *upstream) transportName() string {
 	}
 }
 
+// tier is the sandbox tier the upstream runs in: its process's, the configured one
+// before a process runs, "remote" for URL upstreams.
+func (u *upstream) tier() string {
+	c := u.primary
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tierLocked()
+}
+
+func (c *conn) tierLocked() string {
+	switch {
+	case c.proc != nil:
+		return c.proc.Tier()
+	case c.u.cfg.Tier != "":
+		return c.u.cfg.Tier
+	}
+	return "remote"
+}
+
 func (u *upstream) status() UpstreamStatus {
 	c := u.primary
 	c.mu.Lock()
 	st := UpstreamStatus{
-		Name: u.cfg.Name, Transport: u.transportName(), State: c.state, Tier: u.cfg.Tier,
+		Name: u.cfg.Name, Transport: u.transportName(), State: c.state, Tier: c.tierLocked(),
 		Protocol: c.protocol, Server: c.server, Since: c.since, LastError: c.lastErr,
 	}
-	if c.proc != nil {
-		st.Tier = c.proc.Tier()
-	}
 	c.mu.Unlock()
-	if st.Tier == "" {
-		st.Tier = "remote"
-	}
 	u.mu.Lock()
 	st.Tools, st.Hidden, st.Prompts = len(u.toolNames), u.hidden, len(u.prompts)
 	st.Resources = len(u.resources) + len(u.templates)
