@@ -1131,8 +1131,12 @@ func TestAuditSharedDataDir(t *testing.T) {
 	defer cancel()
 	stdioCS, err := c.Connect(ctx, tr, nil)
 	if err != nil {
-		t.Logf("symbi mcp refused to share the data dir: %v", err)
-		return // refusing is an acceptable answer
+		// Refusing is an acceptable answer, if it is the lock that refuses, clearly.
+		_, stderr, code := runCLI(t, "mcp", "--config", cfg)
+		if code != 2 || !strings.Contains(stderr, "in use by another process") {
+			t.Errorf("symbi mcp on a data dir in use: exit %d, stderr %q; want exit 2 naming the lock (connect said %v)", code, stderr, err)
+		}
+		return
 	}
 	for i := 1; i <= 3; i++ {
 		if _, isErr := callText(t, httpCS, "mg__echo", map[string]any{"message": fmt.Sprint("http ", i)}); isErr {
