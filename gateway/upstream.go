@@ -71,7 +71,7 @@ type conn struct {
 	proc     Process
 	protocol string
 	server   string
-	ready    chan struct{} // closed when the current attempt ends (up or failed)
+	changed  chan struct{} // closed and replaced whenever the state is set
 
 	// in-flight client requests, for routing what the upstream starts.
 	callSeq  atomic.Uint64
@@ -116,7 +116,7 @@ func newUpstream(g *Gateway, cfg UpstreamConfig) *upstream {
 }
 
 func (u *upstream) newConn(version string) *conn {
-	return &conn{u: u, version: version, state: StateStarting, since: time.Now(), ready: make(chan struct{})}
+	return &conn{u: u, version: version, state: StateStarting, since: time.Now(), changed: make(chan struct{})}
 }
 
 // connFor picks the connection for a request from ss: the primary, or for a
@@ -182,15 +182,7 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 	}
 	u.mu.Unlock()
 	// Wait for the first attempt, so the choice is known.
-	c.mu.Lock()
-	state, ready := c.state, c.ready
-	c.mu.Unlock()
-	if state == StateStarting {
-		select {
-		case <-ready:
-		case <-ctx.Done():
-		}
-	}
+	c.waitState(ctx, func() bool { return c.state != StateStarting })
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.noModern {
@@ -254,6 +246,8 @@ func (c *conn) setState(state, errText string) {
 	if changed {
 		c.since = time.Now()
 	}
+	close(c.changed) // wake waitState
+	c.changed = make(chan struct{})
 	c.mu.Unlock()
 	if c != c.u.primary {
 		return
@@ -331,7 +325,6 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 	}
 	if err != nil {
 		c.setState(StateDown, err.Error())
-		c.markAttemptDone()
 		return err
 	}
 	defer func() {
@@ -365,12 +358,10 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 	if onUp != nil {
 		if err := onUp(cs); err != nil {
 			c.setState(StateDown, err.Error())
-			c.markAttemptDone()
 			return err
 		}
 	}
 	c.setState(StateUp, "")
-	c.markAttemptDone()
 	c.u.log.Info("upstream connected", "protocol", c.protocol, "server", c.server)
 
 	ended := make(chan error, 1)
@@ -404,12 +395,22 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 	}
 }
 
-// markAttemptDone wakes callers waiting for the current attempt.
-func (c *conn) markAttemptDone() {
-	c.mu.Lock()
-	close(c.ready)
-	c.ready = make(chan struct{})
-	c.mu.Unlock()
+// waitState waits until cond (called with c.mu held) holds, re-checking at every state
+// change; it reports false when ctx ends first.
+func (c *conn) waitState(ctx context.Context, cond func() bool) bool {
+	for {
+		c.mu.Lock()
+		ok, ch := cond(), c.changed
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession, Process, error) {
@@ -502,27 +503,20 @@ func (u *upstream) httpClient() *http.Client {
 // (re)connection attempt is under way it waits for it, bounded by ctx.
 func (c *conn) client(ctx context.Context) (*mcp.ClientSession, error) {
 	name := c.u.cfg.Name
-	for range 2 {
-		c.mu.Lock()
-		cs, state, lastErr, ready := c.cs, c.state, c.lastErr, c.ready
-		c.mu.Unlock()
-		if cs != nil && state == StateUp {
-			return cs, nil
-		}
-		if state != StateStarting {
-			msg := fmt.Sprintf("upstream %q is %s", name, state)
-			if lastErr != "" {
-				msg += ": " + lastErr
-			}
-			return nil, &Error{Kind: Unavailable, Public: msg}
-		}
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q is starting", name), Err: ctx.Err()}
-		}
+	if !c.waitState(ctx, func() bool { return c.state != StateStarting }) {
+		return nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q is starting", name), Err: ctx.Err()}
 	}
-	return nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("upstream %q is not available", name)}
+	c.mu.Lock()
+	cs, state, lastErr := c.cs, c.state, c.lastErr
+	c.mu.Unlock()
+	if cs != nil && state == StateUp {
+		return cs, nil
+	}
+	msg := fmt.Sprintf("upstream %q is %s", name, state)
+	if lastErr != "" {
+		msg += ": " + lastErr
+	}
+	return nil, &Error{Kind: Unavailable, Public: msg}
 }
 
 // legacyClient reports whether ss speaks a protocol older than 2026-07-28 (and so can
@@ -611,19 +605,16 @@ func (u *upstream) callTracked(ctx context.Context, track inflightCall, f func(c
 
 // waitDown waits (at most d) for the connection to be marked down and returns why.
 func (c *conn) waitDown(ctx context.Context, d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		c.mu.Lock()
-		state, why := c.state, c.lastErr
-		c.mu.Unlock()
-		if state == StateDown && why != "" {
-			return why
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return ""
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var why string
+	if !c.waitState(ctx, func() bool {
+		why = c.lastErr
+		return c.state == StateDown && why != ""
+	}) {
+		return ""
 	}
+	return why
 }
 
 // exitKind classifies how an upstream process ended, for metrics: "oom", "timeout",
@@ -638,21 +629,7 @@ func exitKind(err error) string {
 
 // waitNewSession waits until the connection's session is no longer old (bounded by ctx).
 func (c *conn) waitNewSession(ctx context.Context, old *mcp.ClientSession) {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		c.mu.Lock()
-		cs, state := c.cs, c.state
-		c.mu.Unlock()
-		if cs != nil && cs != old && state == StateUp {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	c.waitState(ctx, func() bool { return c.cs != nil && c.cs != old && c.state == StateUp })
 }
 
 // routeSession picks the client request a request or notification started by the
