@@ -176,6 +176,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	ln, err := net.Listen("tcp", a.cfg.Server.Listen)
 	if err != nil {
+		a.rt.close() // nothing started yet: release the state and the audit trail
 		fmt.Fprintf(stderr, "symbi serve: listen: %v\n", err)
 		return 2
 	}
@@ -186,6 +187,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if a.cfg.Server.MetricsListen != "" {
 		if metricsLn, err = net.Listen("tcp", a.cfg.Server.MetricsListen); err != nil {
 			ln.Close()
+			a.rt.close()
 			fmt.Fprintf(stderr, "symbi serve: listen metrics: %v\n", err)
 			return 2
 		}
