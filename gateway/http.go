@@ -72,9 +72,12 @@ func (g *Gateway) Handler(opts *HTTPOptions) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { g.serveReady(w, o.ReadyChecks) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { g.serveReady(w, o.ReadyChecks, g.trusted(r)) })
 	if !o.NoMetrics {
-		mux.Handle("/metrics", g.MetricsHandler())
+		// Metrics name upstreams, tools and identities: on the main listener they are
+		// served to the same clients as /mcp. metrics_listen gives Prometheus a listener
+		// of its own without a token.
+		mux.Handle("/metrics", protect(g.MetricsHandler()))
 	}
 	return mux
 }
@@ -84,7 +87,11 @@ func (g *Gateway) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{})
 }
 
-func (g *Gateway) serveReady(w http.ResponseWriter, checks map[string]func() (bool, any)) {
+// serveReady answers /readyz: 200 when every upstream is up and every check passes, 503
+// otherwise. The detail (upstream states and their errors, policy and sandbox status)
+// goes only to a client that /mcp would serve; anyone else (a load balancer's probe)
+// gets just {"ready": ...}.
+func (g *Gateway) serveReady(w http.ResponseWriter, checks map[string]func() (bool, any), detail bool) {
 	st := g.Status()
 	ready := true
 	for _, s := range st {
@@ -99,6 +106,9 @@ func (g *Gateway) serveReady(w http.ResponseWriter, checks map[string]func() (bo
 		body[name] = map[string]any{"ok": ok, "detail": detail}
 	}
 	body["ready"] = ready
+	if !detail {
+		body = map[string]any{"ready": ready}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -230,6 +240,26 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 		return nil, auth.ErrInvalidToken
 	}
 	return auth.RequireBearerToken(verify, nil)(next)
+}
+
+// trusted reports whether r comes from a client that /mcp would serve: with tokens
+// configured, one that presents a valid bearer token; without, a loopback client.
+func (g *Gateway) trusted(r *http.Request) bool {
+	if len(g.opts.Tokens) == 0 {
+		return isLoopback(r.RemoteAddr)
+	}
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	token = strings.TrimSpace(token)
+	found := false
+	for t := range g.opts.Tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+			found = true
+		}
+	}
+	return found
 }
 
 func isLoopback(remote string) bool {
