@@ -45,10 +45,19 @@ const quarantineSchema = `CREATE TABLE IF NOT EXISTS schemapin_tools (
 	PRIMARY KEY (upstream, tool)
 )`
 
-// NewQuarantine creates the quarantine table on db if needed.
+// decisionsSchema counts operators' approvals and rejections, so a running gateway can
+// notice one made by another process (`symbi tools approve`) and re-list its upstreams.
+const decisionsSchema = `CREATE TABLE IF NOT EXISTS schemapin_decisions (
+	id  INTEGER PRIMARY KEY CHECK (id = 1),
+	seq INTEGER NOT NULL
+)`
+
+// NewQuarantine creates the quarantine tables on db if needed.
 func NewQuarantine(ctx context.Context, db *sql.DB) (*Quarantine, error) {
-	if _, err := db.ExecContext(ctx, quarantineSchema); err != nil {
-		return nil, fmt.Errorf("create quarantine table: %w", err)
+	for _, schema := range []string{quarantineSchema, decisionsSchema} {
+		if _, err := db.ExecContext(ctx, schema); err != nil {
+			return nil, fmt.Errorf("create quarantine table: %w", err)
+		}
 	}
 	return &Quarantine{db: db, now: time.Now}, nil
 }
@@ -95,6 +104,26 @@ func (q *Quarantine) put(ctx context.Context, tx *sql.Tx, upstream, tool string,
 // update runs fn on the row of (upstream, tool) (nil if none) in one transaction and
 // writes back what fn returns (nothing if fn returns nil).
 func (q *Quarantine) update(ctx context.Context, upstream, tool string, fn func(r *toolRow) (*toolRow, error)) error {
+	return q.updateRow(ctx, upstream, tool, false, fn)
+}
+
+// Decisions is a counter of the operator decisions (approvals and rejections) recorded
+// in this database by any process. It only grows; a change means some tool's state was
+// decided since it was last read.
+func (q *Quarantine) Decisions(ctx context.Context) (int64, error) {
+	var seq int64
+	err := q.db.QueryRowContext(ctx, `SELECT seq FROM schemapin_decisions WHERE id = 1`).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read quarantine decisions: %w", err)
+	}
+	return seq, nil
+}
+
+// updateRow is update; decision marks an operator's decision, counted in Decisions.
+func (q *Quarantine) updateRow(ctx context.Context, upstream, tool string, decision bool, fn func(r *toolRow) (*toolRow, error)) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	tx, err := q.db.BeginTx(ctx, nil)
@@ -114,6 +143,12 @@ func (q *Quarantine) update(ctx context.Context, upstream, tool string, fn func(
 		nr.updated = q.now().UnixMilli()
 		if err := q.put(ctx, tx, upstream, tool, nr); err != nil {
 			return err
+		}
+		if decision {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schemapin_decisions (id, seq) VALUES (1, 1)
+				ON CONFLICT (id) DO UPDATE SET seq = seq + 1`); err != nil {
+				return fmt.Errorf("count quarantine decision: %w", err)
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -183,7 +218,7 @@ func (q *Quarantine) Observe(ctx context.Context, upstream, tool string, def []b
 // Approve makes the pending definition of (upstream, tool) the approved one. When hash is
 // not "", it must be the pending definition's hash (what the operator reviewed).
 func (q *Quarantine) Approve(ctx context.Context, upstream, tool, hash string) error {
-	return q.update(ctx, upstream, tool, func(r *toolRow) (*toolRow, error) {
+	return q.updateRow(ctx, upstream, tool, true, func(r *toolRow) (*toolRow, error) {
 		if err := checkPending(r, hash); err != nil {
 			return nil, fmt.Errorf("approve %s/%s: %w", upstream, tool, err)
 		}
@@ -200,7 +235,7 @@ func (q *Quarantine) Approve(ctx context.Context, upstream, tool, hash string) e
 // upstream lists it. The previously approved definition, if any, remains approved. hash
 // is checked as for Approve.
 func (q *Quarantine) Reject(ctx context.Context, upstream, tool, hash string) error {
-	return q.update(ctx, upstream, tool, func(r *toolRow) (*toolRow, error) {
+	return q.updateRow(ctx, upstream, tool, true, func(r *toolRow) (*toolRow, error) {
 		if err := checkPending(r, hash); err != nil {
 			return nil, fmt.Errorf("reject %s/%s: %w", upstream, tool, err)
 		}

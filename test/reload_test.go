@@ -36,6 +36,24 @@ func TestSIGHUPReloads(t *testing.T) {
 	waitFor(t, 10*time.Second, "the approved tool after SIGHUP", func() bool { return listedNow(t, cs, "mut__probe") })
 }
 
+// TestApprovalAppliesWithoutSignal: a running symbi notices `symbi tools approve` run by
+// another process on its data_dir and re-lists, so the approved tool appears with no
+// SIGHUP and no change from the upstream.
+func TestApprovalAppliesWithoutSignal(t *testing.T) {
+	spec := filepath.Join(t.TempDir(), "spec.json")
+	writeSpec(t, spec, mutableSpec{Description: "Probe: brand new."})
+	cfg := mutableConfig(t, spec, `schemapin = { first_seen = "pending" }`)
+	s := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	if listedNow(t, cs, "mut__probe") {
+		t.Fatal("a pending first-seen tool is listed")
+	}
+	if out, stderr, code := runCLI(t, "tools", "approve", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
+		t.Fatalf("tools approve: exit %d\n%s%s", code, out, stderr)
+	}
+	waitFor(t, 15*time.Second, "the approved tool without a signal", func() bool { return listedNow(t, cs, "mut__probe") })
+}
+
 // TestGracefulShutdownDrains: SIGTERM lets an in-flight call finish, stops the upstream
 // processes and exits 0.
 func TestGracefulShutdownDrains(t *testing.T) {

@@ -70,14 +70,15 @@ type app struct {
 }
 
 // start runs the gateway and the runtime's loops until the returned stop is called.
-// SIGHUP reloads the policy and re-lists every upstream (after `symbi tools approve`,
-// say).
+// SIGHUP reloads the policy and re-lists every upstream; a quarantine decision made by
+// `symbi tools approve|reject` re-lists them too (watchDecisions).
 func (a *app) start() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); _ = a.gw.Run(ctx) }() // owned: ends at cancel
-	go func() { defer wg.Done(); _ = a.rt.run(ctx) }() // owned: ends at cancel
+	wg.Add(4)
+	go func() { defer wg.Done(); _ = a.gw.Run(ctx) }()                   // owned: ends at cancel
+	go func() { defer wg.Done(); _ = a.rt.run(ctx) }()                   // owned: ends at cancel
+	go func() { defer wg.Done(); a.watchDecisions(ctx, decisionPoll) }() // owned: ends at cancel
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() { // owned: ends at cancel
@@ -105,6 +106,46 @@ func (a *app) reload(ctx context.Context) {
 	if err := a.rt.policy.Reload(ctx); err != nil {
 		a.log.Error("reload policy", "err", err)
 	}
+	a.relist(ctx)
+}
+
+// decisionPoll is how often a running symbi looks for quarantine decisions made by
+// another process (`symbi tools approve|reject` on the same data_dir).
+var decisionPoll = 2 * time.Second
+
+// watchDecisions re-lists every upstream when an operator approves or rejects a tool
+// definition from another process, so the decision applies without a signal.
+func (a *app) watchDecisions(ctx context.Context, every time.Duration) {
+	q := a.rt.gate.Quarantine()
+	last, err := q.Decisions(ctx)
+	if err != nil {
+		a.log.Warn("read quarantine decisions", "err", err)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := q.Decisions(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("read quarantine decisions", "err", err)
+			}
+			continue
+		}
+		if n != last {
+			last = n
+			a.log.Info("quarantine decision recorded; re-listing upstreams")
+			a.relist(ctx)
+		}
+	}
+}
+
+// relist re-lists every upstream's tools, prompts and resources.
+func (a *app) relist(ctx context.Context) {
 	for _, st := range a.gw.Status() {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if err := a.gw.Refresh(rctx, st.Name); err != nil {
