@@ -142,11 +142,15 @@ func RequestFrom(ctx context.Context) (*Request, bool) {
 // middleware adapts the SDK's receiving path to the chain.
 func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		ss, _ := req.GetSession().(*mcp.ServerSession)
+		if ss != nil && !g.modernSeen.Load() && !legacyClient(ss) && g.modernSeen.CompareAndSwap(false, true) {
+			g.prepareModern(ss)
+		}
 		if !gated[method] {
 			return next(ctx, method, req)
 		}
 		r := &Request{Method: method, Raw: req}
-		r.Session, _ = req.GetSession().(*mcp.ServerSession)
+		r.Session = ss
 		r.Identity, r.Transport = g.identify(r.Session, req.GetExtra())
 		g.describe(r)
 		final := func(ctx context.Context, r *Request) (mcp.Result, error) {

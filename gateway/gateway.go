@@ -154,6 +154,8 @@ type Gateway struct {
 	cancel    context.CancelFunc
 	done      chan struct{} // closed when Run's context ends
 	wg        sync.WaitGroup
+	// modernSeen is set by the first request from a 2026-07-28 client.
+	modernSeen atomic.Bool
 }
 
 type route struct {
@@ -435,6 +437,10 @@ type UpstreamStatus struct {
 	Restarts  int       `json:"restarts"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
+	// Clients2026 is how 2026-07-28 clients reach the upstream: "direct" (it speaks
+	// 2026-07-28), "bridged" (it does not; mid-call questions become input-required
+	// results), or "" until the first such client arrives.
+	Clients2026 string `json:"clients_2026,omitempty"`
 }
 
 // Status reports every upstream, in configuration order.

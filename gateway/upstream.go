@@ -193,6 +193,51 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 
 var errNoModern = errors.New("upstream does not speak 2026-07-28")
 
+// prepareModern finds out, in the background, how each upstream will serve 2026-07-28
+// clients, when the first such client (ss) shows up: an upstream whose primary
+// connection is older gets its 2026-07-28 connection started (or is found not to speak
+// it), so the client's first call does not wait for a process start and a probe.
+func (g *Gateway) prepareModern(ss *mcp.ServerSession) {
+	for _, u := range g.upstreams {
+		if u.primary.modern() {
+			continue
+		}
+		g.wg.Add(1)
+		go func() { // owned by the gateway's wait group; bounded by the upstream timeout
+			defer g.wg.Done()
+			ctx, cancel := context.WithTimeout(g.runCtx(), u.cfg.Timeout)
+			defer cancel()
+			// Wait for the primary first: its protocol decides whether a second
+			// connection is needed at all.
+			p := u.primary
+			p.waitState(ctx, func() bool { return p.state != StateStarting })
+			p.mu.Lock()
+			up, modern := p.state == StateUp, p.protocol >= "2026-07-28"
+			p.mu.Unlock()
+			if !up || modern {
+				return
+			}
+			u.connFor(ctx, ss)
+		}()
+	}
+}
+
+// clients2026 reports how 2026-07-28 clients reach u (UpstreamStatus.Clients2026).
+func (u *upstream) clients2026() string {
+	if u.primary.modern() {
+		return "direct"
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch {
+	case u.noModern:
+		return "bridged"
+	case u.modernC != nil:
+		return "direct"
+	}
+	return ""
+}
+
 func (u *upstream) transportName() string {
 	switch {
 	case u.cfg.Launch != nil:
@@ -236,6 +281,7 @@ func (u *upstream) status() UpstreamStatus {
 	st.Resources = len(u.resources) + len(u.templates)
 	st.Restarts = u.restarts
 	u.mu.Unlock()
+	st.Clients2026 = u.clients2026()
 	return st
 }
 

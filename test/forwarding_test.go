@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -180,4 +181,49 @@ func TestListChangedAndSubscriptions(t *testing.T) {
 	if err := cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: "test://watched-resource"}); err != nil {
 		t.Errorf("unsubscribe: %v", err)
 	}
+}
+
+// TestModernClientsPrepared: the first 2026-07-28 client makes symbi find out, before
+// any call, how each upstream will serve such clients: directly (the go-sdk server speaks
+// 2026-07-28) or through the bridge (the npm reference server does not). A 2025-11-25
+// client alone does not.
+func TestModernClientsPrepared(t *testing.T) {
+	// Two configurations, so the two symbi processes have a data_dir each.
+	toml := upstreamTOML("conf", "conf", everythingServer(t)) + upstreamTOML("ref", "ref", npmEverything(t)...)
+	type upstreams struct {
+		Upstreams []struct {
+			Name        string `json:"name"`
+			Clients2026 string `json:"clients_2026"`
+		} `json:"upstreams"`
+	}
+	modes := func(cs *mcp.ClientSession) map[string]string {
+		text, isErr := callText(t, cs, "symbi__upstreams", map[string]any{})
+		var u upstreams
+		if err := json.Unmarshal([]byte(text), &u); err != nil || isErr {
+			t.Fatalf("symbi__upstreams = %s (%v)", text, err)
+		}
+		m := map[string]string{}
+		for _, s := range u.Upstreams {
+			m[s.Name] = s.Clients2026
+		}
+		return m
+	}
+
+	legacy := connectVersion(t, stdioTransport(t, writeConfig(t, toml)), nil, "2025-11-25")
+	waitFor(t, 30*time.Second, "both upstreams' tools", func() bool {
+		return listedNow(t, legacy, "conf__test_simple_text") && listedNow(t, legacy, "ref__echo")
+	})
+	if got := modes(legacy); got["conf"] != "" || got["ref"] != "" {
+		t.Errorf("a 2025-11-25 client alone prepared 2026-07-28 connections: %v", got)
+	}
+
+	modern := connect(t, stdioTransport(t, writeConfig(t, toml)), nil)
+	waitFor(t, 30*time.Second, "both upstreams' tools", func() bool {
+		return listedNow(t, modern, "conf__test_simple_text") && listedNow(t, modern, "ref__echo")
+	})
+	want := map[string]string{"conf": "direct", "ref": "bridged"}
+	waitFor(t, 30*time.Second, "2026-07-28 readiness of every upstream", func() bool {
+		got := modes(modern)
+		return got["conf"] == want["conf"] && got["ref"] == want["ref"]
+	})
 }
