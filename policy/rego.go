@@ -101,11 +101,18 @@ func compileError(err error) *CompileError {
 	return &CompileError{Problems: []Problem{{Message: err.Error()}}}
 }
 
-// Rego is an [Engine] backed by a compiled, prepared Rego query. It is immutable and safe
-// for concurrent use; hot reload swaps whole engines (see [Watcher]).
+// Rego is an [Engine] backed by a compiled, prepared Rego query. Its policy never changes
+// and it is safe for concurrent use; hot reload swaps whole engines (see [Watcher]).
+//
+// A deterministic policy's decisions are cached, keyed on the parts of the input it reads,
+// so a new engine also starts with an empty cache (see [CacheInfo]).
 type Rego struct {
 	pq      rego.PreparedEvalQuery
 	modules []string // module names, sorted
+
+	cache       *decisionCache // nil: every decision is evaluated
+	uncacheable string         // why cache is nil
+	keyPaths    []string       // what the cache is keyed on
 }
 
 // Compile parses and compiles a bundle and prepares the decision query. The bundle must
@@ -156,7 +163,14 @@ func Compile(ctx context.Context, b Bundle) (*Rego, error) {
 	if err != nil {
 		return nil, compileError(err)
 	}
-	return &Rego{pq: pq, modules: names}, nil
+	e := &Rego{pq: pq, modules: names}
+	if key, reason := analyse(c); reason != "" {
+		e.uncacheable = "policy " + reason
+	} else {
+		e.cache = newDecisionCache(key, DecisionCacheSize)
+		e.keyPaths = describeKey(key)
+	}
+	return e, nil
 }
 
 // Modules returns the names of the modules the engine was compiled from.
@@ -190,7 +204,7 @@ func (e *Rego) Decide(ctx context.Context, in *Input) (Decision, error) {
 }
 
 // DecideValue evaluates the decision rule against an input already converted to a Rego
-// value (see [Input.Value]).
+// value (see [Input.Value]), or answers from the decision cache.
 func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (d Decision, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -200,6 +214,18 @@ func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (d Decision, er
 	}()
 	if err := ctx.Err(); err != nil {
 		return deny("policy evaluation cancelled"), fmt.Errorf("%w: %w", ErrEvaluate, err)
+	}
+	var (
+		buf    [256]byte
+		key    []byte
+		cached bool
+	)
+	if e.cache != nil {
+		if key, cached = e.cache.keyFor(buf[:0], input); cached {
+			if d, ok := e.cache.get(key); ok {
+				return d, nil
+			}
+		}
 	}
 	// OPA watches the context with one goroutine per evaluation unless it is handed a
 	// Cancel; context.AfterFunc does the same job without a goroutine, and a context that
@@ -225,6 +251,9 @@ func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (d Decision, er
 	d, err = parseDecision(t.Value)
 	if err != nil {
 		return deny("policy produced a malformed decision"), fmt.Errorf("%w: %w", ErrEvaluate, err)
+	}
+	if cached {
+		e.cache.put(key, d)
 	}
 	return d, nil
 }
