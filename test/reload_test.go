@@ -143,6 +143,7 @@ func TestMetricsExposed(t *testing.T) {
 	s := serve(t, cfg)
 	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
 	callText(t, cs, "mg__echo", map[string]any{"message": "m"})
+	callText(t, cs, "mg__echo", map[string]any{"message": "the same tool again: a cached decision"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "mg__crash", Arguments: map[string]any{}}); err == nil || !strings.Contains(err.Error(), "no crashing") {
@@ -164,7 +165,8 @@ func TestMetricsExposed(t *testing.T) {
 	}
 	body := b.String()
 	for _, want := range []string{
-		`symbi_requests_total{method="tools/call",tool="mg__echo",upstream="mg"} 1`,
+		`symbi_requests_total{method="tools/call",tool="mg__echo",upstream="mg"} 2`,
+		"symbi_policy_cacheable 1",
 		`symbi_request_duration_seconds_bucket{method="tools/call",tool="mg__echo",upstream="mg",le=`,
 		`symbi_request_errors_total{kind="denied",method="tools/call",tool="mg__crash",upstream="mg"} 1`,
 		`symbi_denials_total{method="tools/call",step="policy"} 1`,
@@ -176,6 +178,10 @@ func TestMetricsExposed(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	// The policy reads only input.tool: the second call's decision came from the cache.
+	if strings.Contains(body, "symbi_policy_cache_hits_total 0\n") || !strings.Contains(body, "symbi_policy_cache_hits_total ") {
+		t.Errorf("no policy cache hit counted:\n%s", grepLines(body, "symbi_policy_cache"))
 	}
 }
 

@@ -80,6 +80,13 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		st := w.Status()
 		detail = fmt.Sprintf("%s: %d file(s), revision %.12s", cfg.Policy.Dir, len(st.Files), st.Revision)
 	}
+	if err == nil {
+		if ci := w.Engine().CacheInfo(); ci.Cacheable {
+			detail += "; decisions cached by " + strings.Join(ci.KeyPaths, ", ")
+		} else {
+			detail += "; decisions not cached: " + ci.Reason
+		}
+	}
 	check("policy compiles", err, detail)
 
 	var sb *sandbox.Sandbox

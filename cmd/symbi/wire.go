@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net/http"
@@ -72,7 +73,10 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	}
 	rt.http.ReadyChecks["policy"] = func() (bool, any) {
 		st := rt.policy.Status()
-		return !st.Degraded(), st
+		return !st.Degraded(), struct {
+			policy.Status
+			Cache policy.CacheInfo `json:"cache"`
+		}{st, rt.policy.Engine().CacheInfo()}
 	}
 
 	auditDir := cfg.Audit.Dir
@@ -166,6 +170,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	addAuditBuiltins(gw, rt.audit)
 	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments})
 	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
+	registerPolicyCacheMetrics(gw.Metrics().Registry, rt.policy)
 	for _, ev := range rt.tierEvents {
 		record(ev)
 	}
@@ -386,4 +391,30 @@ func (s *sandboxProcess) logStderr(log *slog.Logger) {
 			}
 		}()
 	})
+}
+
+// registerPolicyCacheMetrics exports the decision cache of the policy in force. A reload
+// starts a new engine with an empty cache, so hits and misses are counters of the current
+// policy: they fall back to zero at a reload, which Prometheus' rate() reads as a reset.
+func registerPolicyCacheMetrics(reg *prometheus.Registry, w *policy.Watcher) {
+	info := func() policy.CacheInfo { return w.Engine().CacheInfo() }
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "symbi_policy_cache_hits_total",
+			Help: "Policy decisions answered from the decision cache (current policy)."},
+			func() float64 { return float64(info().Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "symbi_policy_cache_misses_total",
+			Help: "Policy decisions evaluated because the cache had no answer (current policy)."},
+			func() float64 { return float64(info().Misses) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "symbi_policy_cache_entries",
+			Help: "Decisions held in the policy decision cache."},
+			func() float64 { return float64(info().Entries) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "symbi_policy_cacheable",
+			Help: "1 when the policy in force is deterministic and its decisions are cached."},
+			func() float64 {
+				if info().Cacheable {
+					return 1
+				}
+				return 0
+			}),
+	)
 }
