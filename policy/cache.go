@@ -300,7 +300,10 @@ func encodeValue(b []byte, v ast.Value) ([]byte, error) {
 // decisionCache maps cache keys (encodings of the part of the input a policy reads) to
 // decisions. Stored decisions are never modified; they are copied on the way out.
 type decisionCache struct {
-	key      *keyNode
+	key *keyNode
+	// top holds the top-level input fields the key reads; nil when it reads the whole
+	// input.
+	top      map[string]bool
 	perShard int
 	seed     maphash.Seed
 	shards   [cacheShards]cacheShard
@@ -316,6 +319,12 @@ type cacheShard struct {
 
 func newDecisionCache(key *keyNode, capacity int) *decisionCache {
 	c := &decisionCache{key: key, perShard: max(1, capacity/cacheShards), seed: maphash.MakeSeed()}
+	if !key.whole {
+		c.top = make(map[string]bool, len(key.names))
+		for _, n := range key.names {
+			c.top[string(n.Value.(ast.String))] = true
+		}
+	}
 	for i := range c.shards {
 		c.shards[i].entries = make(map[string]Decision)
 	}

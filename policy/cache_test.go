@@ -475,3 +475,49 @@ func TestCacheFlushedOnReload(t *testing.T) {
 		t.Errorf("after reload, Decide = %+v, %v; want reason two", d, err)
 	}
 }
+
+// TestCachePartialInputKey: Decide keys on an input built from just the top-level fields
+// the policy reads; that key must be the very key of the whole input, for every input and
+// every shape of key (or a hit could answer for a different input).
+func TestCachePartialInputKey(t *testing.T) {
+	policies := map[string]string{
+		"realistic": "", // testdata/realistic
+		"arguments": `package symbi.authz
+decision := {"allow": true} if startswith(input.arguments.path, "/tmp/")`,
+		"extra and sandbox": `package symbi.authz
+decision := {"allow": input.agent.n == 1, "reason": input.sandbox.tier}`,
+		"nothing": `package symbi.authz
+decision := {"allow": true}`,
+		"several": `package symbi.authz
+decision := {"allow": true, "reason": concat("/", [input.action, input.upstream, input.identity.kind])}`,
+	}
+	for name, src := range policies {
+		t.Run(name, func(t *testing.T) {
+			var e *Rego
+			if src == "" {
+				e = realisticEngine(t)
+			} else {
+				e = mustCompile(t, src, nil)
+			}
+			c := e.cache
+			if c == nil || c.top == nil {
+				t.Fatalf("policy not cached on part of the input: %+v", e.CacheInfo())
+			}
+			for i, in := range cacheTestInputs() {
+				full, err := in.Value()
+				if err != nil {
+					t.Fatal(err)
+				}
+				part, err := in.value(c.top)
+				if err != nil {
+					t.Fatal(err)
+				}
+				kf, okf := c.keyFor(nil, full)
+				kp, okp := c.keyFor(nil, part)
+				if okf != okp || string(kf) != string(kp) {
+					t.Fatalf("input %d: key of the whole input %q (%v), of its read part %q (%v)", i, kf, okf, kp, okp)
+				}
+			}
+		})
+	}
+}

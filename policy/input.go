@@ -40,26 +40,36 @@ var reservedKeys = map[string]bool{
 
 // Value converts the input to the Rego value a policy sees as `input`. It builds the
 // value directly, without a JSON round trip, so a decision allocates little.
-func (in *Input) Value() (ast.Value, error) {
+func (in *Input) Value() (ast.Value, error) { return in.value(nil) }
+
+// value is Value restricted to the top-level fields in top (nil: all of them). The
+// decision cache keys on the fields a policy reads, so on a hit nothing else needs
+// converting.
+func (in *Input) value(top map[string]bool) (ast.Value, error) {
+	want := func(k string) bool { return top == nil || top[k] }
 	items := make([][2]*ast.Term, 0, 8+len(in.Extra))
-	items = append(items, [2]*ast.Term{keyAction, ast.InternedTerm(in.Action)})
-
-	id := make([][2]*ast.Term, 0, 3)
-	id = append(id, [2]*ast.Term{keyID, ast.InternedTerm(in.Identity.ID)})
-	if in.Identity.Kind != "" {
-		id = append(id, [2]*ast.Term{keyKind, ast.InternedTerm(in.Identity.Kind)})
+	if want("action") {
+		items = append(items, [2]*ast.Term{keyAction, ast.InternedTerm(in.Action)})
 	}
-	claims, err := mapValue(in.Identity.Claims)
-	if err != nil {
-		return nil, fmt.Errorf("convert identity claims: %w", err)
-	}
-	id = append(id, [2]*ast.Term{keyClaims, ast.NewTerm(claims)})
-	items = append(items, [2]*ast.Term{keyIdentity, ast.NewTerm(ast.NewObject(id...))})
 
-	if in.Upstream != "" {
+	if want("identity") {
+		id := make([][2]*ast.Term, 0, 3)
+		id = append(id, [2]*ast.Term{keyID, ast.InternedTerm(in.Identity.ID)})
+		if in.Identity.Kind != "" {
+			id = append(id, [2]*ast.Term{keyKind, ast.InternedTerm(in.Identity.Kind)})
+		}
+		claims, err := mapValue(in.Identity.Claims)
+		if err != nil {
+			return nil, fmt.Errorf("convert identity claims: %w", err)
+		}
+		id = append(id, [2]*ast.Term{keyClaims, ast.NewTerm(claims)})
+		items = append(items, [2]*ast.Term{keyIdentity, ast.NewTerm(ast.NewObject(id...))})
+	}
+
+	if in.Upstream != "" && want("upstream") {
 		items = append(items, [2]*ast.Term{keyUpstream, ast.InternedTerm(in.Upstream)})
 	}
-	if t := in.Tool; t != nil {
+	if t := in.Tool; t != nil && want("tool") {
 		ann, err := mapValue(t.Annotations)
 		if err != nil {
 			return nil, fmt.Errorf("convert tool annotations: %w", err)
@@ -81,25 +91,26 @@ func (in *Input) Value() (ast.Value, error) {
 			[2]*ast.Term{keyVerification, ast.ObjectTerm(ver...)},
 		)})
 	}
-	lazyArgs := len(in.Arguments) > lazyThreshold
-	if in.Arguments != nil && !lazyArgs {
+	withArgs := want("arguments")
+	lazyArgs := withArgs && len(in.Arguments) > lazyThreshold
+	if in.Arguments != nil && withArgs && !lazyArgs {
 		args, err := mapValue(in.Arguments)
 		if err != nil {
 			return nil, fmt.Errorf("convert arguments: %w", err)
 		}
 		items = append(items, [2]*ast.Term{keyArguments, ast.NewTerm(args)})
 	}
-	if in.Resource != nil {
+	if in.Resource != nil && want("resource") {
 		items = append(items, [2]*ast.Term{keyResource, ast.ObjectTerm([2]*ast.Term{keyURI, ast.StringTerm(in.Resource.URI)})})
 	}
-	if in.Prompt != nil {
+	if in.Prompt != nil && want("prompt") {
 		items = append(items, [2]*ast.Term{keyPrompt, ast.ObjectTerm([2]*ast.Term{keyName, ast.StringTerm(in.Prompt.Name)})})
 	}
-	if in.Sandbox != nil {
+	if in.Sandbox != nil && want("sandbox") {
 		items = append(items, [2]*ast.Term{keySandbox, ast.ObjectTerm([2]*ast.Term{keyTier, ast.InternedTerm(in.Sandbox.Tier)})})
 	}
 	for k, v := range in.Extra {
-		if reservedKeys[k] {
+		if reservedKeys[k] || !want(k) {
 			continue
 		}
 		val, err := ast.InterfaceToValue(v)

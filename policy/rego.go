@@ -196,6 +196,26 @@ func (e *Rego) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if in == nil {
 		return deny("no policy input"), fmt.Errorf("%w: nil input", ErrEvaluate)
 	}
+	if c := e.cache; c != nil && c.top != nil {
+		if err := ctx.Err(); err != nil {
+			return deny("policy evaluation cancelled"), fmt.Errorf("%w: %w", ErrEvaluate, err)
+		}
+		// Key on just the top-level fields the policy reads: on a hit nothing else of
+		// the input (arguments, annotations) is converted at all.
+		if pv, err := in.value(c.top); err == nil {
+			var buf [256]byte
+			if key, ok := c.keyFor(buf[:0], pv); ok {
+				if d, hit := c.get(key); hit {
+					return d, nil
+				}
+				v, err := in.Value()
+				if err != nil {
+					return deny("policy input could not be built"), fmt.Errorf("%w: %w", ErrEvaluate, err)
+				}
+				return e.evaluate(ctx, v, key)
+			}
+		}
+	}
 	v, err := in.Value()
 	if err != nil {
 		return deny("policy input could not be built"), fmt.Errorf("%w: %w", ErrEvaluate, err)
@@ -205,7 +225,28 @@ func (e *Rego) Decide(ctx context.Context, in *Input) (Decision, error) {
 
 // DecideValue evaluates the decision rule against an input already converted to a Rego
 // value (see [Input.Value]), or answers from the decision cache.
-func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (d Decision, err error) {
+func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return deny("policy evaluation cancelled"), fmt.Errorf("%w: %w", ErrEvaluate, err)
+	}
+	var (
+		buf [256]byte
+		key []byte
+	)
+	if e.cache != nil {
+		var ok bool
+		if key, ok = e.cache.keyFor(buf[:0], input); ok {
+			if d, hit := e.cache.get(key); hit {
+				return d, nil
+			}
+		}
+	}
+	return e.evaluate(ctx, input, key)
+}
+
+// evaluate runs the decision query on input and, when key is not nil, caches a
+// well-formed decision under it.
+func (e *Rego) evaluate(ctx context.Context, input ast.Value, key []byte) (d Decision, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			d = deny("policy evaluation failed")
@@ -214,18 +255,6 @@ func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (d Decision, er
 	}()
 	if err := ctx.Err(); err != nil {
 		return deny("policy evaluation cancelled"), fmt.Errorf("%w: %w", ErrEvaluate, err)
-	}
-	var (
-		buf    [256]byte
-		key    []byte
-		cached bool
-	)
-	if e.cache != nil {
-		if key, cached = e.cache.keyFor(buf[:0], input); cached {
-			if d, ok := e.cache.get(key); ok {
-				return d, nil
-			}
-		}
 	}
 	// OPA watches the context with one goroutine per evaluation unless it is handed a
 	// Cancel; context.AfterFunc does the same job without a goroutine, and a context that
@@ -252,7 +281,7 @@ func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (d Decision, er
 	if err != nil {
 		return deny("policy produced a malformed decision"), fmt.Errorf("%w: %w", ErrEvaluate, err)
 	}
-	if cached {
+	if key != nil {
 		e.cache.put(key, d)
 	}
 	return d, nil
