@@ -271,6 +271,11 @@ func isLoopback(remote string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// RequestIdentity is the identity of an HTTP request that passed the gateway's
+// authentication (a route in HTTPOptions.Routes): the token's identity, or "anonymous"
+// for a loopback client when no tokens are configured.
+func RequestIdentity(r *http.Request) Identity { return identityOf(r) }
+
 // identityOf is the identity of an authenticated HTTP request.
 func identityOf(r *http.Request) Identity {
 	if ti := auth.TokenInfoFromContext(r.Context()); ti != nil && ti.UserID != "" {

@@ -41,6 +41,8 @@ const (
 	ActionBusSend           = "bus/send"
 	ActionBusPublish        = "bus/publish"
 	ActionResourcesAllocate = "resources/allocate"
+	// ActionAuditStream is a client opening the live audit event stream (/audit/stream).
+	ActionAuditStream = "audit/stream"
 )
 
 // Verification statuses of a tool definition, as reported by SchemaPin.

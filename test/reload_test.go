@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -250,4 +251,62 @@ func TestAuditLiveStream(t *testing.T) {
 		}
 	}
 	t.Fatalf("no streamed event for the call: %v", sc.Err())
+}
+
+// TestAuditStreamPolicy: the policy decides who may watch the audit stream (action
+// "audit/stream"); a refused client gets 403 with the reason, and the refusal is in the
+// trail.
+func TestAuditStreamPolicy(t *testing.T) {
+	pol := t.TempDir()
+	rego := `package symbi.authz
+
+decision := {"allow": false, "reason": "the audit stream is for operators"} if {
+	input.action == "audit/stream"
+	input.identity.id != "ops"
+}
+
+decision := {"allow": true} if input.action != "audit/stream"
+
+decision := {"allow": true} if {
+	input.action == "audit/stream"
+	input.identity.id == "ops"
+}
+`
+	if err := os.WriteFile(filepath.Join(pol, "authz.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SYMBI_TEST_OPS", "ops-token-0123456789abc")
+	t.Setenv("SYMBI_TEST_DEV", "dev-token-0123456789abc")
+	cfg := writeConfig(t, "[[server.tokens]]\ntoken = \"env:SYMBI_TEST_OPS\"\nidentity = \"ops\"\n\n"+
+		"[[server.tokens]]\ntoken = \"env:SYMBI_TEST_DEV\"\nidentity = \"dev\"\n\n"+
+		fmt.Sprintf("[policy]\ndir = %q\n", pol))
+	s := serve(t, cfg)
+	open := func(token string) (int, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/audit/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		return resp.StatusCode, resp.Header.Get("Content-Type")
+	}
+	if code, body := open("dev-token-0123456789abc"); code != http.StatusForbidden || !strings.Contains(body, "the audit stream is for operators") {
+		t.Errorf("dev opens the audit stream: %d %q, want 403 with the policy's reason", code, body)
+	}
+	if code, ct := open("ops-token-0123456789abc"); code != http.StatusOK || !strings.HasPrefix(ct, "text/event-stream") {
+		t.Errorf("ops opens the audit stream: %d %q, want 200 event stream", code, ct)
+	}
+	// The refusal is recorded.
+	waitFor(t, 10*time.Second, "the refusal in the audit trail", func() bool {
+		out, _, _ := runCLI(t, "audit", "query", "--dir", filepath.Join(dataDirOf(cfg), "audit"), "--type", "decision", "--format", "json")
+		return strings.Contains(out, `"audit/stream"`) && strings.Contains(out, `"dev"`)
+	})
 }

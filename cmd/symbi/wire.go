@@ -101,7 +101,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		return nil, nil, fmt.Errorf("open audit trail: %w", err)
 	}
 	rt.closers = append(rt.closers, rt.audit.Close)
-	rt.http.Routes["/audit/stream"] = rt.audit.Handler()
+	rt.http.Routes["/audit/stream"] = auditStreamGuard(rt.policy, rt.audit, log, rt.audit.Handler())
 
 	signer, err := builtinSigner(cfg.Server.DataDir)
 	if err != nil {
@@ -417,4 +417,34 @@ func registerPolicyCacheMetrics(reg *prometheus.Registry, w *policy.Watcher) {
 				return 0
 			}),
 	)
+}
+
+// auditStreamGuard asks the policy whether the authenticated client may watch the live
+// audit stream (action "audit/stream"): the stream shows every identity's calls, so a
+// policy can keep it to operators. A denial is answered 403 with the policy's reason and
+// recorded in the trail. The built-in default policy allows it (it is not about a tool).
+func auditStreamGuard(eng policy.Engine, trail *audit.Log, log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := gateway.RequestIdentity(r)
+		d, err := eng.Decide(r.Context(), &policy.Input{Action: policy.ActionAuditStream,
+			Identity: policy.Identity{ID: id.ID, Kind: id.Kind, Claims: id.Claims}})
+		if err != nil {
+			log.Error("policy decision for the audit stream", "identity", id.ID, "err", err)
+		}
+		if !d.Allow {
+			reason := d.Reason
+			if reason == "" {
+				reason = "denied by policy"
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := trail.Append(ctx, audit.Event{Type: audit.TypeDecision, Action: policy.ActionAuditStream,
+				Identity: id.ID, IdentityKind: id.Kind, Decision: audit.Deny, Reason: reason, Outcome: audit.OutcomeDenied}); err != nil {
+				log.Error("append audit event", "type", string(audit.TypeDecision), "err", err)
+			}
+			http.Error(w, "symbi: audit stream: "+reason, http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
