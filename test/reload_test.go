@@ -17,42 +17,41 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// TestSIGHUPReloads: after `symbi tools approve`, SIGHUP makes a running symbi re-list
-// its upstreams, so the approved tool appears without waiting for the upstream.
-func TestSIGHUPReloads(t *testing.T) {
-	spec := filepath.Join(t.TempDir(), "spec.json")
-	writeSpec(t, spec, mutableSpec{Description: "Probe: brand new."})
-	cfg := mutableConfig(t, spec, `schemapin = { first_seen = "pending" }`)
-	s := serve(t, cfg)
-	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
-	if listedNow(t, cs, "mut__probe") {
-		t.Fatal("a pending first-seen tool is listed")
+// TestApprovalReachesRunningSymbi: after `symbi tools approve` (another process, same
+// data_dir) a running symbi re-lists its upstreams, so the approved tool appears without
+// any change from the upstream: by itself (it watches the quarantine's decisions), and at
+// once on SIGHUP, which also reloads the policy.
+func TestApprovalReachesRunningSymbi(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		sighup bool
+	}{
+		{"by itself", false},
+		{"on SIGHUP", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := filepath.Join(t.TempDir(), "spec.json")
+			writeSpec(t, spec, mutableSpec{Description: "Probe: brand new."})
+			cfg := mutableConfig(t, spec, `schemapin = { first_seen = "pending" }`)
+			s := serve(t, cfg)
+			cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+			if listedNow(t, cs, "mut__probe") {
+				t.Fatal("a pending first-seen tool is listed")
+			}
+			if out, stderr, code := runCLI(t, "tools", "approve", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
+				t.Fatalf("tools approve: exit %d\n%s%s", code, out, stderr)
+			}
+			if tc.sighup {
+				if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 10*time.Second, "the reload to be logged", func() bool {
+					return strings.Contains(s.stderr.String(), "reload requested (SIGHUP)")
+				})
+			}
+			waitFor(t, 15*time.Second, "the approved tool", func() bool { return listedNow(t, cs, "mut__probe") })
+		})
 	}
-	if out, stderr, code := runCLI(t, "tools", "approve", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
-		t.Fatalf("tools approve: exit %d\n%s%s", code, out, stderr)
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "the approved tool after SIGHUP", func() bool { return listedNow(t, cs, "mut__probe") })
-}
-
-// TestApprovalAppliesWithoutSignal: a running symbi notices `symbi tools approve` run by
-// another process on its data_dir and re-lists, so the approved tool appears with no
-// SIGHUP and no change from the upstream.
-func TestApprovalAppliesWithoutSignal(t *testing.T) {
-	spec := filepath.Join(t.TempDir(), "spec.json")
-	writeSpec(t, spec, mutableSpec{Description: "Probe: brand new."})
-	cfg := mutableConfig(t, spec, `schemapin = { first_seen = "pending" }`)
-	s := serve(t, cfg)
-	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
-	if listedNow(t, cs, "mut__probe") {
-		t.Fatal("a pending first-seen tool is listed")
-	}
-	if out, stderr, code := runCLI(t, "tools", "approve", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
-		t.Fatalf("tools approve: exit %d\n%s%s", code, out, stderr)
-	}
-	waitFor(t, 15*time.Second, "the approved tool without a signal", func() bool { return listedNow(t, cs, "mut__probe") })
 }
 
 // TestGracefulShutdownDrains: SIGTERM lets an in-flight call finish, stops the upstream
