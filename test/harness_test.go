@@ -93,6 +93,10 @@ func upstreamTOML(name, prefix string, argv ...string) string {
 // served is a running `symbi serve`.
 type served struct {
 	addr   string
+	scheme string // http, or https with server.tls_cert
+	// client reaches the server: http.DefaultClient, or with TLS one that trusts the
+	// certificate the test gave serveWith.
+	client *http.Client
 	cmd    *exec.Cmd
 	stderr *lockedBuffer
 	done   chan error
@@ -115,18 +119,25 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var addrRE = regexp.MustCompile(`http://([0-9.:]+)/mcp`)
+var addrRE = regexp.MustCompile(`(https?)://([0-9.:]+)/mcp`)
 
 // serve starts `symbi serve --config cfg` and waits until it prints its address and
 // /readyz answers 200.
 func serve(t testing.TB, cfg string, extraArgs ...string) *served {
+	t.Helper()
+	return serveWith(t, http.DefaultClient, cfg, extraArgs...)
+}
+
+// serveWith is serve, reaching /readyz with client (one that trusts symbi's TLS
+// certificate, say).
+func serveWith(t testing.TB, client *http.Client, cfg string, extraArgs ...string) *served {
 	t.Helper()
 	cmd := exec.Command(symbiBin(t), append([]string{"serve", "--config", cfg}, extraArgs...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	s := &served{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan error, 1), client: client}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -160,7 +171,7 @@ func serve(t testing.TB, cfg string, extraArgs ...string) *served {
 		if m == nil {
 			t.Fatalf("unexpected first line from symbi serve: %q", line)
 		}
-		s.addr = m[1]
+		s.scheme, s.addr = m[1], m[2]
 	case err := <-s.done:
 		t.Fatalf("symbi serve exited: %v\n%s", err, s.stderr.String())
 	case <-time.After(30 * time.Second):
@@ -168,7 +179,7 @@ func serve(t testing.TB, cfg string, extraArgs ...string) *served {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + s.addr + "/readyz")
+		resp, err := s.client.Get(s.scheme + "://" + s.addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

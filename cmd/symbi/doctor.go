@@ -74,6 +74,11 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		check("state (SQLite)", err, filepath.Join(cfg.Server.DataDir, store.FileName))
 	}
 
+	if cfg.Server.TLSCert != "" {
+		_, err := loadCertificate(cfg.Server.TLSCert, cfg.Server.TLSKey)
+		check("TLS certificate", err, cfg.Server.TLSCert)
+	}
+
 	w, err := policy.NewWatcher(ctx, cfg.Policy.Dir, nil)
 	detail := "built-in default policy"
 	if err == nil && cfg.Policy.Dir != "" {

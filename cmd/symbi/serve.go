@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -67,11 +68,15 @@ type app struct {
 	log *slog.Logger
 	gw  *gateway.Gateway
 	rt  *runtime
+	// reloaders run on SIGHUP after the policy reload (the TLS certificate). Set them
+	// before start.
+	reloaders []func()
 }
 
 // start runs the gateway and the runtime's loops until the returned stop is called.
-// SIGHUP reloads the policy and re-lists every upstream; a quarantine decision made by
-// `symbi tools approve|reject` re-lists them too (watchDecisions).
+// SIGHUP reloads the policy (and the TLS certificate) and re-lists every upstream; a
+// quarantine decision made by `symbi tools approve|reject` re-lists them too
+// (watchDecisions).
 func (a *app) start() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -105,6 +110,9 @@ func (a *app) reload(ctx context.Context) {
 	a.log.Info("reload requested (SIGHUP)")
 	if err := a.rt.policy.Reload(ctx); err != nil {
 		a.log.Error("reload policy", "err", err)
+	}
+	for _, r := range a.reloaders {
+		r()
 	}
 	a.relist(ctx)
 }
@@ -221,8 +229,30 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "symbi serve: listen: %v\n", err)
 		return 2
 	}
-	if len(a.cfg.Server.Tokens) == 0 && !loopbackAddr(ln.Addr()) {
-		a.log.Warn("no tokens configured: only loopback clients will be served", "listen", ln.Addr().String())
+	var cert *certificate
+	if a.cfg.Server.TLSCert != "" {
+		if cert, err = loadCertificate(a.cfg.Server.TLSCert, a.cfg.Server.TLSKey); err != nil {
+			ln.Close()
+			a.rt.close()
+			fmt.Fprintf(stderr, "symbi serve: server.tls_cert: %v\n", err)
+			return 2
+		}
+		a.reloaders = append(a.reloaders, func() {
+			if err := cert.reload(); err != nil {
+				a.log.Error("reload TLS certificate; keeping the previous one", "err", err)
+				return
+			}
+			a.log.Info("TLS certificate reloaded", "file", a.cfg.Server.TLSCert)
+		})
+	}
+	if !loopbackAddr(ln.Addr()) {
+		if len(a.cfg.Server.Tokens) == 0 {
+			a.log.Warn("no tokens configured: only loopback clients will be served", "listen", ln.Addr().String())
+		}
+		if cert == nil {
+			a.log.Warn("serving plain HTTP on a non-loopback address: bearer tokens and tool traffic travel in clear; set server.tls_cert and server.tls_key, or terminate TLS in front of symbi",
+				"listen", ln.Addr().String())
+		}
 	}
 	var metricsLn net.Listener
 	if a.cfg.Server.MetricsListen != "" {
@@ -243,6 +273,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	scheme := "http"
+	if cert != nil {
+		srv.TLSConfig = cert.config()
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }() // owned: ends at Shutdown
 	var msrv *http.Server
@@ -250,8 +286,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		msrv = &http.Server{Handler: a.gw.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- msrv.Serve(metricsLn) }() // owned: ends at Shutdown
 	}
-	fmt.Fprintf(stdout, "symbi serving on http://%s/mcp (sse: /sse, websocket: /ws)\n", ln.Addr())
-	a.log.Info("serving MCP over HTTP", "addr", ln.Addr().String(), "upstreams", len(a.cfg.Upstreams))
+	fmt.Fprintf(stdout, "symbi serving on %s://%s/mcp (sse: /sse, websocket: /ws)\n", scheme, ln.Addr())
+	a.log.Info("serving MCP over HTTP", "addr", ln.Addr().String(), "tls", cert != nil, "upstreams", len(a.cfg.Upstreams))
 
 	exit := 0
 	select {

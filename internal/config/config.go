@@ -42,6 +42,10 @@ type Server struct {
 	Tokens          []Token  `toml:"tokens"`
 	MaxMessageBytes int64    `toml:"max_message_bytes"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// TLSCert and TLSKey are PEM files (certificate chain, private key) for HTTPS on
+	// Listen; both or neither.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 }
 
 // Token maps a bearer token to a client identity.
@@ -336,6 +340,12 @@ func (c *Config) validate() []Problem {
 		if _, _, err := net.SplitHostPort(c.Server.MetricsListen); err != nil {
 			add("server.metrics_listen", "not a host:port address: %v", err)
 		}
+	}
+	switch {
+	case c.Server.TLSCert != "" && c.Server.TLSKey == "":
+		add("server.tls_key", "is required with server.tls_cert")
+	case c.Server.TLSKey != "" && c.Server.TLSCert == "":
+		add("server.tls_cert", "is required with server.tls_key")
 	}
 	if c.Server.ShutdownTimeout.Duration < 0 {
 		add("server.shutdown_timeout", "must not be negative")

@@ -459,6 +459,16 @@ default_tier = "vm"
 				{"audit.fsync", `must be "batch" or "every"`},
 			},
 		},
+		{
+			name: "tls certificate without its key",
+			in:   "version = 1\n[server]\ntls_cert = \"cert.pem\"\n",
+			want: []Problem{{"server.tls_key", "is required with server.tls_cert"}},
+		},
+		{
+			name: "tls key without its certificate",
+			in:   "version = 1\n[server]\ntls_key = \"key.pem\"\n",
+			want: []Problem{{"server.tls_cert", "is required with server.tls_key"}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := problems(t, tc.in, tc.env)

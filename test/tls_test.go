@@ -1,0 +1,154 @@
+package test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// writeCert writes a self-signed certificate for 127.0.0.1 (serial number serial) and its
+// key as PEM files, and returns the certificate.
+func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "symbi test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// TestServeTLS: with server.tls_cert and tls_key, symbi serve speaks HTTPS: an MCP client
+// that trusts the certificate calls tools over it, plain HTTP is refused, and SIGHUP
+// picks up a renewed certificate for new connections.
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	first := writeCert(t, certFile, keyFile, 1)
+	t.Setenv("SYMBI_TEST_TOKEN", "tls-token-0123456789abcd")
+	cfg := writeConfig(t, "[[server.tokens]]\ntoken = \"env:SYMBI_TEST_TOKEN\"\nidentity = \"ide\"\n")
+	addServerKeys(t, cfg, fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", certFile, keyFile))
+
+	pool := x509.NewCertPool()
+	pool.AddCert(first)
+	trusting := func(pool *x509.CertPool) *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+	}
+	s := serveWith(t, trusting(pool), cfg)
+	if s.scheme != "https" {
+		t.Fatalf("symbi serve announced %s, want https", s.scheme)
+	}
+
+	// An MCP client over HTTPS, authenticated.
+	hc := trusting(pool)
+	hc.Transport = bearer{token: "tls-token-0123456789abcd", next: hc.Transport}
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "https://" + s.addr + "/mcp", HTTPClient: hc}, nil)
+	if text, isErr := callText(t, cs, "symbi__status", map[string]any{}); isErr || !strings.Contains(text, "symbi") {
+		t.Fatalf("symbi__status over HTTPS = %q (error %v)", text, isErr)
+	}
+
+	// Plain HTTP on the TLS port gets no MCP answer.
+	if resp, err := http.Get("http://" + s.addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP on the TLS listener answered 200")
+		}
+	}
+
+	// A renewed certificate, picked up on SIGHUP.
+	second := writeCert(t, certFile, keyFile, 2)
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the renewed certificate", func() bool {
+		// Only the served certificate is inspected here, not trusted.
+		conn, err := tls.Dial("tcp", s.addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		certs := conn.ConnectionState().PeerCertificates
+		return len(certs) > 0 && certs[0].SerialNumber.Cmp(second.SerialNumber) == 0
+	})
+	pool2 := x509.NewCertPool()
+	pool2.AddCert(second)
+	resp, err := trusting(pool2).Get("https://" + s.addr + "/healthz")
+	if err != nil {
+		t.Fatalf("healthz with the renewed certificate: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// TestServeTLSBadCertificate: a certificate that does not load stops symbi serve at
+// start with exit 2 and a message naming the file.
+func TestServeTLSBadCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, "")
+	addServerKeys(t, cfg, fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", certFile, keyFile))
+	out, stderr, code := runCLI(t, "serve", "--config", cfg)
+	if code != 2 || !strings.Contains(stderr, "server.tls_cert") || !strings.Contains(stderr, certFile) {
+		t.Errorf("serve with a bad certificate: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+// addServerKeys adds keys to the [server] table of a configuration from writeConfig.
+func addServerKeys(t *testing.T, cfg, keys string) {
+	t.Helper()
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(data), "[server]\n", "[server]\n"+keys, 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
