@@ -6,8 +6,9 @@
 // plus a signed head checkpoint ("head.json"). Each entry carries prev_hash and
 // hash = SHA-256(prev hash || canonical bytes) and an Ed25519 signature over the hash, so an
 // edited, deleted, reordered or truncated record is detected by Verify without the writer.
-// Beyond the file trail, a Log fans events out to extra Sinks (syslog RFC 5424 is built in),
-// to live subscribers (SSE and WebSocket via Handler) and to an in-memory Recent buffer.
+// Beyond the file trail, a Log fans events out to extra Sinks (syslog RFC 5424 and batched
+// NDJSON over HTTP(S) to a collector are built in), to live subscribers (SSE and WebSocket
+// via Handler) and to an in-memory Recent buffer.
 package audit
 
 import (

@@ -36,6 +36,8 @@ type runtime struct {
 	audit   *audit.Log
 	sandbox *sandbox.Sandbox
 	http    gateway.HTTPOptions
+	// httpSink is the audit trail's HTTP collector sink, if configured (for metrics).
+	httpSink *audit.HTTPSink
 
 	tierEvents []audit.Event // tiers chosen by risk assessment, recorded once the trail is open
 	reaped     bool          // stale containers removed (once, when a container tier is used)
@@ -96,8 +98,25 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		}
 		sinks = append(sinks, sink)
 	}
+	if cfg.Audit.HTTP != "" {
+		// Ten retries with backoff (100 ms doubling, capped at 5 s) ride out about half a
+		// minute of collector outage per batch before the batch is counted as dropped.
+		sink, err := audit.NewHTTPSink(audit.HTTPSinkOptions{URL: cfg.Audit.HTTP, Headers: cfg.Audit.HTTPHeaders, MaxRetries: 10,
+			Logger: log.With("component", "audit_http")})
+		if err != nil {
+			for _, s := range sinks {
+				_ = s.Close()
+			}
+			return nil, nil, fmt.Errorf("open audit http sink: %w", err)
+		}
+		sinks = append(sinks, sink)
+		rt.httpSink = sink
+	}
 	if rt.audit, err = audit.Open(&audit.Options{Dir: auditDir, Logger: log.With("component", "audit"), Fsync: fsync,
 		RecordArguments: cfg.Audit.FullArguments, SignInterval: cfg.Audit.SignEvery, Sinks: sinks}); err != nil {
+		for _, s := range sinks { // the trail owns its sinks only once it is open
+			_ = s.Close()
+		}
 		return nil, nil, fmt.Errorf("open audit trail: %w", err)
 	}
 	rt.closers = append(rt.closers, rt.audit.Close)
@@ -171,6 +190,9 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments})
 	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
 	registerPolicyCacheMetrics(gw.Metrics().Registry, rt.policy)
+	if rt.httpSink != nil {
+		registerHTTPSinkMetrics(gw.Metrics().Registry, rt.httpSink)
+	}
 	for _, ev := range rt.tierEvents {
 		record(ev)
 	}
@@ -447,4 +469,24 @@ func auditStreamGuard(eng policy.Engine, trail *audit.Log, log *slog.Logger, nex
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// registerHTTPSinkMetrics exports the delivery counters of the audit HTTP collector sink.
+func registerHTTPSinkMetrics(reg *prometheus.Registry, sink *audit.HTTPSink) {
+	counter := func(name, help string, f func(audit.HTTPSinkStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(sink.Stats())) })
+	}
+	reg.MustRegister(
+		counter("symbi_audit_http_sent_total", "Audit records the HTTP collector accepted.",
+			func(s audit.HTTPSinkStats) uint64 { return s.Sent }),
+		counter("symbi_audit_http_dropped_total", "Audit records the HTTP collector never got (the file trail has them).",
+			func(s audit.HTTPSinkStats) uint64 { return s.Dropped }),
+		counter("symbi_audit_http_failures_total", "Batches given up on after retries or refused by the collector.",
+			func(s audit.HTTPSinkStats) uint64 { return s.Failures }),
+		counter("symbi_audit_http_retries_total", "Repeated deliveries after a 5xx, 429 or network error.",
+			func(s audit.HTTPSinkStats) uint64 { return s.Retries }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "symbi_audit_http_buffered", Help: "Audit records waiting for the HTTP collector."},
+			func() float64 { return float64(sink.Stats().Buffered) }),
+	)
 }

@@ -115,6 +115,11 @@ type Audit struct {
 	// Syslog also sends every event to a syslog collector (RFC 5424), "udp://host:514"
 	// or "tcp://host:601".
 	Syslog string `toml:"syslog"`
+	// HTTP also ships every event to an HTTP collector (a SIEM's ingest endpoint) as
+	// NDJSON batches: an https URL, or http to a loopback host. HTTPHeaders go with every
+	// request; values may be "env:NAME".
+	HTTP        string            `toml:"http"`
+	HTTPHeaders map[string]string `toml:"http_headers"`
 }
 
 // Sandbox holds defaults for upstreams that do not choose a tier.
@@ -299,6 +304,7 @@ func (c *Config) resolveEnv(lookup func(string) (string, bool)) []Problem {
 	for i := range c.Server.Tokens {
 		res(fmt.Sprintf("server.tokens[%d].token", i), &c.Server.Tokens[i].Token)
 	}
+	resMap("audit.http_headers", c.Audit.HTTPHeaders)
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		resMap(fmt.Sprintf("upstreams[%d].env", i), u.Env)
@@ -380,6 +386,17 @@ func (c *Config) validate() []Problem {
 		if u, err := url.Parse(c.Audit.Syslog); err != nil || (u.Scheme != "udp" && u.Scheme != "tcp") || u.Host == "" || u.Port() == "" {
 			add("audit.syslog", `must be "udp://host:port" or "tcp://host:port"`)
 		}
+	}
+	if c.Audit.HTTP != "" {
+		u, err := url.Parse(c.Audit.HTTP)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			add("audit.http", "must be an https:// URL (or http:// to a loopback host)")
+		case u.Scheme == "http" && !loopbackHost(u.Hostname()):
+			add("audit.http", "must use https unless the collector is on loopback: audit events would travel in clear")
+		}
+	} else if len(c.Audit.HTTPHeaders) > 0 {
+		add("audit.http_headers", "is set but audit.http is not")
 	}
 	names := map[string]int{}
 	prefixes := map[string]int{}
@@ -531,7 +548,17 @@ func (c *Config) Redacted() *Config {
 			cp.Upstreams[i].Sandbox = &sbc
 		}
 	}
+	cp.Audit.HTTPHeaders = maskValues(c.Audit.HTTPHeaders)
 	return &cp
+}
+
+// loopbackHost reports whether host (no port) is "localhost" or a loopback IP.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func maskValues(m map[string]string) map[string]string {

@@ -460,6 +460,26 @@ default_tier = "vm"
 			},
 		},
 		{
+			name: "audit http collector in clear off loopback",
+			in:   "version = 1\n[audit]\nhttp = \"http://siem.example.com/ingest\"\n",
+			want: []Problem{{"audit.http", "must use https unless the collector is on loopback: audit events would travel in clear"}},
+		},
+		{
+			name: "audit http collector not a URL",
+			in:   "version = 1\n[audit]\nhttp = \"siem:8088\"\n",
+			want: []Problem{{"audit.http", "must be an https:// URL (or http:// to a loopback host)"}},
+		},
+		{
+			name: "audit http headers without a collector",
+			in:   "version = 1\n[audit]\nhttp_headers = { Authorization = \"x\" }\n",
+			want: []Problem{{"audit.http_headers", "is set but audit.http is not"}},
+		},
+		{
+			name: "audit http header secret not set",
+			in:   "version = 1\n[audit]\nhttp = \"https://siem.example.com/ingest\"\nhttp_headers = { Authorization = \"env:SYMBI_NOT_SET_ANYWHERE\" }\n",
+			want: []Problem{{"audit.http_headers.Authorization", "environment variable SYMBI_NOT_SET_ANYWHERE is not set"}},
+		},
+		{
 			name: "tls certificate without its key",
 			in:   "version = 1\n[server]\ntls_cert = \"cert.pem\"\n",
 			want: []Problem{{"server.tls_key", "is required with server.tls_cert"}},
@@ -801,7 +821,7 @@ func TestExampleConfigCommentedExamples(t *testing.T) {
 	}
 	c, err := Parse("example-uncommented.toml", []byte(strings.Join(out, "\n")), env(map[string]string{
 		"SYMBI_TOKEN": "example-token-0123456789", "SYMBI_CI_TOKEN": "example-ci-token-0123456789",
-		"EVERYTHING_KEY": "k", "REMOTE_TOKEN": "Bearer r",
+		"EVERYTHING_KEY": "k", "REMOTE_TOKEN": "Bearer r", "SIEM_TOKEN": "Splunk s",
 	}))
 	if err != nil {
 		t.Fatalf("the example's commented-out keys do not validate: %v", err)
@@ -846,5 +866,26 @@ func TestMountsValidated(t *testing.T) {
 	_, err := Parse("t.toml", []byte("version = 1\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nsandbox = { tier = \"docker\", image = \"i\", mounts = [\"/only-one-part\", \"/a:/b:rx\"] }\n"), env(nil))
 	if err == nil {
 		t.Errorf("malformed upstreams[].sandbox.mounts entries validate; they fail only at start-up")
+	}
+}
+
+func TestAuditHTTPCollector(t *testing.T) {
+	for _, tc := range []struct{ url string }{
+		{"https://siem.example.com/services/collector"},
+		{"http://127.0.0.1:8088/ingest"},
+		{"http://localhost:8088/ingest"},
+		{"http://[::1]:8088/ingest"},
+	} {
+		c, err := Parse("t.toml", []byte(fmt.Sprintf("version = 1\n[audit]\nhttp = %q\nhttp_headers = { Authorization = \"env:SYMBI_TEST_KEY\" }\n", tc.url)), env(testEnv))
+		if err != nil {
+			t.Errorf("%s: %v", tc.url, err)
+			continue
+		}
+		if got := c.Audit.HTTPHeaders["Authorization"]; got != "key-from-env" {
+			t.Errorf("%s: header resolved to %q", tc.url, got)
+		}
+		if got := c.Redacted().Audit.HTTPHeaders["Authorization"]; got != "REDACTED" {
+			t.Errorf("%s: Redacted shows the collector's header: %q", tc.url, got)
+		}
 	}
 }
