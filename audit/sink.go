@@ -1,8 +1,8 @@
 package audit
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -118,12 +118,16 @@ func severity(ev *Event) int {
 	}
 }
 
-// FormatRFC5424 renders a record as an RFC 5424 syslog message (without framing).
+// FormatRFC5424 renders a record as an RFC 5424 syslog message (without framing). The
+// message is the record's line in the trail, byte for byte (with its hash and
+// signature), so a receiver can check the chain; a record whose fields do not match its
+// hash is refused.
 func FormatRFC5424(rec *Record, facility int, hostname, app string) ([]byte, error) {
-	msg, err := json.Marshal(rec)
+	line, err := appendRecordLine(nil, rec)
 	if err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
+		return nil, err
 	}
+	msg := bytes.TrimSuffix(line, []byte("\n"))
 	pri := facility*8 + severity(&rec.Event)
 	b := make([]byte, 0, len(msg)+256)
 	b = append(b, '<')

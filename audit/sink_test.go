@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,6 +25,7 @@ type syslogMsg struct {
 	msgID   string
 	seq     uint64
 	rec     Record
+	raw     string // MSG as received
 }
 
 func parseSyslog(t *testing.T, m string) syslogMsg {
@@ -38,6 +41,7 @@ func parseSyslog(t *testing.T, m string) syslogMsg {
 	out.pri, _ = strconv.Atoi(g[1])
 	out.appName, out.msgID = g[4], g[5]
 	out.seq, _ = strconv.ParseUint(g[6], 10, 64)
+	out.raw = g[9]
 	if err := json.Unmarshal([]byte(g[9]), &out.rec); err != nil {
 		t.Fatalf("MSG is not a record: %v", err)
 	}
@@ -122,7 +126,7 @@ func TestSyslogSink(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			l, _ := openTest(t, &Options{Sinks: []Sink{sink}})
+			l, dir := openTest(t, &Options{Sinks: []Sink{sink}})
 			ctx := context.Background()
 			l.Append(ctx, Event{Type: TypeCall, Identity: "ide", Tool: "fs__read", Decision: Allow, Outcome: OutcomeOK})
 			l.Append(ctx, Event{Type: TypeCall, Identity: "ide", Tool: "fs__write", Decision: Deny, Reason: "read only"})
@@ -147,6 +151,23 @@ func TestSyslogSink(t *testing.T) {
 			}
 			if s := l.Stats(); s.SinkErrors != 0 || s.SinkDropped != 0 {
 				t.Errorf("stats = %+v", s)
+			}
+			// Each message carries the trail's own line, so a receiver can check the chain.
+			lines := map[string]bool{}
+			files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+			for _, f := range files {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, line := range strings.Split(string(data), "\n") {
+					lines[line] = true
+				}
+			}
+			for _, m := range got {
+				if !lines[m.raw] {
+					t.Errorf("syslog MSG is not a line of the trail: %.200s", m.raw)
+				}
 			}
 		})
 	}
