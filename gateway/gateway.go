@@ -55,6 +55,11 @@ type Options struct {
 	// Tokens maps bearer tokens to identities for HTTP clients; none means HTTP is
 	// served to loopback clients only, unauthenticated.
 	Tokens map[string]string
+	// ClientCerts lets HTTP clients authenticate with a TLS client certificate that the
+	// server's TLS configuration verified (mutual TLS): the identity is the
+	// certificate's first URI SAN (a SPIFFE ID, say), or else its subject common name.
+	// A valid bearer token, when a request also carries one, names the identity instead.
+	ClientCerts bool
 	// OnUpstreamState, if set, is told when an upstream goes up or down (for audit).
 	OnUpstreamState func(upstream, state, reason string)
 	// SignBuiltin, if set, signs the definition of each of symbi's own tools with

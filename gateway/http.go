@@ -221,8 +221,26 @@ func loopbackHost(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// certBearer stands in for a bearer token on a request authenticated by its verified
+// TLS client certificate, so the SDK's token middleware carries the certificate's
+// identity like a token's. It means nothing without a verified certificate.
+const certBearer = "symbi-client-certificate"
+
+// certIdentity is the identity of a request's verified TLS client certificate: its first
+// URI SAN, or else its subject common name; "" without one.
+func certIdentity(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	if len(leaf.URIs) > 0 {
+		return leaf.URIs[0].String()
+	}
+	return leaf.Subject.CommonName
+}
+
 func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
-	if len(g.opts.Tokens) == 0 {
+	if len(g.opts.Tokens) == 0 && !g.opts.ClientCerts {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !isLoopback(r.RemoteAddr) {
 				http.Error(w, "symbi: no tokens are configured, so only loopback clients are served", http.StatusForbidden)
@@ -231,35 +249,56 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
-	verify := func(ctx context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
-		for t, id := range g.opts.Tokens {
-			if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+	verify := func(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
+		if id := g.tokenIdentity(token); id != "" {
+			return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour)}, nil
+		}
+		if token == certBearer && g.opts.ClientCerts {
+			if id := certIdentity(r); id != "" {
 				return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour)}, nil
 			}
 		}
 		return nil, auth.ErrInvalidToken
 	}
-	return auth.RequireBearerToken(verify, nil)(next)
+	bearer := auth.RequireBearerToken(verify, nil)(next)
+	if !g.opts.ClientCerts {
+		return bearer
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" && certIdentity(r) != "" {
+			r = r.Clone(r.Context())
+			r.Header.Set("Authorization", "Bearer "+certBearer)
+		}
+		bearer.ServeHTTP(w, r)
+	})
 }
 
-// trusted reports whether r comes from a client that /mcp would serve: with tokens
-// configured, one that presents a valid bearer token; without, a loopback client.
+// tokenIdentity is the identity a configured bearer token maps to, or "".
+func (g *Gateway) tokenIdentity(token string) string {
+	found := ""
+	for t, id := range g.opts.Tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+			found = id
+		}
+	}
+	return found
+}
+
+// trusted reports whether r comes from a client that /mcp would serve: one with a
+// verified client certificate (ClientCerts), with tokens configured one that presents a
+// valid bearer token, and with neither a loopback client.
 func (g *Gateway) trusted(r *http.Request) bool {
+	if g.opts.ClientCerts && certIdentity(r) != "" {
+		return true
+	}
 	if len(g.opts.Tokens) == 0 {
-		return isLoopback(r.RemoteAddr)
+		return !g.opts.ClientCerts && isLoopback(r.RemoteAddr)
 	}
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
-	token = strings.TrimSpace(token)
-	found := false
-	for t := range g.opts.Tokens {
-		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
-			found = true
-		}
-	}
-	return found
+	return g.tokenIdentity(strings.TrimSpace(token)) != ""
 }
 
 func isLoopback(remote string) bool {

@@ -152,3 +152,97 @@ func addServerKeys(t *testing.T, cfg, keys string) {
 		t.Fatal(err)
 	}
 }
+
+// writeCA writes a CA certificate to caFile and returns a function that issues leaf
+// certificates signed by it (server ones for 127.0.0.1, client ones for a common name).
+func writeCA(t *testing.T, caFile string) func(cn string, server bool) tls.Certificate {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "symbi test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serial := int64(1)
+	return func(cn string, server bool) tls.Certificate {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial++
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		if server {
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: func() *x509.Certificate { c, _ := x509.ParseCertificate(der); return c }()}
+	}
+}
+
+// writePair writes a tls.Certificate as PEM certificate and key files.
+func writePair(t *testing.T, c tls.Certificate, certFile, keyFile string) {
+	t.Helper()
+	kder, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServeMutualTLS: with server.tls_client_ca, an MCP client authenticates with its
+// certificate alone; the audit trail and the policy see the certificate's common name
+// as the identity; a client with neither certificate nor token is refused.
+func TestServeMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	issue := writeCA(t, caFile)
+	writePair(t, issue("symbi", true), certFile, keyFile)
+	cfg := writeConfig(t, "")
+	addServerKeys(t, cfg, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\n", certFile, keyFile, caFile))
+
+	roots := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(caFile)
+	roots.AppendCertsFromPEM(caPEM)
+	agent := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots,
+		Certificates: []tls.Certificate{issue("agent-7", false)}}}}
+	s := serveWith(t, agent, cfg)
+
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "https://" + s.addr + "/mcp", HTTPClient: agent}, nil)
+	callText(t, cs, "symbi__status", map[string]any{})
+	// symbi__audit_recent shows the caller's own events: the call above, under the
+	// certificate's name.
+	waitFor(t, 10*time.Second, "the call in the caller's audit events", func() bool {
+		text, isErr := callText(t, cs, "symbi__audit_recent", map[string]any{})
+		return !isErr && strings.Contains(text, "symbi__status") && strings.Contains(text, `"agent-7"`)
+	})
+
+	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	resp, err := anonymous.Post("https://"+s.addr+"/mcp", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("no certificate, no token: status %d, want 401", resp.StatusCode)
+	}
+}

@@ -75,7 +75,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 
 	if cfg.Server.TLSCert != "" {
-		_, err := loadCertificate(cfg.Server.TLSCert, cfg.Server.TLSKey)
+		_, err := loadCertificate(cfg.Server.TLSCert, cfg.Server.TLSKey, cfg.Server.TLSClientCA)
 		check("TLS certificate", err, cfg.Server.TLSCert)
 	}
 

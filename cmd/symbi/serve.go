@@ -231,7 +231,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	var cert *certificate
 	if a.cfg.Server.TLSCert != "" {
-		if cert, err = loadCertificate(a.cfg.Server.TLSCert, a.cfg.Server.TLSKey); err != nil {
+		if cert, err = loadCertificate(a.cfg.Server.TLSCert, a.cfg.Server.TLSKey, a.cfg.Server.TLSClientCA); err != nil {
 			ln.Close()
 			a.rt.close()
 			fmt.Fprintf(stderr, "symbi serve: server.tls_cert: %v\n", err)
@@ -246,7 +246,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		})
 	}
 	if !loopbackAddr(ln.Addr()) {
-		if len(a.cfg.Server.Tokens) == 0 {
+		if len(a.cfg.Server.Tokens) == 0 && a.cfg.Server.TLSClientCA == "" {
 			a.log.Warn("no tokens configured: only loopback clients will be served", "listen", ln.Addr().String())
 		}
 		if cert == nil {

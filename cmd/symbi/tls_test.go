@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -44,21 +45,21 @@ func writeTestCert(t *testing.T, certFile, keyFile string, serial int64) {
 func TestCertificateReload(t *testing.T) {
 	dir := t.TempDir()
 	cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	if _, err := loadCertificate(cf, kf); err == nil || !strings.Contains(err.Error(), cf) {
+	if _, err := loadCertificate(cf, kf, ""); err == nil || !strings.Contains(err.Error(), cf) {
 		t.Fatalf("missing files: err %v, want one naming %s", err, cf)
 	}
 	writeTestCert(t, cf, kf, 1)
-	c, err := loadCertificate(cf, kf)
+	c, err := loadCertificate(cf, kf, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial := func() int64 {
 		t.Helper()
-		got, err := c.config().GetCertificate(nil)
+		got, err := c.config().GetConfigForClient(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaf, err := x509.ParseCertificate(got.Certificate[0])
+		leaf, err := x509.ParseCertificate(got.Certificates[0].Certificate[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +84,43 @@ func TestCertificateReload(t *testing.T) {
 	if got := serial(); got != 2 {
 		t.Fatalf("after a failed reload: serial %d, want the previous 2", got)
 	}
-	if v := c.config().MinVersion; v < 0x0303 {
+	if v := c.cur.Load().MinVersion; v < 0x0303 {
 		t.Errorf("MinVersion %#x, want TLS 1.2 or newer", v)
+	}
+}
+
+// TestClientCABundle: a client CA bundle turns on verification of client certificates
+// (optional, so bearer tokens still work); a file with no certificate is an error that
+// names it.
+func TestClientCABundle(t *testing.T) {
+	dir := t.TempDir()
+	cf, kf, ca := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), filepath.Join(dir, "ca.pem")
+	writeTestCert(t, cf, kf, 1)
+	if err := os.WriteFile(ca, []byte("no certificate here"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCertificate(cf, kf, ca); err == nil || !strings.Contains(err.Error(), ca) {
+		t.Fatalf("empty CA bundle: err %v, want one naming %s", err, ca)
+	}
+	pem, err := os.ReadFile(cf) // any certificate will do as a CA for this check
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ca, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadCertificate(cf, kf, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.cur.Load(); got.ClientCAs == nil || got.ClientAuth != tls.VerifyClientCertIfGiven {
+		t.Errorf("ClientAuth %v ClientCAs %v, want optional verified client certificates", got.ClientAuth, got.ClientCAs)
+	}
+	plain, err := loadCertificate(cf, kf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plain.cur.Load(); got.ClientAuth != tls.NoClientCert {
+		t.Errorf("without a CA bundle ClientAuth = %v", got.ClientAuth)
 	}
 }

@@ -134,6 +134,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		Logger:          log,
 		MaxMessageBytes: int(cfg.Server.MaxMessageBytes),
 		Tokens:          map[string]string{},
+		ClientCerts:     cfg.Server.TLSClientCA != "",
 	}
 	for _, t := range cfg.Server.Tokens {
 		opts.Tokens[t.Token] = t.Identity

@@ -46,6 +46,10 @@ type Server struct {
 	// Listen; both or neither.
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
+	// TLSClientCA is a PEM bundle of CAs for client certificates (mutual TLS): a client
+	// that presents a certificate they verify is authenticated as its URI SAN or common
+	// name. Needs TLSCert.
+	TLSClientCA string `toml:"tls_client_ca"`
 }
 
 // Token maps a bearer token to a client identity.
@@ -352,6 +356,9 @@ func (c *Config) validate() []Problem {
 		add("server.tls_key", "is required with server.tls_cert")
 	case c.Server.TLSKey != "" && c.Server.TLSCert == "":
 		add("server.tls_cert", "is required with server.tls_key")
+	}
+	if c.Server.TLSClientCA != "" && c.Server.TLSCert == "" {
+		add("server.tls_client_ca", "needs server.tls_cert and server.tls_key (client certificates are checked in TLS)")
 	}
 	if c.Server.ShutdownTimeout.Duration < 0 {
 		add("server.shutdown_timeout", "must not be negative")

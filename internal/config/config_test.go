@@ -480,6 +480,11 @@ default_tier = "vm"
 			want: []Problem{{"audit.http_headers.Authorization", "environment variable SYMBI_NOT_SET_ANYWHERE is not set"}},
 		},
 		{
+			name: "client CA without server TLS",
+			in:   "version = 1\n[server]\ntls_client_ca = \"ca.pem\"\n",
+			want: []Problem{{"server.tls_client_ca", "needs server.tls_cert and server.tls_key (client certificates are checked in TLS)"}},
+		},
+		{
 			name: "tls certificate without its key",
 			in:   "version = 1\n[server]\ntls_cert = \"cert.pem\"\n",
 			want: []Problem{{"server.tls_key", "is required with server.tls_cert"}},
