@@ -440,12 +440,18 @@ func (l *Log) Close() error {
 		for _, r := range l.sinks {
 			close(r.ch)
 		}
+		// Sinks drain and close side by side: each has its own bound (an HTTP
+		// collector's final flush, say), and they should not add up at shutdown.
+		var closing sync.WaitGroup
 		for _, r := range l.sinks {
-			r.wg.Wait()
-			if err := r.sink.Close(); err != nil {
-				l.log.Warn("audit sink close failed", "err", err)
-			}
+			closing.Go(func() {
+				r.wg.Wait()
+				if err := r.sink.Close(); err != nil {
+					l.log.Warn("audit sink close failed", "err", err)
+				}
+			})
 		}
+		closing.Wait()
 		l.hub.close()
 		if p := l.broken.Load(); p != nil {
 			l.closeErr = *p
