@@ -203,7 +203,7 @@ func (g *Gateway) describe(r *Request) {
 // the stdio client.
 func (g *Gateway) identify(ss *mcp.ServerSession, extra *mcp.RequestExtra) (Identity, string) {
 	if extra != nil && extra.TokenInfo != nil && extra.TokenInfo.UserID != "" {
-		return Identity{ID: extra.TokenInfo.UserID, Kind: "client"}, "http"
+		return Identity{ID: extra.TokenInfo.UserID, Kind: "client", Claims: tokenClaims(extra.TokenInfo)}, "http"
 	}
 	if ss != nil {
 		if id := ss.ID(); id != "" {

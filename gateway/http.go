@@ -239,6 +239,38 @@ func certIdentity(r *http.Request) string {
 	return leaf.Subject.CommonName
 }
 
+// claimsKey holds, in an authenticated request's auth.TokenInfo.Extra, the claims that
+// policy sees as input.identity.claims.
+const claimsKey = "symbi/claims"
+
+// certClaims describes a request's verified client certificate for policy:
+// {"auth": "certificate", "subject", "issuer", "serial", "uris", "dns_names", "not_after"}.
+func certClaims(r *http.Request) map[string]any {
+	leaf := r.TLS.VerifiedChains[0][0]
+	uris := make([]any, 0, len(leaf.URIs))
+	for _, u := range leaf.URIs {
+		uris = append(uris, u.String())
+	}
+	dns := make([]any, 0, len(leaf.DNSNames))
+	for _, d := range leaf.DNSNames {
+		dns = append(dns, d)
+	}
+	return map[string]any{
+		"auth": "certificate", "subject": leaf.Subject.String(), "issuer": leaf.Issuer.String(),
+		"serial": leaf.SerialNumber.String(), "uris": uris, "dns_names": dns,
+		"not_after": leaf.NotAfter.UTC().Format(time.RFC3339),
+	}
+}
+
+// tokenClaims are the claims an authenticated request's TokenInfo carries, or nil.
+func tokenClaims(ti *auth.TokenInfo) map[string]any {
+	if ti == nil {
+		return nil
+	}
+	c, _ := ti.Extra[claimsKey].(map[string]any)
+	return c
+}
+
 func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 	if len(g.opts.Tokens) == 0 && !g.opts.ClientCerts {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -251,11 +283,13 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 	}
 	verify := func(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
 		if id := g.tokenIdentity(token); id != "" {
-			return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour)}, nil
+			return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour),
+				Extra: map[string]any{claimsKey: map[string]any{"auth": "token"}}}, nil
 		}
 		if token == certBearer && g.opts.ClientCerts {
 			if id := certIdentity(r); id != "" {
-				return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour)}, nil
+				return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour),
+					Extra: map[string]any{claimsKey: certClaims(r)}}, nil
 			}
 		}
 		return nil, auth.ErrInvalidToken
@@ -318,7 +352,7 @@ func RequestIdentity(r *http.Request) Identity { return identityOf(r) }
 // identityOf is the identity of an authenticated HTTP request.
 func identityOf(r *http.Request) Identity {
 	if ti := auth.TokenInfoFromContext(r.Context()); ti != nil && ti.UserID != "" {
-		return Identity{ID: ti.UserID, Kind: "client"}
+		return Identity{ID: ti.UserID, Kind: "client", Claims: tokenClaims(ti)}
 	}
 	return Identity{ID: "anonymous", Kind: "client"}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -169,7 +170,8 @@ func TestClientCertificateIdentity(t *testing.T) {
 	const token = "operator-token-0123456789"
 	g := New(&Options{Tokens: map[string]string{token: "ops"}, ClientCerts: true})
 	whoami := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(RequestIdentity(r).ID))
+		id := RequestIdentity(r)
+		_, _ = fmt.Fprintf(w, "%s %v %v", id.ID, id.Claims["auth"], id.Claims["issuer"])
 	})
 	srv := httptest.NewUnstartedServer(g.Handler(&HTTPOptions{Routes: map[string]http.Handler{"/whoami": whoami}}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientCAs: pki.caPool, ClientAuth: tls.VerifyClientCertIfGiven}
@@ -188,10 +190,10 @@ func TestClientCertificateIdentity(t *testing.T) {
 		wantCode int
 		wantBody string
 	}{
-		{"certificate common name", client(pki.issue("agent-7", "")), "/whoami", "", 200, "agent-7"},
+		{"certificate common name", client(pki.issue("agent-7", "")), "/whoami", "", 200, "agent-7 certificate CN=test CA"},
 		{"certificate URI SAN first", client(pki.issue("agent-8", "spiffe://example.org/agent/8")), "/whoami", "", 200, "spiffe://example.org/agent/8"},
-		{"token wins over certificate", client(pki.issue("agent-7", "")), "/whoami", "Bearer " + token, 200, "ops"},
-		{"token without certificate", client(), "/whoami", "Bearer " + token, 200, "ops"},
+		{"token wins over certificate", client(pki.issue("agent-7", "")), "/whoami", "Bearer " + token, 200, "ops token"},
+		{"token without certificate", client(), "/whoami", "Bearer " + token, 200, "ops token"},
 		{"the stand-in token alone is nothing", client(), "/whoami", "Bearer " + certBearer, http.StatusUnauthorized, ""},
 		{"neither, even on loopback", client(), "/whoami", "", http.StatusUnauthorized, ""},
 		{"certificate sees metrics", client(pki.issue("agent-7", "")), "/metrics", "", 200, "symbi_"},

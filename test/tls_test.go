@@ -217,7 +217,24 @@ func TestServeMutualTLS(t *testing.T) {
 	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	issue := writeCA(t, caFile)
 	writePair(t, issue("symbi", true), certFile, keyFile)
-	cfg := writeConfig(t, "")
+	// Tools only for clients that came with a certificate from this CA: the certificate
+	// reaches the policy as input.identity.claims.
+	pol := t.TempDir()
+	rego := `package symbi.authz
+
+default decision := {"allow": false, "reason": "tools need a client certificate"}
+
+decision := {"allow": true} if not input.tool
+
+decision := {"allow": true} if {
+	input.identity.claims.auth == "certificate"
+	input.identity.claims.issuer == "CN=symbi test CA"
+}
+`
+	if err := os.WriteFile(filepath.Join(pol, "authz.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, fmt.Sprintf("[policy]\ndir = %q\n", pol))
 	addServerKeys(t, cfg, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\n", certFile, keyFile, caFile))
 
 	roots := x509.NewCertPool()
@@ -228,7 +245,9 @@ func TestServeMutualTLS(t *testing.T) {
 	s := serveWith(t, agent, cfg)
 
 	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "https://" + s.addr + "/mcp", HTTPClient: agent}, nil)
-	callText(t, cs, "symbi__status", map[string]any{})
+	if text, isErr := callText(t, cs, "symbi__status", map[string]any{}); isErr {
+		t.Fatalf("symbi__status with a client certificate: %s", text)
+	}
 	// symbi__audit_recent shows the caller's own events: the call above, under the
 	// certificate's name.
 	waitFor(t, 10*time.Second, "the call in the caller's audit events", func() bool {
