@@ -327,18 +327,33 @@ func (p *containerProcess) wait(res client.ContainerWaitResult) {
 	case err := <-res.Error:
 		st.Err = fmt.Errorf("wait for container: %w", err)
 	}
-	// The wait result does not say why; the container's state does.
-	ictx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	ins, err := p.d.cli.ContainerInspect(ictx, p.id, client.ContainerInspectOptions{})
-	cancel()
-	if err == nil && ins.Container.State != nil {
-		st.OOMKilled = ins.Container.State.OOMKilled
-		if st.Err != nil && !ins.Container.State.Running {
-			st.Code, st.Err = ins.Container.State.ExitCode, nil
+	// The wait result does not say why; the container's state does. The engine learns
+	// of an OOM kill from a separate event that can land just after the exit (seen with
+	// gVisor under load), so a SIGKILL exit (137) is looked at again for a moment before
+	// it is taken as anything but an OOM kill.
+	for attempt := 0; ; attempt++ {
+		ictx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ins, err := p.d.cli.ContainerInspect(ictx, p.id, client.ContainerInspectOptions{})
+		cancel()
+		if err == nil && ins.Container.State != nil {
+			st.OOMKilled = ins.Container.State.OOMKilled
+			if st.Err != nil && !ins.Container.State.Running {
+				st.Code, st.Err = ins.Container.State.ExitCode, nil
+			}
 		}
+		if err != nil || st.OOMKilled || st.Code != 137 || attempt == oomSettleAttempts {
+			break
+		}
+		time.Sleep(oomSettleDelay)
 	}
 	p.finish(st, p.log, "container")
 }
+
+// How long a SIGKILL exit is re-inspected for the engine's late OOM flag.
+const (
+	oomSettleAttempts = 10
+	oomSettleDelay    = 100 * time.Millisecond
+)
 
 func (p *containerProcess) Stdin() io.WriteCloser { return p.stdin }
 func (p *containerProcess) Stdout() io.ReadCloser { return p.stdout }
