@@ -162,12 +162,6 @@ func (d *dockerRunner) containerConfig(spec Spec) (*container.Config, *container
 	}
 	if spec.Tier == TierGVisor {
 		hc.Runtime = d.opts.GVisorRuntime
-		// Inside gVisor the upstream's processes are tasks of the sandbox's own kernel,
-		// not host threads, so the host pids limit alone is only reached once the sentry
-		// cannot make threads any more, and that kills the whole sandbox. gVisor counts
-		// RLIMIT_NPROC per user in its own kernel: a fork bomb gets EAGAIN at spec.Pids
-		// instead. (It binds a non-root user only, which is the default.)
-		hc.Ulimits = []*container.Ulimit{{Name: "nproc", Soft: spec.Pids, Hard: spec.Pids}}
 	}
 	for _, m := range spec.Mounts {
 		if err := ValidateMount(m); err != nil {
