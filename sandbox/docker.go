@@ -395,7 +395,7 @@ func (p *containerProcess) Stop(ctx context.Context) error {
 		err := p.terminate(ctx)
 		rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		if _, rerr := p.d.cli.ContainerRemove(rctx, p.id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); rerr != nil && !isNotFound(rerr) {
+		if _, rerr := p.d.cli.ContainerRemove(rctx, p.id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); rerr != nil && !goneOrGoing(rerr) {
 			err = errors.Join(err, fmt.Errorf("remove container %s: %w", shortID(p.id), rerr))
 		}
 		p.wcancel()
@@ -409,6 +409,12 @@ func (p *containerProcess) Stop(ctx context.Context) error {
 
 func isNotFound(err error) bool {
 	return err != nil && strings.Contains(strings.ToLower(err.Error()), "no such container")
+}
+
+// goneOrGoing reports whether a container removal failed only because the container is
+// already gone or another caller (its own symbi, or a reaper) is removing it.
+func goneOrGoing(err error) bool {
+	return isNotFound(err) || (err != nil && strings.Contains(strings.ToLower(err.Error()), "already in progress"))
 }
 
 // Stats takes one sample from the container stats API.
@@ -471,7 +477,7 @@ func (d *dockerRunner) reap(ctx context.Context, own bool) (int, error) {
 		if !own && !d.stale(c.Labels) {
 			continue
 		}
-		if _, err := d.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
+		if _, err := d.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !goneOrGoing(err) {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", shortID(c.ID), err))
 			continue
 		}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -149,6 +150,23 @@ func TestContainerName(t *testing.T) {
 	for _, r := range n {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_.-", r)) {
 			t.Errorf("containerName %q has %q", n, r)
+		}
+	}
+}
+
+func TestGoneOrGoing(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.New("Error response from daemon: No such container: 4b8789237c08"), true},
+		{errors.New("Error response from daemon: removal of container 4b87 is already in progress"), true},
+		{errors.New("Error response from daemon: cannot remove a running container"), false},
+		{errors.New("dial unix /var/run/docker.sock: connect: connection refused"), false},
+	} {
+		if got := goneOrGoing(tc.err); got != tc.want {
+			t.Errorf("goneOrGoing(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
