@@ -343,9 +343,10 @@ func (p *containerProcess) wait(res client.ContainerWaitResult) {
 	p.finish(st, p.log, "container")
 }
 
-// How long a SIGKILL exit is re-inspected for the engine's late OOM flag.
+// How long a SIGKILL exit is re-inspected for the engine's late OOM flag (up to 3 s; only
+// a container killed by SIGKILL pays it).
 const (
-	oomSettleAttempts = 10
+	oomSettleAttempts = 30
 	oomSettleDelay    = 100 * time.Millisecond
 )
 
