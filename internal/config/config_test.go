@@ -48,6 +48,9 @@ func TestParseFullFile(t *testing.T) {
 			DataDir:         "/var/lib/symbi",
 			MaxMessageBytes: 1 << 20,
 			ShutdownTimeout: dur(30 * time.Second),
+			TLSCert:         "/etc/symbi/cert.pem",
+			TLSKey:          "/etc/symbi/key.pem",
+			TLSClientCA:     "/etc/symbi/clients-ca.pem",
 			Tokens: []Token{
 				{Token: "token-from-env-0123456789", Identity: "ide"},
 				{Token: "literal-token-0123456789", Identity: "ci"},
@@ -89,8 +92,10 @@ func TestParseFullFile(t *testing.T) {
 				SchemaPin: &SchemaPin{Mode: "tofu"},
 			},
 		},
-		Policy:  Policy{Dir: "./policies"},
-		Audit:   Audit{Dir: "/var/log/symbi", Fsync: "every", FullArguments: true},
+		Policy: Policy{Dir: "./policies"},
+		Audit: Audit{Dir: "/var/log/symbi", Fsync: "every", FullArguments: true, SignEvery: 16,
+			Syslog: "tcp://127.0.0.1:601", HTTP: "https://siem.example.com/services/collector/raw",
+			HTTPHeaders: map[string]string{"Authorization": "key-from-env"}},
 		Sandbox: Sandbox{DefaultTier: "docker"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
