@@ -1,23 +1,16 @@
 package gateway
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/symbi-dev/symbi/internal/testpki"
 )
 
 // TestOperatorEndpointsExposure: /healthz is open; /metrics and the detail of /readyz go
@@ -105,68 +98,13 @@ func TestOperatorEndpointsNoTokens(t *testing.T) {
 	}
 }
 
-// testPKI is a CA, a server certificate for 127.0.0.1 and client certificates it signed.
-type testPKI struct {
-	caPool *x509.CertPool
-	server tls.Certificate
-	issue  func(cn string, uri string) tls.Certificate
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	serial := int64(2)
-	leaf := func(tmpl *x509.Certificate) tls.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	}
-	p := &testPKI{caPool: pool}
-	p.server = leaf(&x509.Certificate{Subject: pkix.Name{CommonName: "symbi"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	p.issue = func(cn, uri string) tls.Certificate {
-		tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-		if uri != "" {
-			u, err := url.Parse(uri)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tmpl.URIs = []*url.URL{u}
-		}
-		return leaf(tmpl)
-	}
-	return p
-}
-
 // TestClientCertificateIdentity: with ClientCerts, a verified client certificate
 // authenticates a request as its URI SAN or common name; a bearer token still names its
 // own identity; no certificate and no token is refused, loopback or not; a certificate
 // from another CA does not get past the handshake.
 func TestClientCertificateIdentity(t *testing.T) {
-	pki := newTestPKI(t)
+	ca := testpki.NewCA(t, "test CA")
+	issue := func(cn, uri string) tls.Certificate { return ca.Issue(t, testpki.Leaf{CommonName: cn, URI: uri}) }
 	const token = "operator-token-0123456789"
 	g := New(&Options{Tokens: map[string]string{token: "ops"}, ClientCerts: true})
 	whoami := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -174,13 +112,14 @@ func TestClientCertificateIdentity(t *testing.T) {
 		_, _ = fmt.Fprintf(w, "%s %v %v", id.ID, id.Claims["auth"], id.Claims["issuer"])
 	})
 	srv := httptest.NewUnstartedServer(g.Handler(&HTTPOptions{Routes: map[string]http.Handler{"/whoami": whoami}}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientCAs: pki.caPool, ClientAuth: tls.VerifyClientCertIfGiven}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, testpki.Leaf{CommonName: "symbi", Server: true})},
+		ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
 	srv.StartTLS()
 	defer srv.Close()
 
-	other := newTestPKI(t) // a CA the server does not trust
+	other := testpki.NewCA(t, "other CA") // a CA the server does not trust
 	client := func(certs ...tls.Certificate) *http.Client {
-		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.caPool, Certificates: certs}}}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: certs}}}
 	}
 	for _, tc := range []struct {
 		name     string
@@ -190,14 +129,14 @@ func TestClientCertificateIdentity(t *testing.T) {
 		wantCode int
 		wantBody string
 	}{
-		{"certificate common name", client(pki.issue("agent-7", "")), "/whoami", "", 200, "agent-7 certificate CN=test CA"},
-		{"certificate URI SAN first", client(pki.issue("agent-8", "spiffe://example.org/agent/8")), "/whoami", "", 200, "spiffe://example.org/agent/8"},
-		{"token wins over certificate", client(pki.issue("agent-7", "")), "/whoami", "Bearer " + token, 200, "ops token"},
+		{"certificate common name", client(issue("agent-7", "")), "/whoami", "", 200, "agent-7 certificate CN=test CA"},
+		{"certificate URI SAN first", client(issue("agent-8", "spiffe://example.org/agent/8")), "/whoami", "", 200, "spiffe://example.org/agent/8"},
+		{"token wins over certificate", client(issue("agent-7", "")), "/whoami", "Bearer " + token, 200, "ops token"},
 		{"token without certificate", client(), "/whoami", "Bearer " + token, 200, "ops token"},
 		{"the stand-in token alone is nothing", client(), "/whoami", "Bearer " + certBearer, http.StatusUnauthorized, ""},
 		{"neither, even on loopback", client(), "/whoami", "", http.StatusUnauthorized, ""},
-		{"certificate sees metrics", client(pki.issue("agent-7", "")), "/metrics", "", 200, "symbi_"},
-		{"certificate sees readyz detail", client(pki.issue("agent-7", "")), "/readyz", "", 200, `"upstreams"`},
+		{"certificate sees metrics", client(issue("agent-7", "")), "/metrics", "", 200, "symbi_"},
+		{"certificate sees readyz detail", client(issue("agent-7", "")), "/readyz", "", 200, `"upstreams"`},
 		{"no certificate: bare readyz", client(), "/readyz", "", 200, `{"ready":true}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,7 +155,20 @@ func TestClientCertificateIdentity(t *testing.T) {
 			}
 		})
 	}
-	if _, err := client(other.issue("mallory", "")).Get(srv.URL + "/whoami"); err == nil {
-		t.Error("a certificate from an untrusted CA got through the handshake")
+	// A certificate from a CA the server does not trust authenticates nobody: either the
+	// client does not offer it (it matches none of the server's acceptable CAs) or the
+	// handshake fails.
+	if resp, err := client(other.Issue(t, testpki.Leaf{CommonName: "mallory"})).Get(srv.URL + "/whoami"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a certificate from an untrusted CA: status %d %q, want 401 or a failed handshake", resp.StatusCode, body)
+		}
+	}
+	// The same, with an untrusted CA named like the trusted one: now the client offers
+	// its certificate, and the server's verification must refuse it.
+	impostor := testpki.NewCA(t, "test CA")
+	if _, err := client(impostor.Issue(t, testpki.Leaf{CommonName: "mallory"})).Get(srv.URL + "/whoami"); err == nil {
+		t.Error("a certificate from an impostor CA with the trusted CA's name got through the handshake")
 	}
 }

@@ -1,16 +1,9 @@
 package test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,45 +13,9 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-)
 
-// writeCert writes a self-signed certificate for 127.0.0.1 (serial number serial) and its
-// key as PEM files, and returns the certificate.
-func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "symbi test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
+	"github.com/symbi-dev/symbi/internal/testpki"
+)
 
 // TestServeTLS: with server.tls_cert and tls_key, symbi serve speaks HTTPS: an MCP client
 // that trusts the certificate calls tools over it, plain HTTP is refused, and SIGHUP
@@ -66,7 +23,9 @@ func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certi
 func TestServeTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	first := writeCert(t, certFile, keyFile, 1)
+	firstPair := testpki.SelfSigned(t, testpki.Leaf{CommonName: "symbi test", Server: true})
+	testpki.WritePair(t, firstPair, certFile, keyFile)
+	first := firstPair.Leaf
 	t.Setenv("SYMBI_TEST_TOKEN", "tls-token-0123456789abcd")
 	cfg := writeConfig(t, "[[server.tokens]]\ntoken = \"env:SYMBI_TEST_TOKEN\"\nidentity = \"ide\"\n")
 	addServerKeys(t, cfg, fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", certFile, keyFile))
@@ -98,7 +57,9 @@ func TestServeTLS(t *testing.T) {
 	}
 
 	// A renewed certificate, picked up on SIGHUP.
-	second := writeCert(t, certFile, keyFile, 2)
+	secondPair := testpki.SelfSigned(t, testpki.Leaf{CommonName: "symbi test", Server: true})
+	testpki.WritePair(t, secondPair, certFile, keyFile)
+	second := secondPair.Leaf
 	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -153,70 +114,15 @@ func addServerKeys(t *testing.T, cfg, keys string) {
 	}
 }
 
-// writeCA writes a CA certificate to caFile and returns a function that issues leaf
-// certificates signed by it (server ones for 127.0.0.1, client ones for a common name).
-func writeCA(t *testing.T, caFile string) func(cn string, server bool) tls.Certificate {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "symbi test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	serial := int64(1)
-	return func(cn string, server bool) tls.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		serial++
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-		if server {
-			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: func() *x509.Certificate { c, _ := x509.ParseCertificate(der); return c }()}
-	}
-}
-
-// writePair writes a tls.Certificate as PEM certificate and key files.
-func writePair(t *testing.T, c tls.Certificate, certFile, keyFile string) {
-	t.Helper()
-	kder, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestServeMutualTLS: with server.tls_client_ca, an MCP client authenticates with its
 // certificate alone; the audit trail and the policy see the certificate's common name
 // as the identity; a client with neither certificate nor token is refused.
 func TestServeMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	issue := writeCA(t, caFile)
-	writePair(t, issue("symbi", true), certFile, keyFile)
+	ca := testpki.NewCA(t, "symbi test CA")
+	ca.WritePEM(t, caFile)
+	testpki.WritePair(t, ca.Issue(t, testpki.Leaf{CommonName: "symbi", Server: true}), certFile, keyFile)
 	// Tools only for clients that came with a certificate from this CA: the certificate
 	// reaches the policy as input.identity.claims.
 	pol := t.TempDir()
@@ -237,11 +143,9 @@ decision := {"allow": true} if {
 	cfg := writeConfig(t, fmt.Sprintf("[policy]\ndir = %q\n", pol))
 	addServerKeys(t, cfg, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\n", certFile, keyFile, caFile))
 
-	roots := x509.NewCertPool()
-	caPEM, _ := os.ReadFile(caFile)
-	roots.AppendCertsFromPEM(caPEM)
+	roots := ca.Pool()
 	agent := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots,
-		Certificates: []tls.Certificate{issue("agent-7", false)}}}}
+		Certificates: []tls.Certificate{ca.Issue(t, testpki.Leaf{CommonName: "agent-7"})}}}}
 	s := serveWith(t, agent, cfg)
 
 	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "https://" + s.addr + "/mcp", HTTPClient: agent}, nil)

@@ -1,43 +1,22 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/symbi-dev/symbi/internal/testpki"
 )
 
-func writeTestCert(t *testing.T, certFile, keyFile string, serial int64) {
+// writeTestCert writes a fresh self-signed pair and returns its serial number.
+func writeTestCert(t *testing.T, certFile, keyFile string) int64 {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "t"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c := testpki.SelfSigned(t, testpki.Leaf{CommonName: "t", Server: true})
+	testpki.WritePair(t, c, certFile, keyFile)
+	return c.Leaf.SerialNumber.Int64()
 }
 
 // TestCertificateReload: a reload picks up new files; a broken renewal keeps the
@@ -48,7 +27,7 @@ func TestCertificateReload(t *testing.T) {
 	if _, err := loadCertificate(cf, kf, ""); err == nil || !strings.Contains(err.Error(), cf) {
 		t.Fatalf("missing files: err %v, want one naming %s", err, cf)
 	}
-	writeTestCert(t, cf, kf, 1)
+	first := writeTestCert(t, cf, kf)
 	c, err := loadCertificate(cf, kf, "")
 	if err != nil {
 		t.Fatal(err)
@@ -65,15 +44,15 @@ func TestCertificateReload(t *testing.T) {
 		}
 		return leaf.SerialNumber.Int64()
 	}
-	if got := serial(); got != 1 {
-		t.Fatalf("serial %d, want 1", got)
+	if got := serial(); got != first {
+		t.Fatalf("serial %d, want %d", got, first)
 	}
-	writeTestCert(t, cf, kf, 2)
+	second := writeTestCert(t, cf, kf)
 	if err := c.reload(); err != nil {
 		t.Fatal(err)
 	}
-	if got := serial(); got != 2 {
-		t.Fatalf("after reload: serial %d, want 2", got)
+	if got := serial(); got != second {
+		t.Fatalf("after reload: serial %d, want %d", got, second)
 	}
 	if err := os.WriteFile(kf, []byte("truncated"), 0o600); err != nil {
 		t.Fatal(err)
@@ -81,10 +60,10 @@ func TestCertificateReload(t *testing.T) {
 	if err := c.reload(); err == nil {
 		t.Fatal("a broken key reloaded")
 	}
-	if got := serial(); got != 2 {
-		t.Fatalf("after a failed reload: serial %d, want the previous 2", got)
+	if got := serial(); got != second {
+		t.Fatalf("after a failed reload: serial %d, want the previous %d", got, second)
 	}
-	if v := c.cur.Load().MinVersion; v < 0x0303 {
+	if v := c.cur.Load().MinVersion; v < tls.VersionTLS12 {
 		t.Errorf("MinVersion %#x, want TLS 1.2 or newer", v)
 	}
 }
@@ -95,20 +74,14 @@ func TestCertificateReload(t *testing.T) {
 func TestClientCABundle(t *testing.T) {
 	dir := t.TempDir()
 	cf, kf, ca := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), filepath.Join(dir, "ca.pem")
-	writeTestCert(t, cf, kf, 1)
+	writeTestCert(t, cf, kf)
 	if err := os.WriteFile(ca, []byte("no certificate here"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := loadCertificate(cf, kf, ca); err == nil || !strings.Contains(err.Error(), ca) {
 		t.Fatalf("empty CA bundle: err %v, want one naming %s", err, ca)
 	}
-	pem, err := os.ReadFile(cf) // any certificate will do as a CA for this check
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(ca, pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testpki.NewCA(t, "clients").WritePEM(t, ca)
 	c, err := loadCertificate(cf, kf, ca)
 	if err != nil {
 		t.Fatal(err)
