@@ -42,31 +42,9 @@ type Source struct {
 func LoadDir(dir string) (*Source, error) {
 	src := &Source{Bundle: Bundle{Data: map[string]any{}}}
 	h := sha256.New()
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if path != dir && strings.HasPrefix(name, ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		isRego, isJSON := strings.HasSuffix(name, ".rego"), strings.HasSuffix(name, ".json")
-		if !isRego && !isJSON {
-			return nil
-		}
-		info, err := os.Stat(path) // follows symbolic links
-		if err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
+	err := walkPolicyFiles(dir, func(path string, info fs.FileInfo) error {
+		name := info.Name()
+		isRego := strings.HasSuffix(name, ".rego")
 		if info.Size() > maxFileSize {
 			return fmt.Errorf("read %s: larger than %d bytes", path, maxFileSize)
 		}
@@ -100,6 +78,36 @@ func LoadDir(dir string) (*Source, error) {
 	sort.Strings(src.Files)
 	src.Revision = hex.EncodeToString(h.Sum(nil))[:16]
 	return src, nil
+}
+
+// walkPolicyFiles calls fn for every policy file below dir: regular *.rego and *.json
+// files, symbolic links followed, skipping files and directories whose name starts with
+// ".". LoadDir reads this set and the Watcher's change detection stamps it, so both
+// always agree on what the policy is made of.
+func walkPolicyFiles(dir string, fn func(path string, info fs.FileInfo) error) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if path != dir && strings.HasPrefix(name, ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || !(strings.HasSuffix(name, ".rego") || strings.HasSuffix(name, ".json")) {
+			return nil
+		}
+		info, err := os.Stat(path) // follows symbolic links
+		if err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		return fn(path, info)
+	})
 }
 
 // mountData decodes a JSON data file and places it at its path under root.

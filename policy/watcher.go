@@ -8,9 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,24 +196,7 @@ func (w *Watcher) poll(ctx context.Context) {
 // a stamp naming the error, so a persistent error is reported once, not once per poll.
 func dirStamp(dir string) string {
 	h := sha256.New()
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if path != dir && strings.HasPrefix(name, ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() || !(strings.HasSuffix(name, ".rego") || strings.HasSuffix(name, ".json")) {
-			return nil
-		}
-		info, err := os.Stat(path)
-		if err != nil {
-			return err
-		}
+	err := walkPolicyFiles(dir, func(path string, info fs.FileInfo) error {
 		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", path, info.Size(), info.ModTime().UnixNano())
 		return nil
 	})
