@@ -37,7 +37,7 @@ type HTTPSinkOptions struct {
 	Client        *http.Client      // nil: a client with a 10s timeout
 	BatchSize     int               // records per request; 0 means 100
 	FlushInterval time.Duration     // how long records wait for a full batch; 0 means 1s
-	MaxRetries    int               // retries of a failed batch; 0 means 3, negative none
+	MaxRetries    int               // retries of a failed batch; 0 means 10 (~30 s of backoff), negative none
 	MaxBuffer     int               // records held while the collector lags; 0 means 10,000
 	Logger        *slog.Logger      // nil: discard
 }
@@ -118,7 +118,9 @@ func NewHTTPSink(opts HTTPSinkOptions) (*HTTPSink, error) {
 	}
 	switch {
 	case o.MaxRetries == 0:
-		o.MaxRetries = 3
+		// Backoff doubles from 100 ms to a 5 s cap: ten retries ride out about half a
+		// minute of collector outage before a batch is given up.
+		o.MaxRetries = 10
 	case o.MaxRetries < 0:
 		o.MaxRetries = 0
 	}

@@ -529,7 +529,7 @@ func TestHTTPSinkCloseWithDeadCollector(t *testing.T) {
 			defer cancel()
 			return s.CloseContext(ctx)
 		}, HTTPSinkStats{Dropped: 30, Failures: 3}, context.DeadlineExceeded},
-		// Each batch fails fast and gives up after 3 retries; Close's own 5s bound
+		// Each batch fails fast and gives up after its 3 retries; Close's own 5s bound
 		// is not needed but must not be exceeded.
 		{"refused, Close", gone.URL, nil, (*HTTPSink).Close, HTTPSinkStats{Dropped: 30, Failures: 1, Retries: 3}, nil},
 	} {
@@ -538,7 +538,7 @@ func TestHTTPSinkCloseWithDeadCollector(t *testing.T) {
 			if tc.cause == nil {
 				batch = 30
 			}
-			s := newTestHTTPSink(t, HTTPSinkOptions{URL: tc.url, Client: tc.client, BatchSize: batch, FlushInterval: time.Hour})
+			s := newTestHTTPSink(t, HTTPSinkOptions{URL: tc.url, Client: tc.client, BatchSize: batch, FlushInterval: time.Hour, MaxRetries: 3})
 			writeAll(t, s, recs)
 			errc := make(chan error, 1)
 			go func() { errc <- tc.close(s) }()
@@ -650,5 +650,19 @@ func TestHTTPSinkWithLog(t *testing.T) {
 	}
 	if st := l.Stats(); st.SinkErrors != 0 || st.SinkDropped != 0 {
 		t.Errorf("log Stats = %+v", st)
+	}
+}
+
+// TestHTTPSinkDefaults: zero options mean batches of 100 every second, ten retries
+// (about half a minute of outage per batch) and a 10,000-record buffer.
+func TestHTTPSinkDefaults(t *testing.T) {
+	s, err := NewHTTPSink(HTTPSinkOptions{URL: "https://siem.example.com/ingest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CloseContext(context.Background())
+	got := []any{s.o.BatchSize, s.o.FlushInterval, s.o.MaxRetries, s.o.MaxBuffer}
+	if diff := cmp.Diff([]any{100, time.Second, 10, 10000}, got); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 }

@@ -99,9 +99,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		sinks = append(sinks, sink)
 	}
 	if cfg.Audit.HTTP != "" {
-		// Ten retries with backoff (100 ms doubling, capped at 5 s) ride out about half a
-		// minute of collector outage per batch before the batch is counted as dropped.
-		sink, err := audit.NewHTTPSink(audit.HTTPSinkOptions{URL: cfg.Audit.HTTP, Headers: cfg.Audit.HTTPHeaders, MaxRetries: 10,
+		sink, err := audit.NewHTTPSink(audit.HTTPSinkOptions{URL: cfg.Audit.HTTP, Headers: cfg.Audit.HTTPHeaders,
 			Logger: log.With("component", "audit_http")})
 		if err != nil {
 			for _, s := range sinks {
