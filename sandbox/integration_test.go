@@ -170,6 +170,20 @@ func probeSpec(tier Tier) Spec {
 	return Spec{Name: "probe", Tier: tier, Image: probeImage, Memory: "64m", Pids: 64}
 }
 
+// startProbe starts spec and connects an MCP client to it; both are closed when the
+// test ends.
+func startProbe(ctx context.Context, t *testing.T, sb *Sandbox, spec Spec) (Process, *mcp.ClientSession) {
+	t.Helper()
+	p, err := sb.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(context.Background()) })
+	cs := connect(ctx, t, p)
+	t.Cleanup(func() { cs.Close() })
+	return p, cs
+}
+
 // connect runs the MCP handshake over the process's stdio.
 func connect(ctx context.Context, tb testing.TB, p Process) *mcp.ClientSession {
 	tb.Helper()
@@ -337,17 +351,11 @@ func TestIntegrationMemoryHogIsOOMKilled(t *testing.T) {
 		t.Run(string(tier), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			p, err := sb.Start(ctx, probeSpec(tier))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Stop(context.Background())
-			cs := connect(ctx, t, p)
-			defer cs.Close()
+			p, cs := startProbe(ctx, t, sb, probeSpec(tier))
 			var out struct {
 				AllocatedMiB int `json:"allocated_mib"`
 			}
-			err = callJSON(ctx, t, cs, "hog", map[string]any{"max_mib": 1024}, &out)
+			err := callJSON(ctx, t, cs, "hog", map[string]any{"max_mib": 1024}, &out)
 			if err == nil {
 				t.Fatalf("hog survived with %d MiB under a 64 MiB limit", out.AllocatedMiB)
 			}
@@ -369,18 +377,12 @@ func TestIntegrationForkBombHitsPidsLimit(t *testing.T) {
 			spec := probeSpec(tier)
 			spec.Pids = 32
 			spec.Memory = "512m"
-			p, err := sb.Start(ctx, spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Stop(context.Background())
-			cs := connect(ctx, t, p)
-			defer cs.Close()
+			p, cs := startProbe(ctx, t, sb, spec)
 			var out struct {
 				Started int    `json:"started"`
 				Error   string `json:"error"`
 			}
-			err = callJSON(ctx, t, cs, "forkbomb", map[string]any{"max": 500}, &out)
+			err := callJSON(ctx, t, cs, "forkbomb", map[string]any{"max": 500}, &out)
 			t.Logf("%s: forkbomb %+v, err %v", tier, out, err)
 			switch {
 			case err == nil:
