@@ -1,0 +1,89 @@
+package agents
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// BenchmarkDecision measures one scheduling decision (choose the next task and its
+// partition, fairly across owners and by priority) with 10,000 tasks queued across 1,000
+// owners and four priorities, on a pool of four partitions. It reports p50 and p99.
+//
+//	go test -run '^$' -bench Decision -benchtime 100000x ./agents/
+func BenchmarkDecision(b *testing.B) {
+	for _, pl := range []Placement{FirstFit, BestFit} {
+		b.Run(map[Placement]string{FirstFit: "first_fit", BestFit: "best_fit"}[pl], func(b *testing.B) {
+			s := NewScheduler(&Options{MaxRunning: 1, MaxQueued: 20000, Placement: pl,
+				Pool: []Resources{{MemoryBytes: 8 << 30, MilliCPU: 8000}, {MemoryBytes: 4 << 30, MilliCPU: 4000}, {MemoryBytes: 16 << 30}, {MemoryBytes: 2 << 30}}})
+			defer s.Close(context.Background())
+			g := newGate()
+			if _, err := s.Submit(Spec{Owner: "hold", Priority: PriorityCritical, Run: g.run}); err != nil {
+				b.Fatal(err)
+			}
+			<-g.started
+			noop := func(context.Context) (any, error) { return nil, nil }
+			for i := range 10000 {
+				_, err := s.Submit(Spec{Owner: fmt.Sprintf("agent:%d", i%1000), Priority: Priority(i % 4),
+					Demand: Resources{MemoryBytes: int64(i%7+1) << 26, MilliCPU: int64(i%3) * 250}, Run: noop})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				s.mu.Lock()
+				start := time.Now()
+				t, n := s.pick()
+				d := time.Since(start)
+				if t == nil || n < 0 {
+					s.mu.Unlock()
+					b.Fatal("no decision")
+				}
+				s.enqueue(t) // back at the tail of its owner's queue: the queue stays at 10,000
+				s.mu.Unlock()
+				lat = append(lat, d)
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+			close(g.release)
+		})
+	}
+}
+
+// BenchmarkSubmit measures Submit (id, queueing, the decision attempt) with 10,000 tasks
+// queued.
+func BenchmarkSubmit(b *testing.B) {
+	s := NewScheduler(&Options{MaxRunning: 1, MaxQueued: 1 << 30})
+	defer s.Close(context.Background())
+	g := newGate()
+	if _, err := s.Submit(Spec{Owner: "hold", Run: g.run}); err != nil {
+		b.Fatal(err)
+	}
+	<-g.started
+	noop := func(context.Context) (any, error) { return nil, nil }
+	for i := range 10000 {
+		if _, err := s.Submit(Spec{Owner: fmt.Sprintf("agent:%d", i%1000), Run: noop}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		if _, err := s.Submit(Spec{Owner: fmt.Sprintf("agent:%d", i%1000), Priority: Priority(i % 4), Run: noop}); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+	close(g.release)
+}
