@@ -32,6 +32,9 @@ type Config struct {
 	Policy    Policy     `toml:"policy"`
 	Audit     Audit      `toml:"audit"`
 	Sandbox   Sandbox    `toml:"sandbox"`
+	Scheduler Scheduler  `toml:"scheduler"`
+	Agents    []Agent    `toml:"agents"`
+	AgentsDir string     `toml:"agents_dir"` // *.toml files of [[agents]], hot-reloaded
 }
 
 // Server configures the listeners and the state directory.
@@ -507,6 +510,7 @@ func (c *Config) validate() []Problem {
 			}
 		}
 	}
+	probs = append(probs, c.validateAgents()...)
 	return probs
 }
 
