@@ -152,6 +152,9 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		r := &Request{Method: method, Raw: req}
 		r.Session = ss
 		r.Identity, r.Transport = g.identify(r.Session, req.GetExtra())
+		if id, ok := internalIdentity(ctx); ok && g.internalSession(ss) {
+			r.Identity, r.Transport = id, InternalTransport // Gateway.CallTool
+		}
 		g.describe(r)
 		final := func(ctx context.Context, r *Request) (mcp.Result, error) {
 			if p, ok := req.GetParams().(*mcp.CallToolParamsRaw); ok {
@@ -202,6 +205,9 @@ func (g *Gateway) describe(r *Request) {
 // a WebSocket session, "anonymous" for unauthenticated loopback HTTP, and "local" for
 // the stdio client.
 func (g *Gateway) identify(ss *mcp.ServerSession, extra *mcp.RequestExtra) (Identity, string) {
+	if g.internalSession(ss) {
+		return Identity{ID: "symbi", Kind: "internal"}, InternalTransport
+	}
 	if extra != nil && extra.TokenInfo != nil && extra.TokenInfo.UserID != "" {
 		return Identity{ID: extra.TokenInfo.UserID, Kind: "client", Claims: tokenClaims(extra.TokenInfo)}, "http"
 	}

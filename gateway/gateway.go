@@ -161,6 +161,7 @@ type Gateway struct {
 	wg        sync.WaitGroup
 	// modernSeen is set by the first request from a 2026-07-28 client.
 	modernSeen atomic.Bool
+	internal   internalCalls // CallTool's session (internal_call.go)
 }
 
 type route struct {
@@ -403,6 +404,7 @@ func (g *Gateway) WaitReady(ctx context.Context) {
 // Close stops every upstream; it is idempotent.
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
+		g.closeInternal()
 		if g.cancel != nil {
 			g.cancel()
 		}
@@ -413,8 +415,10 @@ func (g *Gateway) Close() error {
 
 func (g *Gateway) sessionCount() int {
 	n := 0
-	for range g.server.Sessions() {
-		n++
+	for ss := range g.server.Sessions() {
+		if !g.internalSession(ss) {
+			n++
+		}
 	}
 	return n
 }
