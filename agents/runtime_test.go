@@ -1,0 +1,563 @@
+package agents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/symbi-dev/symbi/audit"
+	"github.com/symbi-dev/symbi/internal/store"
+)
+
+type call struct {
+	Identity, Tool, Args string
+}
+
+// fakeCaller is a ToolCaller whose tools are Go functions; it records every call.
+type fakeCaller struct {
+	mu    sync.Mutex
+	calls []call
+	tools map[string]func(ctx context.Context, args map[string]any) (*mcp.CallToolResult, error)
+	deny  map[string]string // tool -> reason
+	seen  chan call
+}
+
+func newFakeCaller() *fakeCaller {
+	f := &fakeCaller{tools: map[string]func(context.Context, map[string]any) (*mcp.CallToolResult, error){}, deny: map[string]string{}, seen: make(chan call, 100)}
+	f.tools["up__read"] = func(context.Context, map[string]any) (*mcp.CallToolResult, error) { return text("hello"), nil }
+	f.tools["up__echo"] = func(_ context.Context, a map[string]any) (*mcp.CallToolResult, error) {
+		return text("echo: " + a["message"].(string)), nil
+	}
+	return f
+}
+
+func text(s string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: s}}}
+}
+
+func (f *fakeCaller) CallTool(ctx context.Context, identity, tool string, args json.RawMessage) (*mcp.CallToolResult, error) {
+	c := call{identity, tool, string(args)}
+	f.mu.Lock()
+	f.calls = append(f.calls, c)
+	h, reason := f.tools[tool], f.deny[tool]
+	f.mu.Unlock()
+	f.seen <- c
+	if reason != "" {
+		return nil, &DeniedError{Reason: "denied by policy: " + reason}
+	}
+	if h == nil {
+		return nil, errors.New("unknown tool " + tool)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(args, &m); err != nil {
+		return nil, err
+	}
+	return h(ctx, m)
+}
+
+func (f *fakeCaller) setDeny(tool, reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if reason == "" {
+		delete(f.deny, tool)
+	} else {
+		f.deny[tool] = reason
+	}
+}
+
+func (f *fakeCaller) got() []call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]call(nil), f.calls...)
+}
+
+// events collects audit events.
+type events struct {
+	mu  sync.Mutex
+	evs []audit.Event
+}
+
+func (e *events) record(ev audit.Event) { e.mu.Lock(); e.evs = append(e.evs, ev); e.mu.Unlock() }
+
+// transitions lists the recorded lifecycle changes of an agent as "from>to".
+func (e *events) transitions(agent string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, ev := range e.evs {
+		if ev.Type == TypeAgentState && ev.Detail["agent"] == agent {
+			out = append(out, ev.Detail["from"]+">"+ev.Detail["to"])
+		}
+	}
+	return out
+}
+
+type harness struct {
+	t      *testing.T
+	sched  *Scheduler
+	store  *Store
+	rt     *Runtime
+	caller *fakeCaller
+	ev     *events
+}
+
+func newHarness(t *testing.T, st *Store, caller *fakeCaller, defs ...Definition) *harness {
+	t.Helper()
+	if st == nil {
+		st = openStore(t)
+	}
+	h := &harness{t: t, sched: NewScheduler(nil), store: st, caller: caller, ev: &events{}}
+	h.rt = NewRuntime(RuntimeOptions{Scheduler: h.sched, Store: st, Caller: caller, Record: h.ev.record})
+	ctx := context.Background()
+	if err := h.rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.rt.Sync(ctx, defs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.close)
+	return h
+}
+
+func (h *harness) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = h.rt.Close()
+	if err := h.sched.Close(ctx); err != nil {
+		h.t.Errorf("close scheduler: %v", err)
+	}
+}
+
+// waitRun waits until the run is final and returns it.
+func (h *harness) waitRun(agent, id string) RunRecord {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := h.rt.Get(context.Background(), agent, 10)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, r := range st.Runs {
+			if r.ID == id && r.State != RunQueued && r.State != RunRunning && st.Active == 0 {
+				return r
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // polling the store: runs end asynchronously
+	}
+	h.t.Fatalf("run %s of %s did not finish", id, agent)
+	return RunRecord{}
+}
+
+func (h *harness) state(name string) (State, string) {
+	h.t.Helper()
+	st, err := h.rt.Get(context.Background(), name, 0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st.State, st.Reason
+}
+
+func twoSteps(name string) Definition {
+	return Definition{Name: name, Kind: "workflow", Steps: []Step{
+		{Tool: "up__read", Save: "doc"},
+		{Tool: "up__echo", Arguments: map[string]any{"message": "{{ .doc.text }} world"}, Save: "out"},
+	}}
+}
+
+func TestRunWorkflow(t *testing.T) {
+	h := newHarness(t, nil, newFakeCaller(), twoSteps("a"))
+	id, err := h.rt.Run(context.Background(), "a", "manual", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := h.waitRun("a", id)
+	if run.State != RunSucceeded || run.Step != 2 || run.Identity != "agent:a" {
+		t.Errorf("run = %+v, want succeeded after 2 steps as agent:a", run)
+	}
+	want := []call{{"agent:a", "up__read", "{}"}, {"agent:a", "up__echo", `{"message":"hello world"}`}}
+	if diff := cmp.Diff(want, h.caller.got()); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"initializing>ready", "ready>running", "running>ready"}, h.ev.transitions("a")); diff != "" {
+		t.Errorf("transitions (-want +got):\n%s", diff)
+	}
+}
+
+func TestWorkflowWhenAndRetries(t *testing.T) {
+	f := newFakeCaller()
+	var mu sync.Mutex
+	fails := 2
+	f.tools["up__flaky"] = func(context.Context, map[string]any) (*mcp.CallToolResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fails > 0 {
+			fails--
+			return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "try again"}}}, nil
+		}
+		return text("ok"), nil
+	}
+	steps := func(retries int) []Step {
+		return []Step{
+			{Tool: "up__read", Save: "doc"},
+			{Tool: "up__echo", When: `{{ eq .doc.text "nope" }}`, Arguments: map[string]any{"message": "skipped"}},
+			{Tool: "up__flaky", Retries: retries, Backoff: time.Millisecond},
+		}
+	}
+	h := newHarness(t, nil, f,
+		Definition{Name: "enough", Steps: steps(2)},
+		Definition{Name: "short", Steps: steps(1)})
+	id, err := h.rt.Run(context.Background(), "enough", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run := h.waitRun("enough", id); run.State != RunSucceeded {
+		t.Errorf("run with enough retries: %+v", run)
+	}
+	var tools []string
+	for _, c := range f.got() {
+		tools = append(tools, c.Tool)
+	}
+	if diff := cmp.Diff([]string{"up__read", "up__flaky", "up__flaky", "up__flaky"}, tools); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+	mu.Lock()
+	fails = 2
+	mu.Unlock()
+	id, err = h.rt.Run(context.Background(), "short", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := h.waitRun("short", id)
+	if run.State != RunFailed || !strings.Contains(run.Reason, "step 3 (up__flaky): tool error: try again (after 2 attempts)") {
+		t.Errorf("run with too few retries: %+v", run)
+	}
+	if st, _ := h.state("short"); st != StateReady {
+		t.Errorf("agent after a failed run is %s, want ready", st)
+	}
+}
+
+func TestDenialSuspendsAndResumeContinues(t *testing.T) {
+	f := newFakeCaller()
+	f.setDeny("up__echo", "agents may not echo")
+	h := newHarness(t, nil, f, twoSteps("a"))
+	ctx := context.Background()
+	id, err := h.rt.Run(ctx, "a", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := h.waitRun("a", id)
+	if run.State != RunSuspended || run.Step != 1 {
+		t.Errorf("denied run = %+v, want suspended after step 1", run)
+	}
+	st, reason := h.state("a")
+	if st != StateSuspended || reason != "step 2 (up__echo): denied by policy: agents may not echo" {
+		t.Errorf("agent %s %q, want suspended with the policy's reason", st, reason)
+	}
+	var sErr *StateError
+	if _, err := h.rt.Run(ctx, "a", "manual", "test"); !errors.As(err, &sErr) {
+		t.Errorf("Run of a suspended agent: %v, want a StateError", err)
+	}
+
+	f.setDeny("up__echo", "")
+	rid, err := h.rt.Resume(ctx, "a", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run = h.waitRun("a", rid)
+	if run.State != RunSucceeded || run.Trigger != "resume" {
+		t.Errorf("resumed run = %+v", run)
+	}
+	want := []call{{"agent:a", "up__read", "{}"}, {"agent:a", "up__echo", `{"message":"hello world"}`}, {"agent:a", "up__echo", `{"message":"hello world"}`}}
+	if diff := cmp.Diff(want, f.got()); diff != "" {
+		t.Errorf("calls: the resumed run continues at the denied step with the saved result (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"initializing>ready", "ready>running", "running>suspended", "suspended>running", "running>ready"}, h.ev.transitions("a")); diff != "" {
+		t.Errorf("transitions (-want +got):\n%s", diff)
+	}
+	if _, err := h.rt.Resume(ctx, "a", "operator"); !errors.As(err, &sErr) {
+		t.Errorf("Resume of a ready agent: %v, want a StateError", err)
+	}
+}
+
+func TestSuspendTerminateManual(t *testing.T) {
+	f := newFakeCaller()
+	release := make(chan struct{})
+	f.tools["up__block"] = func(ctx context.Context, _ map[string]any) (*mcp.CallToolResult, error) {
+		select {
+		case <-release:
+			return text("done"), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	h := newHarness(t, nil, f,
+		Definition{Name: "a", Steps: []Step{{Tool: "up__read", Save: "doc"}, {Tool: "up__block"}}},
+		Definition{Name: "t", Steps: []Step{{Tool: "up__block"}}})
+	defer close(release)
+	ctx := context.Background()
+	id, err := h.rt.Run(ctx, "a", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := range f.seen { // wait until the run blocks in step 2
+		if c.Tool == "up__block" {
+			break
+		}
+	}
+	// max_concurrent defaults to 1: a second run is refused, retryably.
+	var ref *Refusal
+	if _, err := h.rt.Run(ctx, "a", "manual", "test"); !errors.As(err, &ref) || !ref.Retryable {
+		t.Errorf("second concurrent run: %v, want a retryable refusal", err)
+	}
+	if err := h.rt.Suspend(ctx, "a", "", "operator"); err != nil {
+		t.Fatal(err)
+	}
+	if run := h.waitRun("a", id); run.State != RunSuspended || run.Step != 1 {
+		t.Errorf("run stopped by a suspension = %+v, want suspended at step 1", run)
+	}
+	if st, reason := h.state("a"); st != StateSuspended || reason != "suspended by operator" {
+		t.Errorf("agent %s %q", st, reason)
+	}
+
+	if err := h.rt.Terminate(ctx, "a", "", "operator"); err != nil {
+		t.Fatal(err)
+	}
+	var te *TransitionError
+	if err := h.rt.Suspend(ctx, "a", "", "operator"); !errors.As(err, &te) {
+		t.Errorf("Suspend of a terminated agent: %v, want a TransitionError", err)
+	}
+	var sErr *StateError
+	if _, err := h.rt.Resume(ctx, "a", "operator"); !errors.As(err, &sErr) {
+		t.Errorf("Resume of a terminated agent: %v, want a StateError", err)
+	}
+	if _, err := h.rt.Run(ctx, "nope", "manual", "operator"); !errors.Is(err, ErrNoAgent) {
+		t.Errorf("Run of an unknown agent: %v, want ErrNoAgent", err)
+	}
+
+	// Terminating a running agent cancels its run.
+	tid, err := h.rt.Run(ctx, "t", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := range f.seen {
+		if c.Identity == "agent:t" {
+			break
+		}
+	}
+	if err := h.rt.Terminate(ctx, "t", "no longer wanted", "operator"); err != nil {
+		t.Fatal(err)
+	}
+	if run := h.waitRun("t", tid); run.State != RunCancelled {
+		t.Errorf("run of a terminated agent = %+v, want cancelled", run)
+	}
+	if diff := cmp.Diff([]string{"initializing>ready", "ready>running", "running>terminated"}, h.ev.transitions("t")); diff != "" {
+		t.Errorf("transitions (-want +got):\n%s", diff)
+	}
+}
+
+func TestRunTimeoutIsALimit(t *testing.T) {
+	f := newFakeCaller()
+	f.tools["up__block"] = func(ctx context.Context, _ map[string]any) (*mcp.CallToolResult, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	h := newHarness(t, nil, f, Definition{Name: "slow", Timeout: 30 * time.Millisecond, Steps: []Step{{Tool: "up__block"}}})
+	id, err := h.rt.Run(context.Background(), "slow", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run := h.waitRun("slow", id); run.State != RunSuspended {
+		t.Errorf("timed-out run = %+v, want suspended", run)
+	}
+	if st, reason := h.state("slow"); st != StateSuspended || !strings.HasPrefix(reason, "limit: run exceeded its timeout") {
+		t.Errorf("agent %s %q, want suspended for the limit", st, reason)
+	}
+}
+
+func TestScheduledRun(t *testing.T) {
+	f := newFakeCaller()
+	s, err := ParseSchedule("* * * * * *", "", 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := twoSteps("tick")
+	d.Schedule = s
+	h := newHarness(t, nil, f, d)
+	select {
+	case c := <-f.seen:
+		if c.Identity != "agent:tick" {
+			t.Errorf("scheduled call as %q", c.Identity)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the every-second schedule did not fire within 5s")
+	}
+	st, err := h.rt.Get(context.Background(), "tick", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Runs) != 1 || st.Runs[0].Trigger != "schedule" || st.NextRun.IsZero() {
+		t.Errorf("status after a scheduled run: %+v", st)
+	}
+}
+
+// The state, a suspended run and the schedule survive a restart; a missed run follows
+// its policy; a run cut short by the restart is failed.
+func TestRestart(t *testing.T) {
+	db, err := store.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := OpenStore(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	f := newFakeCaller()
+	f.setDeny("up__echo", "not now")
+	h := newHarness(t, st, f, twoSteps("a"))
+	id, err := h.rt.Run(ctx, "a", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitRun("a", id)
+	h.close()
+
+	// Runs due while symbi was down, and one that was running when it stopped.
+	past := time.Now().Add(-time.Hour)
+	for _, n := range []string{"catchup", "skipper"} {
+		if err := st.SaveSchedule(ctx, n, "@every 1h|UTC", past, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SaveRun(ctx, &RunRecord{ID: "cut", Agent: "a", Identity: "agent:a", Trigger: "manual", State: RunRunning, Created: past}); err != nil {
+		t.Fatal(err)
+	}
+	hourly := func(missed string) *Schedule {
+		s, err := ParseSchedule("@every 1h", "", 0, missed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	catchup, skipper := twoSteps("catchup"), twoSteps("skipper")
+	catchup.Schedule, skipper.Schedule = hourly("run_once"), hourly("skip")
+	f2 := newFakeCaller()
+	h2 := newHarness(t, st, f2, twoSteps("a"), catchup, skipper)
+
+	if s, reason := h2.state("a"); s != StateSuspended || reason != "step 2 (up__echo): denied by policy: not now" {
+		t.Errorf("after restart agent a is %s %q, want suspended as before", s, reason)
+	}
+	select {
+	case c := <-f2.seen:
+		if c.Identity != "agent:catchup" {
+			t.Errorf("first call after restart by %s, want agent:catchup (missed run, run_once)", c.Identity)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the missed run did not run")
+	}
+	sk, err := h2.rt.Get(ctx, "skipper", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sk.Runs) != 0 || !sk.NextRun.After(time.Now()) {
+		t.Errorf("skipper: %d runs, next %s; want none and a future next run", len(sk.Runs), sk.NextRun)
+	}
+	runs, err := st.Runs(ctx, "a", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range runs {
+		if r.ID == "cut" && (r.State != RunFailed || r.Reason != "symbi stopped during the run") {
+			t.Errorf("interrupted run = %+v, want failed", r)
+		}
+	}
+	rid, err := h2.rt.Resume(ctx, "a", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run := h2.waitRun("a", rid); run.State != RunSucceeded {
+		t.Errorf("run resumed after a restart = %+v", run)
+	}
+}
+
+func TestSyncHotReload(t *testing.T) {
+	var changes int
+	var mu sync.Mutex
+	st := openStore(t)
+	sched := NewScheduler(nil)
+	defer sched.Close(context.Background())
+	rt := NewRuntime(RuntimeOptions{Scheduler: sched, Store: st, Caller: newFakeCaller(), OnChange: func() { mu.Lock(); changes++; mu.Unlock() }})
+	ctx := context.Background()
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if err := rt.Sync(ctx, []Definition{twoSteps("a"), twoSteps("b")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Suspend(ctx, "b", "hold", "operator"); err != nil {
+		t.Fatal(err)
+	}
+	b2 := twoSteps("b")
+	b2.Priority = PriorityHigh
+	broken := Definition{Name: "c", Kind: "container"}
+	err := rt.Sync(ctx, []Definition{b2, broken})
+	if err == nil || !strings.Contains(err.Error(), `kind "container" is not supported`) {
+		t.Errorf("Sync with a broken definition: %v", err)
+	}
+	if diff := cmp.Diff([]string{"b", "c"}, rt.Names()); diff != "" {
+		t.Errorf("agents after reload (-want +got):\n%s", diff)
+	}
+	got := map[string]State{}
+	for _, s := range rt.List() {
+		got[s.Name] = s.State
+	}
+	if diff := cmp.Diff(map[string]State{"b": StateSuspended, "c": StateFailed}, got); diff != "" {
+		t.Errorf("states after reload (-want +got):\n%s", diff)
+	}
+	if s, _ := rt.Get(ctx, "b", 0); s.Priority != "high" {
+		t.Errorf("reloaded b has priority %s, want high", s.Priority)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if changes != 2 {
+		t.Errorf("OnChange called %d times, want 2 (added a and b; then removed a, added c)", changes)
+	}
+}
+
+func TestTransitions(t *testing.T) {
+	valid := map[[2]State]bool{}
+	for from, tos := range transitions {
+		for _, to := range tos {
+			valid[[2]State{from, to}] = true
+		}
+	}
+	all := []State{StateInitializing, StateReady, StateRunning, StateSuspended, StateTerminated, StateFailed}
+	for _, from := range all {
+		for _, to := range all {
+			if CanTransition(from, to) != valid[[2]State{from, to}] {
+				t.Errorf("CanTransition(%s, %s) disagrees with the table", from, to)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		from, to State
+		want     bool
+	}{
+		{StateInitializing, StateReady, true}, {StateReady, StateRunning, true}, {StateRunning, StateReady, true},
+		{StateRunning, StateSuspended, true}, {StateSuspended, StateRunning, true}, {StateSuspended, StateTerminated, true},
+		{StateInitializing, StateRunning, false}, {StateTerminated, StateReady, false}, {StateReady, StateReady, false},
+		{StateFailed, StateRunning, false},
+	} {
+		if got := CanTransition(tc.from, tc.to); got != tc.want {
+			t.Errorf("CanTransition(%s, %s) = %v, want %v", tc.from, tc.to, got, tc.want)
+		}
+	}
+}
