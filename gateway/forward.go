@@ -16,13 +16,19 @@ import (
 // syncToolsNotify makes the exposed tools of u match what it listed: removed tools go,
 // new and changed ones are (re)registered; clients are told the list changed.
 // With notify, clients are told the list changed even if nothing they see did (the
-// upstream said so, and a client may care).
-func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, listed []*mcp.Tool, notify bool) {
+// upstream said so, and a client may care). raw holds the tools by name as the upstream
+// sent them: what the ToolFilter verifies.
+func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, listed []*mcp.Tool, raw map[string]json.RawMessage, notify bool) {
 	var decisions []ToolDecision
 	if g.opts.ToolFilter != nil {
 		raws := make([]json.RawMessage, len(listed))
 		for i, t := range listed {
-			raws[i] = rawTool(t)
+			if raws[i] = raw[t.Name]; raws[i] == nil {
+				// Not seen by the tap (it should see every listing): verify what the SDK
+				// decoded instead, which at worst fails to verify.
+				u.log.Warn("raw tool definition missing; verifying the decoded one", "tool", t.Name)
+				raws[i], _ = json.Marshal(t)
+			}
 		}
 		decisions = g.opts.ToolFilter(ctx, u.cfg.Name, raws)
 	}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -482,6 +481,7 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 	var (
 		transport mcp.Transport
 		proc      Process
+		tap       = &listTap{} // keeps the raw bytes of tool listings (rawlist.go)
 	)
 	switch {
 	case u.cfg.Launch != nil:
@@ -499,11 +499,11 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 				u.g.metrics.badFrames.WithLabelValues("upstream:"+u.cfg.Name, reason).Inc()
 			},
 		})
-		transport = frameTransport{fc}
+		transport = tapTransport{inner: frameTransport{fc}, tap: tap}
 	case u.cfg.SSE:
-		transport = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.httpClient()}
+		transport = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.httpClient(tap)}
 	default:
-		transport = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.httpClient(), MaxRetries: 2}
+		transport = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.httpClient(tap), MaxRetries: 2}
 	}
 	cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
@@ -541,8 +541,9 @@ func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
-func (u *upstream) httpClient() *http.Client {
-	return &http.Client{Transport: headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers}}
+func (u *upstream) httpClient(tap *listTap) *http.Client {
+	return &http.Client{Transport: tapRoundTripper{base: headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers},
+		tap: tap, max: u.g.opts.MaxMessageBytes}}
 }
 
 // client returns the live session, or a clear error when the connection is down. If a
@@ -872,13 +873,14 @@ func (u *upstream) refreshTools(ctx context.Context, cs *mcp.ClientSession) erro
 
 func (u *upstream) refreshToolsNotify(ctx context.Context, cs *mcp.ClientSession, notify bool) error {
 	var tools []*mcp.Tool
-	for t, err := range cs.Tools(ctx, nil) {
+	raw := &rawToolList{}
+	for t, err := range cs.Tools(withRawTools(ctx, raw), nil) {
 		if err != nil {
 			return fmt.Errorf("list tools: %w", err)
 		}
 		tools = append(tools, t)
 	}
-	u.g.syncToolsNotify(ctx, u, tools, notify)
+	u.g.syncToolsNotify(ctx, u, tools, raw.byName(), notify)
 	return nil
 }
 
@@ -911,13 +913,4 @@ func (u *upstream) refreshResources(ctx context.Context, cs *mcp.ClientSession) 
 	}
 	u.g.syncResources(u, resources, templates)
 	return nil
-}
-
-// rawTool is the tool as the upstream listed it, for verification.
-func rawTool(t *mcp.Tool) json.RawMessage {
-	b, err := json.Marshal(t)
-	if err != nil {
-		return nil
-	}
-	return b
 }
