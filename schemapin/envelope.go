@@ -50,9 +50,12 @@ func (e *Envelope) check() error {
 }
 
 // SignEnvelope signs schema (any JSON object) with priv and returns the envelope, stamped
-// with signedAt (and expiresAt unless zero).
+// with signedAt (and expiresAt unless zero). What is signed is SignedForm(schema), and that
+// is also the envelope's schema, so that any SchemaPin verifier (which checks the envelope's
+// schema as a whole) agrees with symbi's gate (which checks the tool as its upstream lists
+// it).
 func SignEnvelope(priv *ecdsa.PrivateKey, schema []byte, signedAt, expiresAt time.Time) (*Envelope, error) {
-	c, err := Canonicalize(schema)
+	c, err := SignedForm(schema)
 	if err != nil {
 		return nil, fmt.Errorf("sign envelope: %w", err)
 	}

@@ -1,6 +1,7 @@
 package schemapin
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -173,6 +174,7 @@ func (g *Gate) check(ctx context.Context, upstream string, opts UpstreamOptions,
 		d.Verification = Verification{Status: StatusDisabled}
 	case ModeStrict, ModeTOFU, "":
 		sig, expires := p.metaSig, p.metaExpiry
+		var entry *Envelope // the manifest entry the signature came from, if it did
 		if sig == "" && opts.ManifestFile != "" {
 			envs, err := g.manifest(opts.ManifestFile)
 			if err != nil {
@@ -180,7 +182,7 @@ func (g *Gate) check(ctx context.Context, upstream string, opts UpstreamOptions,
 				return d, nil
 			}
 			if e := envs[p.name]; e != nil {
-				sig, expires = e.Signature, e.ExpiresAt
+				sig, expires, entry = e.Signature, e.ExpiresAt, e
 			}
 		}
 		if sig == "" {
@@ -210,6 +212,11 @@ func (g *Gate) check(ctx context.Context, upstream string, opts UpstreamOptions,
 		d.Verification, err = v.Verify(ctx, Signed{Canonical: p.canonical, Signature: sig, ExpiresAt: expires, Domain: domain, ToolID: p.name})
 		if err != nil {
 			return d, err
+		}
+		if d.Status == StatusInvalid && entry != nil {
+			if signed, err := SignedForm(entry.Schema); err == nil && !bytes.Equal(signed, p.canonical) {
+				d.Reason += "; the upstream lists a definition that differs from the manifest's signed schema"
+			}
 		}
 	default:
 		return d, fmt.Errorf("check tool %s: unknown schemapin mode %q", p.name, opts.Mode)

@@ -148,9 +148,9 @@ func signDigest(priv *ecdsa.PrivateKey, digest []byte) (string, error) {
 	return base64.StdEncoding.EncodeToString(sig), nil
 }
 
-// SignSchema canonicalizes the JSON document schema and signs it.
+// SignSchema signs the JSON document schema in its SignedForm.
 func SignSchema(priv *ecdsa.PrivateKey, schema []byte, opts *SignOptions) (string, error) {
-	c, err := Canonicalize(schema)
+	c, err := SignedForm(schema)
 	if err != nil {
 		return "", fmt.Errorf("sign schema: %w", err)
 	}
@@ -176,9 +176,9 @@ func VerifyCanonical(pub *ecdsa.PublicKey, canonical []byte, sigB64 string, opts
 	return fmt.Errorf("verify schema: %w", ErrBadSignature)
 }
 
-// VerifySchema canonicalizes the JSON document schema and checks sigB64 over it.
+// VerifySchema checks sigB64 over the SignedForm of the JSON document schema.
 func VerifySchema(pub *ecdsa.PublicKey, schema []byte, sigB64 string, opts *SignOptions) error {
-	c, err := Canonicalize(schema)
+	c, err := SignedForm(schema)
 	if err != nil {
 		return fmt.Errorf("verify schema: %w", err)
 	}

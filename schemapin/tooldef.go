@@ -88,6 +88,32 @@ func ToolDefinition(tool []byte) (canonical []byte, name string, err error) {
 	return p.canonical, p.name, nil
 }
 
+// SignedForm returns the canonical form that a SchemaPin signature over the JSON document
+// doc covers; signing (SignEnvelope, `symbi schemapin sign`) and verification (the gate,
+// `symbi schemapin verify`) both call it, so they cannot disagree. An MCP tool (a JSON
+// object with a string "name" and an "inputSchema" member, as tools/list returns it) is
+// signed as ToolDefinition selects it: fields such as _meta, execution or icons, which a
+// server may change without changing what the tool is, are not covered. Any other
+// document (the reference SDKs' {"name","description","parameters"} schemas, say) is
+// signed whole.
+func SignedForm(doc []byte) ([]byte, error) {
+	if isMCPTool(doc) {
+		c, _, err := ToolDefinition(doc)
+		return c, err
+	}
+	return Canonicalize(doc)
+}
+
+// isMCPTool reports whether doc is a JSON object with a string "name" and an
+// "inputSchema" member.
+func isMCPTool(doc []byte) bool {
+	var probe struct {
+		Name        *string         `json:"name"`
+		InputSchema json.RawMessage `json:"inputSchema"`
+	}
+	return json.Unmarshal(doc, &probe) == nil && probe.Name != nil && len(probe.InputSchema) > 0
+}
+
 // SignTool signs an MCP tool definition (as ToolDefinition selects it) and returns the
 // base64 signature to publish in the tool's _meta["schemapin/signature"]. symbi uses it for
 // its own built-in tools.

@@ -7,12 +7,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/internal/config"
 	"github.com/symbi-dev/symbi/internal/store"
 	"github.com/symbi-dev/symbi/schemapin"
 )
@@ -22,6 +25,8 @@ const schemapinUsage = `usage: symbi schemapin <command> [flags]
 commands:
   keygen --out DIR                          write DIR/private_key.pem and DIR/public_key.pem; print the fingerprint
   sign --key PRIV --schema FILE             print the envelope {"schema","signature","signed_at"}
+  sign --key PRIV --from-upstream NAME --config FILE
+                                            sign every tool the upstream lists now: print a manifest
   verify --signed FILE (--discovery FILE | --domain D | --bundle FILE [--domain D])
          [--tool-id ID] [--go-compat] [--data-dir DIR]
                                             exit 0 valid, 1 invalid/revoked/changed
@@ -39,7 +44,7 @@ func runSchemapin(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case "keygen":
 		return schemapinKeygen(args[1:], stdout, stderr)
 	case "sign":
-		return schemapinSign(args[1:], stdout, stderr)
+		return schemapinSign(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return schemapinVerify(ctx, args[1:], stdout, stderr)
 	case "wellknown":
@@ -153,17 +158,22 @@ func writeFileMode(path string, data []byte, flags int, mode os.FileMode) error 
 	return f.Close()
 }
 
-func schemapinSign(args []string, stdout, stderr io.Writer) int {
+func schemapinSign(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := spFlags("schemapin sign", stderr)
 	keyPath := fs.String("key", "", "private key PEM (PKCS#8 or SEC1) (required)")
-	schemaPath := fs.String("schema", "", "JSON schema or MCP tool definition to sign (required)")
+	schemaPath := fs.String("schema", "", "JSON schema or MCP tool definition to sign")
+	fromUpstream := fs.String("from-upstream", "", "sign every tool this configured upstream lists now: print a manifest")
+	configPath := fs.String("config", "", "with --from-upstream: the configuration that defines the upstream (required)")
 	expiresIn := fs.Duration("expires-in", 0, "add expires_at this far in the future (0: no expiry)")
 	pos, ok := spParse(fs, args)
 	if !ok {
 		return 2
 	}
-	if *keyPath == "" || *schemaPath == "" || len(pos) > 0 {
-		return spUsageErr(stderr, fs, "--key and --schema are required")
+	switch {
+	case *keyPath == "" || len(pos) > 0 || (*schemaPath == "") == (*fromUpstream == ""):
+		return spUsageErr(stderr, fs, "--key and one of --schema or --from-upstream are required")
+	case *fromUpstream != "" && *configPath == "":
+		return spUsageErr(stderr, fs, "--from-upstream needs --config FILE")
 	}
 	keyPEM, err := os.ReadFile(*keyPath)
 	if err != nil {
@@ -175,15 +185,32 @@ func schemapinSign(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "symbi schemapin sign:", err)
 		return 2
 	}
-	schema, err := os.ReadFile(*schemaPath)
-	if err != nil {
-		fmt.Fprintln(stderr, "symbi schemapin sign: read schema:", err)
-		return 2
-	}
 	now := time.Now()
 	var exp time.Time
 	if *expiresIn > 0 {
 		exp = now.Add(*expiresIn)
+	}
+	if *fromUpstream != "" {
+		tools, code := listUpstreamTools(ctx, *configPath, *fromUpstream, stderr)
+		if code != 0 {
+			return code
+		}
+		manifest := make([]*schemapin.Envelope, 0, len(tools))
+		for _, raw := range tools {
+			env, err := schemapin.SignEnvelope(priv, raw, now, exp)
+			if err != nil {
+				fmt.Fprintln(stderr, "symbi schemapin sign:", err)
+				return 1
+			}
+			manifest = append(manifest, env)
+		}
+		fmt.Fprintf(stderr, "signed %d tool(s) of upstream %s\n", len(manifest), *fromUpstream)
+		return spPrintJSON(stdout, stderr, manifest)
+	}
+	schema, err := os.ReadFile(*schemaPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "symbi schemapin sign: read schema:", err)
+		return 2
 	}
 	env, err := schemapin.SignEnvelope(priv, schema, now, exp)
 	if err != nil {
@@ -191,6 +218,46 @@ func schemapinSign(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return spPrintJSON(stdout, stderr, env)
+}
+
+// listUpstreamTools starts (or reaches) the named upstream of the configuration at path
+// exactly as symbi serves it, sandbox tier included, and returns its tools as it sends
+// them. The exit code is 2 for a usage or configuration error, 1 when the upstream
+// cannot be listed.
+func listUpstreamTools(ctx context.Context, path, name string, stderr io.Writer) ([]json.RawMessage, int) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "symbi schemapin sign:", err)
+		return nil, 2
+	}
+	var u *config.Upstream
+	for i := range cfg.Upstreams {
+		if cfg.Upstreams[i].Name == name {
+			u = &cfg.Upstreams[i]
+		}
+	}
+	if u == nil {
+		fmt.Fprintf(stderr, "symbi schemapin sign: no upstream %q in %s (have: %s)\n", name, path, upstreamNames(cfg))
+		return nil, 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	uc := gateway.UpstreamConfig{Name: u.Name, Prefix: *u.Prefix, URL: u.URL, SSE: u.Transport == "sse",
+		Headers: u.Headers, Timeout: u.Timeout.Duration}
+	if len(u.Command) > 0 {
+		rt := &runtime{http: gateway.HTTPOptions{ReadyChecks: map[string]func() (bool, any){}}}
+		defer rt.close()
+		if uc.Launch, uc.Tier, err = rt.launcher(ctx, cfg, *u, log); err != nil {
+			fmt.Fprintln(stderr, "symbi schemapin sign:", err)
+			return nil, 2
+		}
+	}
+	tools, err := gateway.ListRawTools(ctx, uc, &gateway.Options{Logger: log, Version: version,
+		MaxMessageBytes: int(cfg.Server.MaxMessageBytes)})
+	if err != nil {
+		fmt.Fprintln(stderr, "symbi schemapin sign:", err)
+		return nil, 1
+	}
+	return tools, 0
 }
 
 // spPrintJSON prints v indented, without HTML escaping.
@@ -240,7 +307,7 @@ func schemapinVerify(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "symbi schemapin verify:", err)
 		return 1
 	}
-	canonical, err := schemapin.Canonicalize(env.Schema)
+	canonical, err := schemapin.SignedForm(env.Schema)
 	if err != nil {
 		fmt.Fprintln(stderr, "symbi schemapin verify:", err)
 		return 1

@@ -54,6 +54,7 @@ func TestSchemapinKeygenSignVerify(t *testing.T) {
 	pub := filepath.Join(keys, "public_key.pem")
 
 	schema := writeTemp(t, dir, "schema.json", `{"name":"calc","description":"adds <a> & <b>","inputSchema":{"type":"object"}}`)
+	noUpstreams := writeTemp(t, dir, "symbi.toml", "version = 1\n")
 	code, envJSON, errOut := runSP(t, "sign", "--key", priv, "--schema", schema)
 	if code != 0 {
 		t.Fatalf("sign = %d: %s", code, errOut)
@@ -113,6 +114,9 @@ func TestSchemapinKeygenSignVerify(t *testing.T) {
 		{"missing signed", []string{"verify", "--discovery", discovery}, 2, ""},
 		{"unknown flag", []string{"verify", "--nope"}, 2, ""},
 		{"sign without key", []string{"sign", "--schema", schema}, 2, ""},
+		{"sign schema and upstream", []string{"sign", "--key", priv, "--schema", schema, "--from-upstream", "x", "--config", noUpstreams}, 2, ""},
+		{"sign upstream without config", []string{"sign", "--key", priv, "--from-upstream", "x"}, 2, ""},
+		{"sign unknown upstream", []string{"sign", "--key", priv, "--from-upstream", "x", "--config", noUpstreams}, 2, ""},
 		{"unknown command", []string{"frobnicate"}, 2, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
