@@ -1,0 +1,452 @@
+package rag
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	vec "github.com/asg017/sqlite-vec-go-bindings/cgo"
+	_ "github.com/mattn/go-sqlite3" // the driver the vector functions are registered with
+)
+
+func init() {
+	// Every SQLite connection opened by this process from now on has sqlite-vec's
+	// functions (vec_distance_cosine, ...). Connections are opened lazily, after init.
+	vec.Auto()
+}
+
+// SQLite is the embedded Store: chunks and their float32 vectors in one table of symbi's
+// SQLite state, nearest neighbours by an exact scan with sqlite-vec's cosine distance,
+// and words through an FTS4 index ranked by BM25 (computed from FTS4's matchinfo: the
+// SQLite driver is built without FTS5).
+type SQLite struct {
+	db   *sql.DB
+	once sync.Once
+}
+
+var _ Store = (*SQLite)(nil)
+
+const sqliteSchema = `
+CREATE TABLE IF NOT EXISTS rag_chunks (
+	rowid      INTEGER PRIMARY KEY,
+	collection TEXT NOT NULL,
+	id         TEXT NOT NULL,
+	doc        TEXT NOT NULL DEFAULT '',
+	meta       TEXT NOT NULL DEFAULT '{}',
+	created    INTEGER NOT NULL,
+	expires    INTEGER NOT NULL DEFAULT 0,
+	text       TEXT NOT NULL,
+	vec        BLOB NOT NULL,
+	UNIQUE (collection, id)
+);
+CREATE INDEX IF NOT EXISTS rag_chunks_doc ON rag_chunks (collection, doc);
+CREATE INDEX IF NOT EXISTS rag_chunks_expires ON rag_chunks (expires) WHERE expires > 0;
+CREATE VIRTUAL TABLE IF NOT EXISTS rag_fts USING fts4(text, tokenize=unicode61);
+`
+
+// NewSQLite creates the store's tables in db if missing. The caller owns db (opened with
+// internal/store) and closes it after the store.
+func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
+	if _, err := db.ExecContext(ctx, sqliteSchema); err != nil {
+		return nil, fmt.Errorf("create knowledge tables: %w", err)
+	}
+	return &SQLite{db: db}, nil
+}
+
+// Close implements Store. The database itself belongs to the caller.
+func (s *SQLite) Close() error {
+	s.once.Do(func() {})
+	return nil
+}
+
+// EncodeVector is the little-endian float32 form sqlite-vec reads.
+func EncodeVector(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+// DecodeVector reverses EncodeVector.
+func DecodeVector(b []byte) []float32 {
+	v := make([]float32, len(b)/4)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return v
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func checkChunk(c Chunk) error {
+	if c.Collection == "" || c.ID == "" {
+		return fmt.Errorf("%w: chunk needs a collection and an id", ErrInvalid)
+	}
+	if len(c.Vector) == 0 {
+		return fmt.Errorf("%w: chunk %s has no vector", ErrInvalid, c.ID)
+	}
+	for _, x := range c.Vector {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("%w: chunk %s has a vector that is not finite", ErrInvalid, c.ID)
+		}
+	}
+	return CheckMeta(c.Meta)
+}
+
+// Upsert implements Store.
+func (s *SQLite) Upsert(ctx context.Context, chunks []Chunk) error {
+	for _, c := range chunks {
+		if err := checkChunk(c); err != nil {
+			return fmt.Errorf("store chunks: %w", err)
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
+	defer tx.Rollback()
+	up, err := tx.PrepareContext(ctx, `INSERT INTO rag_chunks (collection, id, doc, meta, created, expires, text, vec)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc, meta = excluded.meta, created = excluded.created,
+			expires = excluded.expires, text = excluded.text, vec = excluded.vec
+		RETURNING rowid`)
+	if err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
+	defer up.Close()
+	for _, c := range chunks {
+		meta, _ := json.Marshal(nonNil(c.Meta))
+		created := c.Created
+		if created.IsZero() {
+			created = time.Now()
+		}
+		var rowid int64
+		if err := up.QueryRowContext(ctx, c.Collection, c.ID, c.Doc, string(meta), created.UnixMilli(), unixOrZero(c.Expires),
+			c.Text, EncodeVector(c.Vector)).Scan(&rowid); err != nil {
+			return fmt.Errorf("store chunk %s: %w", c.ID, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM rag_fts WHERE docid = ?`, rowid); err != nil {
+			return fmt.Errorf("index chunk %s: %w", c.ID, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rag_fts (docid, text) VALUES (?, ?)`, rowid, c.Text); err != nil {
+			return fmt.Errorf("index chunk %s: %w", c.ID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
+	return nil
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// deleteWhere removes the chunks a condition selects, with their index entries.
+func (s *SQLite) deleteWhere(ctx context.Context, where string, args ...any) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM rag_fts WHERE docid IN (SELECT rowid FROM rag_chunks WHERE `+where+`)`, args...); err != nil {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM rag_chunks WHERE `+where, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), tx.Commit()
+}
+
+// Delete implements Store.
+func (s *SQLite) Delete(ctx context.Context, collection string, ids ...string) (int, error) {
+	total := 0
+	for _, id := range ids {
+		n, err := s.deleteWhere(ctx, `collection = ? AND id = ?`, collection, id)
+		if err != nil {
+			return total, fmt.Errorf("delete chunk %s: %w", id, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// DeleteDoc implements Store.
+func (s *SQLite) DeleteDoc(ctx context.Context, collection, doc string) (int, error) {
+	n, err := s.deleteWhere(ctx, `collection = ? AND doc = ?`, collection, doc)
+	if err != nil {
+		return 0, fmt.Errorf("delete document %s: %w", doc, err)
+	}
+	return n, nil
+}
+
+// DeleteOlder implements Store.
+func (s *SQLite) DeleteOlder(ctx context.Context, before time.Time, prefixes ...string) (int, error) {
+	total := 0
+	for _, p := range prefixes {
+		n, err := s.deleteWhere(ctx, `substr(collection, 1, ?) = ? AND created < ?`, len(p), p, before.UnixMilli())
+		if err != nil {
+			return total, fmt.Errorf("delete chunks older than retention: %w", err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// Purge implements Store.
+func (s *SQLite) Purge(ctx context.Context, now time.Time) (int, error) {
+	n, err := s.deleteWhere(ctx, `expires > 0 AND expires <= ?`, now.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("purge expired chunks: %w", err)
+	}
+	return n, nil
+}
+
+const chunkCols = `c.collection, c.id, c.doc, c.meta, c.created, c.expires, c.text`
+
+func scanChunk(sc interface{ Scan(...any) error }, extra ...any) (Chunk, error) {
+	var c Chunk
+	var meta string
+	var created, expires int64
+	if err := sc.Scan(append([]any{&c.Collection, &c.ID, &c.Doc, &meta, &created, &expires, &c.Text}, extra...)...); err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal([]byte(meta), &c.Meta); err != nil {
+		return c, fmt.Errorf("decode metadata of %s: %w", c.ID, err)
+	}
+	if len(c.Meta) == 0 {
+		c.Meta = nil
+	}
+	c.Created = time.UnixMilli(created).UTC()
+	if expires > 0 {
+		c.Expires = time.UnixMilli(expires).UTC()
+	}
+	return c, nil
+}
+
+// Get implements Store.
+func (s *SQLite) Get(ctx context.Context, collection, id string) (Chunk, bool, error) {
+	var b []byte
+	c, err := scanChunk(s.db.QueryRowContext(ctx, `SELECT `+chunkCols+`, c.vec FROM rag_chunks c
+		WHERE c.collection = ? AND c.id = ? AND (c.expires = 0 OR c.expires > ?)`, collection, id, time.Now().UnixMilli()), &b)
+	if err == sql.ErrNoRows {
+		return Chunk{}, false, nil
+	}
+	if err != nil {
+		return Chunk{}, false, fmt.Errorf("get chunk %s: %w", id, err)
+	}
+	c.Vector = DecodeVector(b)
+	return c, true, nil
+}
+
+// where builds the conditions every query shares: collection, not expired, document,
+// metadata filter.
+func where(q Query) (string, []any, error) {
+	if err := CheckMeta(q.Filter); err != nil {
+		return "", nil, err
+	}
+	now := q.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	conds := []string{"c.collection = ?", "(c.expires = 0 OR c.expires > ?)"}
+	args := []any{q.Collection, now.UnixMilli()}
+	if q.Doc != "" {
+		conds = append(conds, "c.doc = ?")
+		args = append(args, q.Doc)
+	}
+	keys := make([]string, 0, len(q.Filter))
+	for k := range q.Filter {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		conds = append(conds, "json_extract(c.meta, ?) = ?")
+		args = append(args, `$."`+k+`"`, q.Filter[k]) // keys are [A-Za-z0-9_.-]: no quoting needed
+	}
+	return strings.Join(conds, " AND "), args, nil
+}
+
+// List implements Store.
+func (s *SQLite) List(ctx context.Context, q Query) ([]Chunk, error) {
+	w, args, err := where(q)
+	if err != nil {
+		return nil, fmt.Errorf("list chunks: %w", err)
+	}
+	lim := limitOf(q.Limit)
+	if q.Limit < 0 {
+		lim = -1 // SQLite: no limit
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+chunkCols+` FROM rag_chunks c WHERE `+w+` ORDER BY c.created DESC, c.rowid DESC LIMIT ?`,
+		append(args, lim)...)
+	if err != nil {
+		return nil, fmt.Errorf("list chunks: %w", err)
+	}
+	defer rows.Close()
+	var out []Chunk
+	for rows.Next() {
+		c, err := scanChunk(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list chunks: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Nearest implements Store.
+func (s *SQLite) Nearest(ctx context.Context, q Query) ([]Hit, error) {
+	if len(q.Vector) == 0 {
+		return nil, fmt.Errorf("search chunks: %w: empty query vector", ErrInvalid)
+	}
+	w, args, err := where(q)
+	if err != nil {
+		return nil, fmt.Errorf("search chunks: %w", err)
+	}
+	qv := EncodeVector(q.Vector)
+	// Rank on (rowid, distance) alone, then fetch the rows of the best few.
+	rows, err := s.db.QueryContext(ctx, `WITH top AS (
+			SELECT c.rowid AS r, vec_distance_cosine(c.vec, ?) AS d FROM rag_chunks c
+			WHERE `+w+` AND length(c.vec) = ? ORDER BY d LIMIT ?)
+		SELECT `+chunkCols+`, top.d FROM top JOIN rag_chunks c ON c.rowid = top.r ORDER BY top.d, c.rowid`,
+		append(append([]any{qv}, args...), len(qv), limitOf(q.Limit))...)
+	if err != nil {
+		return nil, fmt.Errorf("search chunks: %w", err)
+	}
+	defer rows.Close()
+	var out []Hit
+	for rows.Next() {
+		var d float64
+		c, err := scanChunk(rows, &d)
+		if err != nil {
+			return nil, fmt.Errorf("search chunks: %w", err)
+		}
+		out = append(out, Hit{Chunk: c, Score: 1 - d})
+	}
+	return out, rows.Err()
+}
+
+// matchExpr turns free text into an FTS4 query: its words (at most 32), any of which
+// may match. Words are letters and digits only, so nothing in them is query syntax.
+func matchExpr(text string) string {
+	words := Words(text)
+	seen := map[string]bool{}
+	var terms []string
+	for _, w := range words {
+		if seen[w] || len(terms) == 32 {
+			continue
+		}
+		seen[w] = true
+		terms = append(terms, `"`+w+`"`)
+	}
+	return strings.Join(terms, " OR ")
+}
+
+// BM25 parameters.
+const (
+	bm25K1 = 1.2
+	bm25B  = 0.75
+)
+
+// bm25 scores one row from FTS4's matchinfo 'pcnalx' (one column).
+func bm25(mi []byte) float64 {
+	u := func(i int) float64 { return float64(binary.NativeEndian.Uint32(mi[4*i:])) }
+	if len(mi) < 20 {
+		return 0
+	}
+	p, c := int(u(0)), int(u(1))
+	if c != 1 || len(mi) < 4*(5+3*p) {
+		return 0
+	}
+	n, avg, l := u(2), u(3), u(4)
+	if avg == 0 {
+		avg = 1
+	}
+	score := 0.0
+	for i := 0; i < p; i++ {
+		tf, df := u(5+3*i), u(5+3*i+2)
+		if tf == 0 {
+			continue
+		}
+		idf := math.Log((n-df+0.5)/(df+0.5) + 1)
+		score += idf * tf * (bm25K1 + 1) / (tf + bm25K1*(1-bm25B+bm25B*l/avg))
+	}
+	return score
+}
+
+// FullText implements Store.
+func (s *SQLite) FullText(ctx context.Context, q Query) ([]Hit, error) {
+	expr := matchExpr(q.Text)
+	if expr == "" {
+		return nil, nil
+	}
+	w, args, err := where(q)
+	if err != nil {
+		return nil, fmt.Errorf("search words: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+chunkCols+`, matchinfo(rag_fts, 'pcnalx') FROM rag_fts
+		JOIN rag_chunks c ON c.rowid = rag_fts.docid WHERE rag_fts MATCH ? AND `+w, append([]any{expr}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("search words: %w", err)
+	}
+	defer rows.Close()
+	var out []Hit
+	for rows.Next() {
+		var mi []byte
+		c, err := scanChunk(rows, &mi)
+		if err != nil {
+			return nil, fmt.Errorf("search words: %w", err)
+		}
+		out = append(out, Hit{Chunk: c, Score: bm25(mi)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("search words: %w", err)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Score != out[j].Score {
+			return out[i].Score > out[j].Score
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out[:min(len(out), limitOf(q.Limit))], nil
+}
+
+// Stats implements Store.
+func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{Collections: map[string]int{}}
+	rows, err := s.db.QueryContext(ctx, `SELECT collection, count(*), count(DISTINCT NULLIF(doc, '')) FROM rag_chunks
+		WHERE expires = 0 OR expires > ? GROUP BY collection`, time.Now().UnixMilli())
+	if err != nil {
+		return st, fmt.Errorf("count chunks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var coll string
+		var n, docs int
+		if err := rows.Scan(&coll, &n, &docs); err != nil {
+			return st, fmt.Errorf("count chunks: %w", err)
+		}
+		st.Collections[coll] = n
+		st.Chunks += n
+		st.Docs += docs
+	}
+	return st, rows.Err()
+}
