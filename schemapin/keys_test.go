@@ -8,22 +8,18 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"github.com/symbi-dev/symbi/internal/fixtures"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// fixtureDir is the reference project's interop data, read in place when the checkout sits
-// beside ../shared (CI); tests that need it skip otherwise.
-const fixtureDir = "../../shared/fixtures/schemapin"
-
+// readFixture reads the reference project's interop data in place, from ../shared beside
+// the checkout: fixtures.Dir skips without it, or fails in CI (SYMBI_REQUIRE_SHARED=1).
 func readFixture(t *testing.T, name string) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(fixtureDir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("interop fixtures not found at %s (they sit beside the checkout in CI): %v", fixtureDir, err)
-	}
+	data, err := os.ReadFile(filepath.Join(fixtures.Dir(t, "schemapin"), name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,8 @@
 # setup installs what the tests need on a fresh Debian 12 machine: Docker (runc) and
 # gVisor (runsc) from Debian, started and registered (.ci/docker.sh, needs root), and
 # Node 22 plus the pinned npm peers into test/.cache/node (.ci/node.sh). Nothing is
-# skipped silently: without Docker or Node the stages that need them fail.
+# skipped silently: without Docker or Node the stages that need them fail, and so do tests
+# that need the reference fixtures in ../shared (SYMBI_REQUIRE_NODE, SYMBI_REQUIRE_SHARED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -56,14 +57,14 @@ stage_lint() {
 
 stage_unit() {
 	log "unit and end-to-end tests (go test -race ./...)"
-	SYMBI_REQUIRE_NODE=1 $GO test -race -count=1 -timeout 20m ./...
+	SYMBI_REQUIRE_NODE=1 SYMBI_REQUIRE_SHARED=1 $GO test -race -count=1 -timeout 20m ./...
 }
 
 stage_integration() {
 	log "sandbox integration tests against the real Docker engine and gVisor"
 	# One package at a time: both start and reap labelled containers on the same engine,
 	# and the sandbox package's reaper must not meet the end-to-end tests' containers.
-	$GO test -race -count=1 -timeout 20m -p 1 -tags integration ./sandbox/... ./test/...
+	SYMBI_REQUIRE_NODE=1 SYMBI_REQUIRE_SHARED=1 $GO test -race -count=1 -timeout 20m -p 1 -tags integration ./sandbox/... ./test/...
 }
 
 stage_fuzz() {

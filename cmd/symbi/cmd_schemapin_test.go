@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
+	"github.com/symbi-dev/symbi/internal/fixtures"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,13 +166,9 @@ func TestSchemapinKeygenSignVerify(t *testing.T) {
 	}
 }
 
-// fixtureDir holds the reference project's interop data beside the checkout (CI).
-const spFixtureDir = "../../../shared/fixtures/schemapin"
-
 func TestSchemapinVerifyFixtures(t *testing.T) {
-	if _, err := os.Stat(spFixtureDir); errors.Is(err, os.ErrNotExist) {
-		t.Skipf("interop fixtures not found at %s (they sit beside the checkout in CI)", spFixtureDir)
-	}
+	// The reference project's interop data beside the checkout; required in CI.
+	spFixtureDir := fixtures.Dir(t, "schemapin")
 	f := func(p string) string { return filepath.Join(spFixtureDir, p) }
 	for _, tc := range []struct {
 		name string
