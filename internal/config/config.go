@@ -6,12 +6,12 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -192,7 +192,16 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, os.LookupEnv)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve config path: %w", err)
+	}
+	c, err := Parse(abs, data, os.LookupEnv)
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.File = path // as the user wrote it
+	}
+	return c, err
 }
 
 // Default is the configuration used when no file is given: no upstreams, local state.
@@ -203,25 +212,29 @@ func Default() *Config {
 }
 
 // Parse decodes data (named file in messages), resolving env: values with lookup.
+// Relative paths in it are resolved against the directory of file (see ResolvePaths).
+// Every problem is reported, each with its key: unknown keys and values of the wrong type
+// do not stop the decoding of the rest, and what could be decoded is validated too. Only a
+// TOML syntax error, past which the file cannot be read, is reported alone.
 func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	var c Config
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
-	if err != nil {
-		return nil, &Error{File: file, Problems: []Problem{decodeProblem(err)}}
-	}
-	var probs []Problem
-	for _, k := range md.Undecoded() {
-		probs = append(probs, Problem{Key: k.String(), Msg: "unknown key"})
+	probs, ok := decodeAll(data, &c)
+	if !ok {
+		return nil, &Error{File: file, Problems: probs}
 	}
 	c.applyDefaults()
+	bad := map[string]bool{} // keys with a problem already: one problem per key
+	for _, p := range probs {
+		bad[p.Key] = true
+	}
 	envProbs := c.resolveEnv(lookup)
-	unresolved := map[string]bool{}
 	for _, p := range envProbs {
-		unresolved[p.Key] = true
+		bad[p.Key] = true
 	}
 	probs = append(probs, envProbs...)
+	c.ResolvePaths(filepath.Dir(file))
 	for _, p := range c.validate() {
-		if !unresolved[p.Key] { // one problem per key: an unset variable says it all
+		if !covered(bad, p.Key) {
 			probs = append(probs, p)
 		}
 	}
@@ -229,6 +242,24 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 		return nil, &Error{File: file, Problems: probs}
 	}
 	return &c, nil
+}
+
+// covered reports whether a validation problem for key follows from a problem already
+// reported for key itself, a key inside it or the key it is in (a command of the wrong
+// type also leaves its upstream without a command).
+func covered(bad map[string]bool, key string) bool {
+	for k := range bad {
+		if k == key || inside(k, key) || inside(key, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// inside reports whether key is a key within outer (outer.x, outer[0]).
+func inside(key, outer string) bool {
+	rest, ok := strings.CutPrefix(key, outer)
+	return ok && rest != "" && (rest[0] == '.' || rest[0] == '[')
 }
 
 var lastKeyRE = regexp.MustCompile(`last key "([^"]+)"`)
@@ -520,7 +551,9 @@ type Mount struct {
 	Writable       bool
 }
 
-// ParseMount parses "host:container[:ro|rw]" (both absolute paths; read-only unless rw).
+// ParseMount parses "host:container[:ro|rw]" (read-only unless rw). Both paths must be
+// absolute by now: a host path written ./x or ../x in the file has been resolved against
+// the configuration file's directory (ResolvePaths).
 func ParseMount(s string) (Mount, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) < 2 || len(parts) > 3 {
@@ -536,8 +569,11 @@ func ParseMount(s string) (Mount, error) {
 			return Mount{}, fmt.Errorf("mount %q: mode must be ro or rw", s)
 		}
 	}
-	if !strings.HasPrefix(m.Source, "/") || !strings.HasPrefix(m.Target, "/") {
-		return Mount{}, fmt.Errorf("mount %q: paths must be absolute", s)
+	if !strings.HasPrefix(m.Source, "/") {
+		return Mount{}, fmt.Errorf("mount %q: the host path must be absolute, or start with ./ or ../ (relative to the configuration file)", s)
+	}
+	if !strings.HasPrefix(m.Target, "/") {
+		return Mount{}, fmt.Errorf("mount %q: the container path must be absolute", s)
 	}
 	return m, nil
 }
