@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/BurntSushi/toml"
 	"github.com/symbi-dev/symbi/internal/cronspec"
 )
 
@@ -161,15 +159,12 @@ func LoadAgentsDir(dir string) ([]Agent, error) {
 func ParseAgentFile(file string, data []byte) ([]Agent, []Problem) {
 	var af agentFile
 	base := filepath.Base(file)
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&af)
-	if err != nil {
-		p := decodeProblem(err)
-		p.Key = base + ": " + p.Key
-		return nil, []Problem{p}
+	probs, ok := decodeAll(data, &af)
+	for i := range probs {
+		probs[i].Key = base + ": " + probs[i].Key
 	}
-	var probs []Problem
-	for _, k := range md.Undecoded() {
-		probs = append(probs, Problem{Key: base + ": " + k.String(), Msg: "unknown key"})
+	if !ok {
+		return nil, probs
 	}
 	for i := range af.Agents {
 		af.Agents[i].File = file

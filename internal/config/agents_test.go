@@ -100,7 +100,7 @@ steps = [{ tool = "t", bogus = 1 }]
 		got = append(got, p.Key)
 	}
 	want := []string{
-		"agents.steps.bogus",
+		"agents[2].steps[0].bogus",
 		"scheduler.max_running", "scheduler.placement", "scheduler.pool[0].slots",
 		"agents[0].name", "agents[0].kind", "agents[0].schedule", "agents[0].priority", "agents[0].limits.timeout",
 		"agents[0].limits.max_concurrent",
@@ -156,7 +156,7 @@ func TestLoadAgentsDir(t *testing.T) {
 	for _, p := range ce.Problems {
 		got = append(got, p.Key)
 	}
-	want := []string{"c.toml: agents.extra", "c.toml: agents[0].steps", "c.toml: name a"}
+	want := []string{"c.toml: agents[0].extra", "c.toml: agents[0].steps", "c.toml: name a"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("problem keys mismatch (-want +got):\n%s", diff)
 	}

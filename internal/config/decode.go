@@ -26,9 +26,10 @@ var indexRE = regexp.MustCompile(`\[[0-9]+\]`)
 
 var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 
-// decodeAll parses data and decodes it into c. A syntax error stops everything (the tree
-// is unknown past it; ok is false); anything else is a problem for its key.
-func decodeAll(data []byte, c *Config) (probs []Problem, ok bool) {
+// decodeAll parses data and decodes it into the struct c points to. A syntax error stops
+// everything (the tree is unknown past it; ok is false); anything else is a problem for
+// its key.
+func decodeAll(data []byte, c any) (probs []Problem, ok bool) {
 	var tree map[string]any
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&tree)
 	if err != nil {
