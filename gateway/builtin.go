@@ -141,5 +141,6 @@ func schemaFor[T any]() *jsonschema.Schema {
 
 // AddBuiltinResource registers one of symbi's own resources (URI scheme symbi://).
 func (g *Gateway) AddBuiltinResource(r *mcp.Resource, h mcp.ResourceHandler) {
+	g.builtinRes.Store(r.URI, struct{}{})
 	g.server.AddResource(r, h)
 }

@@ -224,13 +224,28 @@ func (g *Gateway) identify(ss *mcp.ServerSession, extra *mcp.RequestExtra) (Iden
 	return Identity{ID: "local", Kind: "client"}, "stdio"
 }
 
+// unknownLabel is the metric label value of a tool or prompt the gateway does not expose.
+const unknownLabel = "unknown"
+
 // observe is the first step: it counts and times every gated request.
 func (g *Gateway) observe(ctx context.Context, r *Request, next Handler) (mcp.Result, error) {
 	start := time.Now()
 	res, err := next(ctx, r)
-	tool := r.Name
-	if r.Method != "tools/call" && r.Method != "prompts/get" {
-		tool = ""
+	// Label values come from the gateway's own tables, never from what the client
+	// wrote: a name it does not expose is "unknown", so made-up names cannot multiply
+	// series.
+	tool := ""
+	switch r.Method {
+	case "tools/call":
+		tool = unknownLabel
+		if r.Tool != nil {
+			tool = r.Tool.Name
+		}
+	case "prompts/get":
+		tool = unknownLabel
+		if r.Upstream != "" {
+			tool = r.Name
+		}
 	}
 	labels := []string{r.Method, r.Upstream, tool}
 	g.metrics.requests.WithLabelValues(labels...).Inc()

@@ -18,7 +18,11 @@ import (
 // With notify, clients are told the list changed even if nothing they see did (the
 // upstream said so, and a client may care). raw holds the tools by name as the upstream
 // sent them: what the ToolFilter verifies.
-func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, listed []*mcp.Tool, raw map[string]json.RawMessage, notify bool) {
+//
+// seq orders the listings of u (see upstream.listing): syncs of one upstream apply one at
+// a time, and a listing older than one already applied is dropped, so the gateway's
+// table and the SDK's registry always hold the newest listing, and the same one.
+func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, seq uint64, listed []*mcp.Tool, raw map[string]json.RawMessage, notify bool) {
 	var decisions []ToolDecision
 	if g.opts.ToolFilter != nil {
 		raws := make([]json.RawMessage, len(listed))
@@ -31,6 +35,11 @@ func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, listed []*mc
 			}
 		}
 		decisions = g.opts.ToolFilter(ctx, u.cfg.Name, raws)
+	}
+	u.syncMu.Lock()
+	defer u.syncMu.Unlock()
+	if !u.applies(featTools, seq) {
+		return
 	}
 	next := map[string]*ToolInfo{}
 	hidden := 0
@@ -122,9 +131,17 @@ func sameTool(a, b *ToolInfo) bool {
 
 func (g *Gateway) toolHandler(u *upstream, ti *ToolInfo) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		if r, ok := RequestFrom(ctx); ok && r.approval != nil && g.policy != nil {
-			if res, err := g.policy.approve(r, req.Params, r.approval.Message); res != nil || err != nil {
-				return res, err
+		if r, ok := RequestFrom(ctx); ok {
+			if r.Tool != ti {
+				// The table changed between the decision and now: what was decided is not
+				// what would run.
+				return nil, &Error{Kind: NotFound, Public: fmt.Sprintf("tool %q changed while the call was decided; list the tools again", ti.Name)}
+			}
+			if ask, err := g.approveRequest(r, &req.Params.RequestState, req.Params.InputResponses); err != nil || ask != nil {
+				if err != nil {
+					return nil, err
+				}
+				return &mcp.CallToolResult{InputRequests: ask.requests, RequestState: ask.state}, nil
 			}
 		}
 		params := &mcp.CallToolParams{
@@ -199,7 +216,14 @@ func upstreamError(u *upstream, err error) error {
 	return &Error{Kind: Internal, Public: fmt.Sprintf("upstream %q failed", u.cfg.Name), Err: err}
 }
 
-func (g *Gateway) syncPrompts(u *upstream, listed []*mcp.Prompt) {
+// syncPrompts makes the exposed prompts of u match what it listed (seq: see
+// syncToolsNotify).
+func (g *Gateway) syncPrompts(u *upstream, seq uint64, listed []*mcp.Prompt) {
+	u.syncMu.Lock()
+	defer u.syncMu.Unlock()
+	if !u.applies(featPrompts, seq) {
+		return
+	}
 	next := map[string]*mcp.Prompt{}
 	orig := map[string]string{}
 	for _, p := range listed {
@@ -242,6 +266,17 @@ func (g *Gateway) syncPrompts(u *upstream, listed []*mcp.Prompt) {
 
 func (g *Gateway) promptHandler(u *upstream, name string) mcp.PromptHandler {
 	return func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		if r, ok := RequestFrom(ctx); ok {
+			if r.Upstream != u.cfg.Name {
+				return nil, &Error{Kind: NotFound, Public: fmt.Sprintf("prompt %q changed while the request was decided; list the prompts again", r.Name)}
+			}
+			if ask, err := g.approveRequest(r, &req.Params.RequestState, req.Params.InputResponses); err != nil || ask != nil {
+				if err != nil {
+					return nil, err
+				}
+				return &mcp.GetPromptResult{InputRequests: ask.requests, RequestState: ask.state}, nil
+			}
+		}
 		params := &mcp.GetPromptParams{
 			Meta: upstreamMeta(req.Params.Meta), Name: name, Arguments: req.Params.Arguments,
 			InputResponses: req.Params.InputResponses, RequestState: req.Params.RequestState,
@@ -265,7 +300,14 @@ func (g *Gateway) promptHandler(u *upstream, name string) mcp.PromptHandler {
 	}
 }
 
-func (g *Gateway) syncResources(u *upstream, resources []*mcp.Resource, templates []*mcp.ResourceTemplate) {
+// syncResources makes the exposed resources and templates of u match what it listed
+// (seq: see syncToolsNotify).
+func (g *Gateway) syncResources(u *upstream, seq uint64, resources []*mcp.Resource, templates []*mcp.ResourceTemplate) {
+	u.syncMu.Lock()
+	defer u.syncMu.Unlock()
+	if !u.applies(featResources, seq) {
+		return
+	}
 	g.mu.Lock()
 	var removeR, removeT []string
 	keepR := map[string]bool{}
@@ -333,6 +375,17 @@ func (g *Gateway) syncResources(u *upstream, resources []*mcp.Resource, template
 
 func (g *Gateway) resourceHandler(u *upstream) mcp.ResourceHandler {
 	return func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		if r, ok := RequestFrom(ctx); ok {
+			if r.Upstream != u.cfg.Name {
+				return nil, &Error{Kind: NotFound, Public: fmt.Sprintf("resource %q changed while the request was decided; list the resources again", r.URI)}
+			}
+			if ask, err := g.approveRequest(r, &req.Params.RequestState, req.Params.InputResponses); err != nil || ask != nil {
+				if err != nil {
+					return nil, err
+				}
+				return &mcp.ReadResourceResult{InputRequests: ask.requests, RequestState: ask.state}, nil
+			}
+		}
 		params := &mcp.ReadResourceParams{
 			Meta: upstreamMeta(req.Params.Meta), URI: req.Params.URI,
 			InputResponses: req.Params.InputResponses, RequestState: req.Params.RequestState,

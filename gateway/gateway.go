@@ -147,6 +147,7 @@ type Gateway struct {
 	subs      map[string]int       // uri -> subscriber count
 
 	wsIdentity sync.Map // session id -> Identity (WebSocket sessions)
+	builtinRes sync.Map // URI -> struct{}: symbi's own resources
 
 	chain   func(Handler) Handler
 	bridge  bridge

@@ -116,7 +116,7 @@ func TestCallTool(t *testing.T) {
 	want := []row{
 		{"agent:a", "agent", "internal", "up__echo", "allow", "ok"},
 		{"agent:bad", "agent", "internal", "up__echo", "deny", "denied"},
-		{"agent:a", "agent", "internal", "up__nope", "allow", "invalid"},
+		{"agent:a", "agent", "internal", "up__nope", "allow", "not_found"},
 		{"agent:a", "agent", "internal", "symbi__status", "allow", "ok"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

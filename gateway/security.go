@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -61,6 +63,11 @@ type PolicyOptions struct {
 	Engine   policy.Engine
 	Enforcer *policy.Enforcer // nil: a default enforcer with a rate limiter
 	Logger   *slog.Logger
+	// ApprovalTTL is how long an approval question may be answered, and its answer used
+	// (once); 0: DefaultApprovalTTL.
+	ApprovalTTL time.Duration
+	// Now returns the current time (tests); nil: time.Now.
+	Now func() time.Time
 }
 
 // policyStep decides every gated request with the policy engine: lists are filtered,
@@ -72,6 +79,11 @@ type policyStep struct {
 	enf *policy.Enforcer
 	log *slog.Logger
 	key []byte // MACs approval request states
+
+	now         func() time.Time
+	approvalTTL time.Duration
+	spentMu     sync.Mutex
+	spent       map[string]int64 // nonce -> expiry (unix seconds) of approvals already used
 }
 
 // UsePolicy installs the policy step; call it before Run. It returns the step so tests
@@ -87,7 +99,14 @@ func (g *Gateway) UsePolicy(o PolicyOptions) {
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	p := &policyStep{g: g, eng: o.Engine, enf: enf, log: log, key: key}
+	p := &policyStep{g: g, eng: o.Engine, enf: enf, log: log, key: key,
+		now: o.Now, approvalTTL: o.ApprovalTTL, spent: map[string]int64{}}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.approvalTTL <= 0 {
+		p.approvalTTL = DefaultApprovalTTL
+	}
 	g.policy = p
 	g.rebuildChain()
 }
@@ -164,31 +183,8 @@ func (p *policyStep) run(ctx context.Context, r *Request, next Handler) (mcp.Res
 			})
 		}
 		return res, err
-	case "tools/call":
-		return p.call(ctx, r, id, next)
-	case "resources/read", "resources/subscribe", "prompts/get", "completion/complete":
-		in := &policy.Input{Action: r.Method, Identity: id, Upstream: r.Upstream, Sandbox: p.g.sandboxInput(r.Upstream)}
-		switch r.Method {
-		case "resources/subscribe":
-			in.Action = "resources/read"
-		case "completion/complete":
-			in.Action = "prompts/get"
-			if r.URI != "" {
-				in.Action = "resources/read"
-			}
-		}
-		if in.Action == "prompts/get" {
-			in.Prompt = &policy.Prompt{Name: r.Name}
-		} else {
-			in.Resource = &policy.Resource{URI: r.URI}
-		}
-		d := p.decide(ctx, in)
-		r.verdict = verdictOf(d)
-		if !d.Allow {
-			p.g.metrics.denials.WithLabelValues(r.Method, "policy").Inc()
-			return nil, &Error{Kind: Denied, Public: "denied by policy: " + d.Reason}
-		}
-		return next(ctx, r)
+	case "tools/call", "prompts/get", "resources/read", "resources/subscribe", "completion/complete":
+		return p.gate(ctx, r, id, next)
 	}
 	return next(ctx, r)
 }
@@ -204,24 +200,65 @@ func verdictOf(d policy.Decision) verdict {
 	return v
 }
 
-// call decides and enforces a tools/call.
-func (p *policyStep) call(ctx context.Context, r *Request, id policy.Identity, next Handler) (mcp.Result, error) {
-	if r.Tool == nil {
-		return next(ctx, r) // unknown tool: the SDK answers with its own error
-	}
-	var args map[string]any
-	if len(r.Arguments) > 0 {
-		if err := json.Unmarshal(r.Arguments, &args); err != nil {
-			return nil, &Error{Kind: Invalid, Public: "tool arguments must be a JSON object", Err: err}
+// gate decides a tools/call, prompts/get, resources/read, resources/subscribe or
+// completion/complete and enforces every condition of an allow on it: require_tier and
+// rate_limit on every one; block_secrets, redact_secrets and redact on its arguments
+// before it is forwarded and on its result after; require_approval by asking the human
+// (tools/call, prompts/get, resources/read). A condition that cannot be honoured for the
+// request refuses it, saying so (fail closed). A request about a tool, prompt or resource
+// that the gateway does not expose is NotFound and never reaches the policy or an upstream.
+func (p *policyStep) gate(ctx context.Context, r *Request, id policy.Identity, next Handler) (mcp.Result, error) {
+	in := &policy.Input{Action: r.Method, Identity: id, Upstream: r.Upstream}
+	var args map[string]any // what conditions on "arguments" act on
+	limitKey := r.Method + "\x00" + r.Name
+	switch r.Method {
+	case "tools/call":
+		if r.Tool == nil {
+			return nil, &Error{Kind: NotFound, Public: fmt.Sprintf("unknown tool %q", r.Name)}
 		}
+		a, err := decodeArguments(r.Arguments)
+		if err != nil {
+			return nil, &Error{Kind: Invalid, Public: err.Error()}
+		}
+		args, limitKey = a, r.Name
+		in.Tool, in.Arguments = r.Tool.policyTool, a
+	case "prompts/get":
+		if r.Upstream == "" {
+			return nil, &Error{Kind: NotFound, Public: fmt.Sprintf("unknown prompt %q", r.Name)}
+		}
+		pp, _ := r.Raw.GetParams().(*mcp.GetPromptParams)
+		args = map[string]any{}
+		for k, v := range pp.Arguments {
+			args[k] = v
+		}
+		in.Prompt, in.Arguments = &policy.Prompt{Name: r.Name}, args
+	case "resources/read", "resources/subscribe":
+		if r.Upstream == "" && !p.g.isBuiltinResource(r.URI) {
+			return nil, &Error{Kind: NotFound, Public: fmt.Sprintf("resource %q not found", r.URI)}
+		}
+		in.Action, in.Resource = policy.ActionResourcesRead, &policy.Resource{URI: r.URI}
+		// A read has no arguments but its URI: secret conditions look at that.
+		args, limitKey = map[string]any{"uri": r.URI}, r.Method+"\x00"+r.URI
+	case "completion/complete":
+		cp, _ := r.Raw.GetParams().(*mcp.CompleteParams)
+		if r.Upstream == "" || cp == nil || cp.Ref == nil {
+			return next(ctx, r) // nothing serves it: answered with no values, no upstream asked
+		}
+		// A completion is decided as the prompt or resource it completes.
+		if r.URI != "" {
+			in.Action, in.Resource = policy.ActionResourcesRead, &policy.Resource{URI: r.URI}
+		} else {
+			in.Action, in.Prompt = policy.ActionPromptsGet, &policy.Prompt{Name: r.Name}
+		}
+		args = completionArgs(cp)
+		in.Arguments = args
+		limitKey = r.Method + "\x00" + r.Name + r.URI
 	}
 	tier := p.g.upstreamTier(r.Upstream)
-	var sb *policy.Sandbox
 	if tier != "" {
-		sb = &policy.Sandbox{Tier: tier}
+		in.Sandbox = &policy.Sandbox{Tier: tier}
 	}
-	d := p.decide(ctx, &policy.Input{Action: policy.ActionToolsCall, Identity: id, Upstream: r.Upstream, Tool: r.Tool.policyTool,
-		Arguments: args, Sandbox: sb})
+	d := p.decide(ctx, in)
 	r.verdict = verdictOf(d)
 	if !d.Allow {
 		reason := d.Reason
@@ -234,122 +271,313 @@ func (p *policyStep) call(ctx context.Context, r *Request, id policy.Identity, n
 	if len(d.Conditions) == 0 {
 		return next(ctx, r)
 	}
-	newArgs, findings, err := p.enf.BeforeCall(d, policy.Call{Identity: id.ID, Tool: r.Name, Tier: tier, Arguments: args})
+	if c, ok := d.Find(policy.CondRequireApproval); ok {
+		switch r.Method {
+		case "tools/call", "prompts/get", "resources/read":
+			r.approval = &c
+		default:
+			return nil, p.refuse(r, policy.CondRequireApproval,
+				fmt.Sprintf("the policy requires a human's approval, which symbi cannot ask for on %s", r.Method), nil)
+		}
+	}
+	newArgs, findings, err := p.enf.BeforeCall(d, policy.Call{Identity: id.ID, Tool: limitKey, Tier: tier, Arguments: args})
+	r.findings = append(r.findings, findings...)
 	if err != nil {
 		var ref *policy.Refusal
 		if errors.As(err, &ref) {
-			r.verdict.decision, r.verdict.reason = "deny", ref.Reason
-			p.g.metrics.denials.WithLabelValues(r.Method, ref.Condition).Inc()
-			return nil, &Error{Kind: Denied, Public: ref.Reason, Err: err}
+			return nil, p.refuse(r, ref.Condition, ref.Reason, err)
 		}
 		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
 	}
-	r.findings = append(r.findings, findings...)
-	if newArgs != nil {
-		b, err := json.Marshal(newArgs)
-		if err != nil {
-			return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
-		}
-		r.Arguments = b
-	}
-	if c, ok := d.Find(policy.CondRequireApproval); ok {
-		r.approval = &c
+	if err := p.setArguments(r, newArgs); err != nil {
+		return nil, err
 	}
 	res, err := next(ctx, r)
 	if err != nil {
 		return res, err
 	}
-	ctr, ok := res.(*mcp.CallToolResult)
-	if !ok || ctr == nil || ctr.NeedsInput() || len(ctr.InputRequests) > 0 {
-		return res, nil
-	}
-	return p.afterCall(d, ctr, r)
+	return p.afterResult(d, r, res)
 }
 
-// afterCall applies result conditions (redaction, secret scanning) to a tool result.
-func (p *policyStep) afterCall(d policy.Decision, res *mcp.CallToolResult, r *Request) (mcp.Result, error) {
+// refuse records that a condition refused r and returns the error for the client.
+func (p *policyStep) refuse(r *Request, condition, reason string, err error) error {
+	r.verdict.decision, r.verdict.reason = "deny", reason
+	p.g.metrics.denials.WithLabelValues(r.Method, condition).Inc()
+	return &Error{Kind: Denied, Public: reason, Err: err}
+}
+
+// completionArgs is what the conditions of a completion act on: the arguments already
+// given (context) and the one being completed.
+func completionArgs(cp *mcp.CompleteParams) map[string]any {
+	args := map[string]any{}
+	if cp.Context != nil {
+		for k, v := range cp.Context.Arguments {
+			args[k] = v
+		}
+	}
+	args[cp.Argument.Name] = cp.Argument.Value
+	return args
+}
+
+// setArguments puts the arguments the conditions produced (masked or not) into the
+// request that goes on. They are exactly what the policy and the conditions saw.
+func (p *policyStep) setArguments(r *Request, args map[string]any) error {
+	internal := func(err error) error {
+		return &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+	}
+	strs := func(m map[string]any) (map[string]string, error) {
+		out := make(map[string]string, len(m))
+		for k, v := range m {
+			s, ok := v.(string)
+			if !ok {
+				return nil, fmt.Errorf("set argument %q: %T is not a string", k, v)
+			}
+			out[k] = s
+		}
+		return out, nil
+	}
+	switch params := r.Raw.GetParams().(type) {
+	case *mcp.CallToolParamsRaw:
+		b, err := json.Marshal(args)
+		if err != nil {
+			return internal(fmt.Errorf("encode arguments: %w", err))
+		}
+		r.Arguments = b
+	case *mcp.GetPromptParams:
+		m, err := strs(args)
+		if err != nil {
+			return internal(err)
+		}
+		params.Arguments = m
+	case *mcp.CompleteParams:
+		m, err := strs(args)
+		if err != nil {
+			return internal(err)
+		}
+		params.Argument.Value = m[params.Argument.Name]
+		delete(m, params.Argument.Name)
+		if params.Context != nil {
+			params.Context.Arguments = m
+		}
+	case *mcp.ReadResourceParams, *mcp.SubscribeParams:
+		if uri, _ := args["uri"].(string); uri != r.URI {
+			return p.refuse(r, "redact", "the policy masks part of this resource's URI, and a URI cannot be masked without reading another resource", nil)
+		}
+	}
+	return nil
+}
+
+// afterResult applies result conditions (redaction, secret scanning) to the result of a
+// gated request. A subscription has no content; later reads are decided on their own.
+func (p *policyStep) afterResult(d policy.Decision, r *Request, res mcp.Result) (mcp.Result, error) {
+	var out mcp.Result
+	switch x := res.(type) {
+	case *mcp.CallToolResult:
+		if x == nil || x.NeedsInput() || len(x.InputRequests) > 0 {
+			return res, nil
+		}
+		out = &mcp.CallToolResult{}
+	case *mcp.GetPromptResult:
+		if x == nil || x.NeedsInput() || len(x.InputRequests) > 0 {
+			return res, nil
+		}
+		out = &mcp.GetPromptResult{}
+	case *mcp.ReadResourceResult:
+		if x == nil || x.NeedsInput() || len(x.InputRequests) > 0 {
+			return res, nil
+		}
+		out = &mcp.ReadResourceResult{}
+	case *mcp.CompleteResult:
+		if x == nil {
+			return res, nil
+		}
+		out = &mcp.CompleteResult{}
+	default:
+		return res, nil
+	}
+	internal := func(err error) (mcp.Result, error) {
+		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+	}
 	var m map[string]any
 	b, err := json.Marshal(res)
 	if err != nil {
-		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+		return internal(fmt.Errorf("encode result: %w", err))
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+		return internal(fmt.Errorf("decode result: %w", err))
 	}
-	out, findings, err := p.enf.AfterCall(d, m)
+	red, findings, err := p.enf.AfterCall(d, m)
 	r.findings = append(r.findings, findings...)
 	if err != nil {
 		var ref *policy.Refusal
-		if errors.As(err, &ref) {
-			r.verdict.decision, r.verdict.reason = "deny", ref.Reason
-			p.g.metrics.denials.WithLabelValues(r.Method, ref.Condition).Inc()
+		if !errors.As(err, &ref) {
+			return internal(err)
+		}
+		rerr := p.refuse(r, ref.Condition, ref.Reason, err)
+		if r.Method == "tools/call" {
+			// A tool's withheld result is a tool error, not a protocol error.
 			return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ref.Reason}}}, nil
 		}
-		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+		return nil, rerr
 	}
-	if out == nil {
+	if red == nil {
 		return res, nil
 	}
-	b, err = json.Marshal(out)
-	if err != nil {
-		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+	if b, err = json.Marshal(red); err != nil {
+		return internal(fmt.Errorf("encode redacted result: %w", err))
 	}
-	var red mcp.CallToolResult
-	if err := json.Unmarshal(b, &red); err != nil {
-		return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+	if err := json.Unmarshal(b, out); err != nil {
+		return internal(fmt.Errorf("decode redacted result: %w", err))
 	}
-	return &red, nil
+	return out, nil
 }
 
 const (
 	approvalStatePrefix = "symbi-approval:"
 	approvalInputKey    = "symbi_approval"
+	// DefaultApprovalTTL is how long a human has to answer an approval question, and how
+	// long the answer may be used (once).
+	DefaultApprovalTTL = 5 * time.Minute
+	// maxSpentApprovals bounds the approvals remembered as used until they expire; beyond
+	// it new answers are refused (fail closed) until old ones expire.
+	maxSpentApprovals = 1 << 16
 )
 
-// approve asks the human behind the client whether a call may go ahead, as an
-// input-required elicitation: 2026-07-28 clients answer it by retrying; for
-// 2025-11-25 clients the SDK turns it into an elicitation request on the session. The
-// request state is a MAC over identity, tool and arguments, so an approval cannot be
-// replayed for another call. It returns (nil, nil) when approved.
-func (p *policyStep) approve(r *Request, params *mcp.CallToolParamsRaw, message string) (*mcp.CallToolResult, error) {
-	mac := p.approvalMAC(r)
-	if state, ok := strings.CutPrefix(params.RequestState, approvalStatePrefix); ok {
-		if !hmac.Equal([]byte(state), []byte(mac)) {
-			return nil, &Error{Kind: Denied, Public: "approval does not match this call"}
+// approvalAsk is what a request that needs approval answers with first: the question
+// for the human and the state the client sends back with the answer.
+type approvalAsk struct {
+	requests mcp.InputRequestMap
+	state    string
+}
+
+// approve asks the human behind the client whether a request may go ahead, as an
+// input-required elicitation: 2026-07-28 clients answer it by retrying; for 2025-11-25
+// clients the SDK turns it into an elicitation request on the session. The request state
+// carries a fresh nonce and an expiry, MACed together with the identity, the method, the
+// target and the arguments: an answer is good for this one request, once, until it
+// expires. approve returns (nil, nil) when approved; it then removes the state and its
+// answer from *state and responses, so the upstream never sees them.
+func (p *policyStep) approve(r *Request, state *string, responses mcp.InputResponseMap, message string) (*approvalAsk, error) {
+	if st, ok := strings.CutPrefix(*state, approvalStatePrefix); ok {
+		if err := p.checkApproval(r, st); err != nil {
+			return nil, p.refuse(r, policy.CondRequireApproval, err.Error(), nil)
 		}
-		resp, _ := params.InputResponses[approvalInputKey].(*mcp.ElicitResult)
-		delete(params.InputResponses, approvalInputKey)
-		params.RequestState = ""
+		resp, _ := responses[approvalInputKey].(*mcp.ElicitResult)
+		delete(responses, approvalInputKey)
+		*state = ""
 		if resp == nil || resp.Action != "accept" || resp.Content["approve"] != true {
 			r.verdict.decision, r.verdict.reason = "deny", "declined by the user"
 			p.g.metrics.denials.WithLabelValues(r.Method, policy.CondRequireApproval).Inc()
-			return nil, &Error{Kind: Denied, Public: "the call was not approved"}
+			return nil, &Error{Kind: Denied, Public: "the request was not approved"}
 		}
 		return nil, nil
 	}
 	if !clientCanElicit(r) {
-		r.verdict.decision, r.verdict.reason = "deny", "approval required but the client cannot be asked"
-		p.g.metrics.denials.WithLabelValues(r.Method, policy.CondRequireApproval).Inc()
-		return nil, &Error{Kind: Denied, Public: "this call needs a human's approval, but the client does not support elicitation"}
+		return nil, p.refuse(r, policy.CondRequireApproval,
+			"this request needs a human's approval, but the client does not support elicitation", nil)
 	}
+	target, args := approvalTarget(r)
 	if message == "" {
-		args := string(r.Arguments)
 		if len(args) > 500 {
 			args = args[:500] + "…"
 		}
-		message = fmt.Sprintf("Allow %q to call %s with arguments %s?", r.Identity.ID, r.Name, args)
+		message = fmt.Sprintf("Allow %q to %s %s with arguments %s?", r.Identity.ID, approvalVerb[r.Method], target, args)
 	}
-	return &mcp.CallToolResult{
-		InputRequests: mcp.InputRequestMap{approvalInputKey: &mcp.ElicitParams{
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	exp := p.now().Add(p.approvalTTL).Unix()
+	return &approvalAsk{
+		requests: mcp.InputRequestMap{approvalInputKey: &mcp.ElicitParams{
 			Message: message,
 			RequestedSchema: map[string]any{
 				"type":       "object",
-				"properties": map[string]any{"approve": map[string]any{"type": "boolean", "title": "Approve this call"}},
+				"properties": map[string]any{"approve": map[string]any{"type": "boolean", "title": "Approve this request"}},
 				"required":   []string{"approve"},
 			},
 		}},
-		RequestState: approvalStatePrefix + mac,
+		state: approvalStatePrefix + p.approvalToken(r, nonce[:], exp),
 	}, nil
+}
+
+// approveRequest asks for the approval the policy required of r, if it did (see approve).
+func (g *Gateway) approveRequest(r *Request, state *string, responses mcp.InputResponseMap) (*approvalAsk, error) {
+	if r.approval == nil || g.policy == nil {
+		return nil, nil
+	}
+	return g.policy.approve(r, state, responses, r.approval.Message)
+}
+
+// isBuiltinResource reports whether uri is one of symbi's own resources.
+func (g *Gateway) isBuiltinResource(uri string) bool {
+	_, ok := g.builtinRes.Load(uri)
+	return ok
+}
+
+var approvalVerb = map[string]string{"tools/call": "call", "prompts/get": "get the prompt", "resources/read": "read"}
+
+// approvalTarget names what r is about and renders its arguments, for the question and
+// the MAC.
+func approvalTarget(r *Request) (target, args string) {
+	switch params := r.Raw.GetParams().(type) {
+	case *mcp.GetPromptParams:
+		b, _ := json.Marshal(params.Arguments) // keys sorted: the same bytes on the retry
+		return r.Name, string(b)
+	case *mcp.ReadResourceParams:
+		return r.URI, "{}"
+	}
+	return r.Name, string(r.Arguments)
+}
+
+// approvalToken is nonce.expiry.mac, base64url, where the MAC binds them to r.
+func (p *policyStep) approvalToken(r *Request, nonce []byte, exp int64) string {
+	e := base64.RawURLEncoding
+	return e.EncodeToString(nonce) + "." + strconv.FormatInt(exp, 10) + "." + e.EncodeToString(p.approvalMAC(r, nonce, exp))
+}
+
+func (p *policyStep) approvalMAC(r *Request, nonce []byte, exp int64) []byte {
+	target, args := approvalTarget(r)
+	h := hmac.New(sha256.New, p.key)
+	h.Write(nonce)
+	fmt.Fprintf(h, "\x00%d\x00%s\x00%s\x00%s\x00", exp, r.Identity.ID, r.Method, target)
+	h.Write([]byte(args))
+	return h.Sum(nil)
+}
+
+// checkApproval verifies an approval state for r and spends it: it must be the one
+// issued for this request, unexpired, and not used before.
+func (p *policyStep) checkApproval(r *Request, state string) error {
+	parts := strings.Split(state, ".")
+	if len(parts) != 3 {
+		return errors.New("approval does not match this request")
+	}
+	nonce, err1 := base64.RawURLEncoding.DecodeString(parts[0])
+	exp, err2 := strconv.ParseInt(parts[1], 10, 64)
+	mac, err3 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil || len(nonce) != 16 || !hmac.Equal(mac, p.approvalMAC(r, nonce, exp)) {
+		return errors.New("approval does not match this request")
+	}
+	now := p.now()
+	if now.Unix() >= exp {
+		return errors.New("the approval has expired; make the request again to be asked anew")
+	}
+	p.spentMu.Lock()
+	defer p.spentMu.Unlock()
+	key := string(nonce)
+	if _, used := p.spent[key]; used {
+		return errors.New("this approval was already used; make the request again to be asked anew")
+	}
+	if len(p.spent) >= maxSpentApprovals {
+		for k, e := range p.spent {
+			if now.Unix() >= e {
+				delete(p.spent, k)
+			}
+		}
+		if len(p.spent) >= maxSpentApprovals {
+			return errors.New("too many approvals in flight; try again later")
+		}
+	}
+	p.spent[key] = exp
+	return nil
 }
 
 // clientCanElicit reports whether the client declared the elicitation capability: at
@@ -365,13 +593,6 @@ func clientCanElicit(r *Request) bool {
 	}
 	_, ok = caps["elicitation"]
 	return ok
-}
-
-func (p *policyStep) approvalMAC(r *Request) string {
-	h := hmac.New(sha256.New, p.key)
-	fmt.Fprintf(h, "%s\x00%s\x00", r.Identity.ID, r.Name)
-	h.Write(r.Arguments)
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }
 
 // AuditOptions configures the audit step.

@@ -55,6 +55,35 @@ type upstream struct {
 
 	progSeq  atomic.Uint64
 	progress sync.Map // upstream token (string) -> progressRoute
+
+	// Listings of tools, prompts and resources are numbered when they start (listSeq);
+	// syncMu serialises applying them, and applied (guarded by syncMu) is the newest
+	// number applied per feature, so an older listing that finishes late is dropped.
+	listSeq [numFeatures]atomic.Uint64
+	syncMu  sync.Mutex
+	applied [numFeatures]uint64
+}
+
+// Features an upstream lists.
+const (
+	featTools = iota
+	featPrompts
+	featResources
+	numFeatures
+)
+
+// listing numbers a new listing of feature f.
+func (u *upstream) listing(f int) uint64 { return u.listSeq[f].Add(1) }
+
+// applies reports whether the listing seq of feature f is newer than every one applied
+// so far, and records it as applied; u.syncMu must be held.
+func (u *upstream) applies(f int, seq uint64) bool {
+	if seq <= u.applied[f] {
+		u.log.Debug("stale listing dropped", "feature", f, "seq", seq, "applied", u.applied[f])
+		return false
+	}
+	u.applied[f] = seq
+	return true
 }
 
 // conn is one client session to an upstream (and its process, for stdio).
@@ -872,6 +901,7 @@ func (u *upstream) refreshTools(ctx context.Context, cs *mcp.ClientSession) erro
 }
 
 func (u *upstream) refreshToolsNotify(ctx context.Context, cs *mcp.ClientSession, notify bool) error {
+	seq := u.listing(featTools)
 	var tools []*mcp.Tool
 	raw := &rawToolList{}
 	for t, err := range cs.Tools(withRawTools(ctx, raw), nil) {
@@ -880,11 +910,12 @@ func (u *upstream) refreshToolsNotify(ctx context.Context, cs *mcp.ClientSession
 		}
 		tools = append(tools, t)
 	}
-	u.g.syncToolsNotify(ctx, u, tools, raw.byName(), notify)
+	u.g.syncToolsNotify(ctx, u, seq, tools, raw.byName(), notify)
 	return nil
 }
 
 func (u *upstream) refreshPrompts(ctx context.Context, cs *mcp.ClientSession) error {
+	seq := u.listing(featPrompts)
 	var prompts []*mcp.Prompt
 	for p, err := range cs.Prompts(ctx, nil) {
 		if err != nil {
@@ -892,11 +923,12 @@ func (u *upstream) refreshPrompts(ctx context.Context, cs *mcp.ClientSession) er
 		}
 		prompts = append(prompts, p)
 	}
-	u.g.syncPrompts(u, prompts)
+	u.g.syncPrompts(u, seq, prompts)
 	return nil
 }
 
 func (u *upstream) refreshResources(ctx context.Context, cs *mcp.ClientSession) error {
+	seq := u.listing(featResources)
 	var resources []*mcp.Resource
 	for r, err := range cs.Resources(ctx, nil) {
 		if err != nil {
@@ -911,6 +943,6 @@ func (u *upstream) refreshResources(ctx context.Context, cs *mcp.ClientSession) 
 		}
 		templates = append(templates, t)
 	}
-	u.g.syncResources(u, resources, templates)
+	u.g.syncResources(u, seq, resources, templates)
 	return nil
 }

@@ -130,8 +130,9 @@ func (e *Enforcer) BeforeCall(d Decision, c Call) (map[string]any, []secrets.Fin
 
 // AfterCall enforces the conditions of d on a result before it goes back to the client.
 // result is the JSON-like form of a tools/call result (content, structuredContent), a
-// resources/read result (contents) or a prompts/get result (messages). Secret conditions
-// look at text only: content[*].text, contents[*].text, messages[*].content.text and
+// resources/read result (contents), a prompts/get result (messages) or a
+// completion/complete result (completion.values). Secret conditions look at text only:
+// content[*].text, contents[*].text, messages[*].content.text, completion.values[*] and
 // structuredContent; binary blobs are left alone. block_secrets refuses the result (the
 // gateway then returns an error result instead); redact_secrets and redact mask.
 func (e *Enforcer) AfterCall(d Decision, result map[string]any) (map[string]any, []secrets.Finding, error) {
@@ -209,6 +210,33 @@ func forEachText(result map[string]any, f func(path string, v any) (any, bool)) 
 	if sc, ok := result["structuredContent"]; ok {
 		if nv, changed := f("result.structuredContent", sc); changed {
 			set("structuredContent", nv)
+		}
+	}
+	if comp, ok := result["completion"].(map[string]any); ok {
+		if vals, ok := comp["values"].([]any); ok {
+			var nv []any
+			for i, v := range vals {
+				s, ok := v.(string)
+				if !ok {
+					continue
+				}
+				ns, changed := f(fmt.Sprintf("result.completion.values[%d]", i), s)
+				if !changed {
+					continue
+				}
+				if nv == nil {
+					nv = append([]any(nil), vals...)
+				}
+				nv[i] = ns
+			}
+			if nv != nil {
+				c := make(map[string]any, len(comp))
+				for k, v := range comp {
+					c[k] = v
+				}
+				c["values"] = nv
+				set("completion", c)
+			}
 		}
 	}
 	for _, spec := range []struct {
