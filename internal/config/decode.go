@@ -207,7 +207,7 @@ func plural(s string) string {
 
 // tomlType names the TOML type of a decoded value, for messages.
 func tomlType(v any) string {
-	switch v.(type) {
+	switch v := v.(type) {
 	case string:
 		return "a string"
 	case int64:
@@ -218,8 +218,19 @@ func tomlType(v any) string {
 		return "a boolean"
 	case time.Time:
 		return "a date-time"
-	case []any, []map[string]any:
-		return "an array"
+	case []map[string]any:
+		return "an array of tables"
+	case []any:
+		if len(v) == 0 {
+			return "an empty array"
+		}
+		first := tomlType(v[0])
+		for _, e := range v[1:] {
+			if tomlType(e) != first {
+				return "a mixed array"
+			}
+		}
+		return "an array of " + plural(first)
 	case map[string]any:
 		return "a table"
 	}

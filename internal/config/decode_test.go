@@ -38,7 +38,7 @@ fsync = "sometimes"
 		{"server.colour", "unknown key"},
 		{"upstreams[0].timeout", "must be a string (got an integer)"},
 		{"upstreams[1].command", "must be an array of strings (got a string)"},
-		{"upstreams[1].args", "must be an array of strings (got an array)"},
+		{"upstreams[1].args", "must be an array of strings (got an array of integers)"},
 		{"upstreams[1].sandbox.cpus", "must be a number (got a string)"},
 		{"upstreams[1].sandbox.typo", "unknown key"},
 		{"policy.dir", "must be a string (got an integer)"},
@@ -65,6 +65,8 @@ func TestParseTableShapes(t *testing.T) {
 		{"scalar for an array of tables", "version = 1\nupstreams = \"a\"\n", []Problem{{"upstreams", "must be an array of tables (got a string)"}}},
 		{"table for a scalar", "version = 1\n[server.listen]\nx = 1\n", []Problem{{"server.listen", "must be a string (got a table)"}}},
 		{"inline array of tables", "version = 1\nupstreams = [{name = \"a\", command = [\"x\"], bogus = 1}]\n", []Problem{{"upstreams[0].bogus", "unknown key"}}},
+		{"table for a string in an array", "version = 1\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nsandbox = { tier = \"none\", mounts = [{ source = \"/a\", target = \"/b\" }] }\n",
+			[]Problem{{"upstreams[0].sandbox.mounts", "must be an array of strings (got an array of tables)"}}},
 		{"env value of the wrong type", "version = 1\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { A = 1 }\n", []Problem{{"upstreams[0].env", "must be a table of strings (got a table)"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
