@@ -61,7 +61,7 @@ dir = "../audit"
 		"local.command": c.Upstreams[0].Command, "local.dir": c.Upstreams[0].Dir,
 		"local.discovery_file": c.Upstreams[0].SchemaPin.DiscoveryFile, "local.bundle_file": c.Upstreams[0].SchemaPin.BundleFile,
 		"local.manifest": c.Upstreams[0].SchemaPin.Manifest,
-		"boxed.command": c.Upstreams[1].Command, "boxed.dir": c.Upstreams[1].Dir, "boxed.mounts": c.Upstreams[1].Sandbox.Mounts,
+		"boxed.command":  c.Upstreams[1].Command, "boxed.dir": c.Upstreams[1].Dir, "boxed.mounts": c.Upstreams[1].Sandbox.Mounts,
 		"boxed.manifest": c.Upstreams[1].SchemaPin.Manifest,
 		"path.command":   c.Upstreams[2].Command,
 	}
