@@ -8,13 +8,35 @@ import (
 // Sensitivity is how sensitive the data an upstream handles is.
 type Sensitivity string
 
-// Sensitivity levels.
+// Sensitivity levels, least sensitive first: the one vocabulary of configuration
+// (upstreams[].sandbox.sensitivity), the assessment and its reasons.
 const (
 	SensitivityPublic       Sensitivity = "public"
 	SensitivityInternal     Sensitivity = "internal"
 	SensitivityConfidential Sensitivity = "confidential"
-	SensitivitySecret       Sensitivity = "secret"
+	SensitivityRestricted   Sensitivity = "restricted"
 )
+
+// Sensitivities lists the levels, least sensitive first.
+var Sensitivities = []Sensitivity{SensitivityPublic, SensitivityInternal, SensitivityConfidential, SensitivityRestricted}
+
+// ParseSensitivity parses a level as written in configuration; "" is the default,
+// internal.
+func ParseSensitivity(s string) (Sensitivity, error) {
+	if s == "" {
+		return SensitivityInternal, nil
+	}
+	for _, l := range Sensitivities {
+		if string(l) == s {
+			return l, nil
+		}
+	}
+	names := make([]string, len(Sensitivities))
+	for i, l := range Sensitivities {
+		names[i] = string(l)
+	}
+	return "", fmt.Errorf("sensitivity %q: want one of %s", s, strings.Join(names, ", "))
+}
 
 // Needs are what an upstream declares it needs, as written in its configuration.
 type Needs struct {
@@ -63,10 +85,10 @@ func Assess(n Needs) Assessment {
 		add(5, "handles internal data")
 	case SensitivityConfidential:
 		add(15, "handles confidential data")
-	case SensitivitySecret:
-		add(25, "handles secret data")
+	case SensitivityRestricted:
+		add(25, "handles restricted data")
 	default:
-		add(25, fmt.Sprintf("declares unknown data sensitivity %q (treated as secret)", n.Sensitivity))
+		add(25, fmt.Sprintf("declares unknown data sensitivity %q (treated as restricted)", n.Sensitivity))
 	}
 	switch {
 	case n.Signed && n.Verified:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -24,28 +25,53 @@ var deniedSources = []string{
 	"/run/containerd",
 	"/var/lib/docker",
 	"/var/lib/containerd",
+	"/run/docker", // the daemon's runtime state and plugin sockets
+	"/var/run/docker",
+	"/run/user", // per-user runtime dirs: session bus, rootless Docker and Podman sockets
+	"/var/run/user",
 }
+
+// homesDir holds the users' home directories. Neither it nor a whole home directory may
+// be mounted, nor a hidden entry of a home (~/.ssh, ~/.aws, ~/.docker, ~/.config hold
+// credentials); a folder inside a home (a project) may.
+const homesDir = "/home"
 
 // deniedTargets are container paths a mount may not cover.
 var deniedTargets = []string{"/proc", "/sys", "/dev"}
 
 // ValidateMount checks a host mount against the denylist: both paths absolute and free
-// of ".." components, the source neither "/" nor a Docker socket, /proc, /sys, /dev, /etc
-// (or inside, or a parent of, any of them), the target neither "/" nor inside /proc, /sys
-// or /dev. When the source exists, its symlinks are resolved and the real path is checked
-// too.
-func ValidateMount(m Mount) error {
+// of ".." components, the source neither "/" nor a Docker socket, /proc, /sys, /dev, /etc,
+// /run/user, /run/docker, the protected paths (symbi's own state: its data and audit
+// directories) (or inside, or a parent of, any of them), nor /home, a whole home
+// directory (under /home, or the $HOME of this process) or a hidden entry of one; the
+// target neither "/" nor inside /proc, /sys or /dev. When the source exists, its symlinks
+// are resolved and the real path is checked too.
+func ValidateMount(m Mount, protected ...string) error {
 	if err := checkPath("source", m.Source); err != nil {
 		return err
 	}
 	if err := checkPath("target", m.Target); err != nil {
 		return err
 	}
-	if err := checkSource(m.Source); err != nil {
+	denied := slices.Clone(deniedSources)
+	for _, p := range protected {
+		if p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return fmt.Errorf("resolve protected path %s: %w", p, err)
+		}
+		denied = append(denied, abs)
+		if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+			denied = append(denied, real)
+		}
+	}
+	if err := checkSource(m.Source, denied); err != nil {
 		return err
 	}
 	if real, err := filepath.EvalSymlinks(m.Source); err == nil && real != filepath.Clean(m.Source) {
-		if err := checkSource(real); err != nil {
+		if err := checkSource(real, denied); err != nil {
 			return fmt.Errorf("source %s resolves to %s: %w", m.Source, real, err)
 		}
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -84,12 +110,12 @@ func checkPath(what, p string) error {
 	return nil
 }
 
-func checkSource(p string) error {
+func checkSource(p string, denied []string) error {
 	s := filepath.Clean(p)
 	if s == "/" {
 		return errors.New("source: / may not be mounted")
 	}
-	for _, d := range deniedSources {
+	for _, d := range denied {
 		if within(s, d) {
 			return fmt.Errorf("source %s: inside %s", p, d)
 		}
@@ -99,6 +125,33 @@ func checkSource(p string) error {
 	}
 	if strings.HasSuffix(s, ".sock") && strings.Contains(filepath.Base(s), "docker") {
 		return fmt.Errorf("source %s: a Docker socket", p)
+	}
+	return checkHomes(p, s)
+}
+
+// checkHomes refuses /home, a whole home directory and the hidden entries of a home.
+func checkHomes(p, s string) error {
+	if s == homesDir {
+		return fmt.Errorf("source %s: holds every user's home directory", p)
+	}
+	homes := []string{}
+	if rest, ok := strings.CutPrefix(s, homesDir+"/"); ok {
+		user, _, _ := strings.Cut(rest, "/")
+		homes = append(homes, homesDir+"/"+user)
+	}
+	if h, err := os.UserHomeDir(); err == nil && filepath.IsAbs(h) && filepath.Clean(h) != "/" {
+		homes = append(homes, filepath.Clean(h))
+	}
+	for _, h := range homes {
+		switch {
+		case within(h, s):
+			return fmt.Errorf("source %s: a whole home directory (%s); mount a folder inside it", p, h)
+		case within(s, h):
+			first, _, _ := strings.Cut(strings.TrimPrefix(s, h+"/"), "/")
+			if strings.HasPrefix(first, ".") {
+				return fmt.Errorf("source %s: inside %s/%s, a hidden entry of a home directory (credentials live there)", p, h, first)
+			}
+		}
 	}
 	return nil
 }

@@ -18,6 +18,9 @@ type Options struct {
 	Instance      string        // value of the symbi.instance label; "": a random UUID
 	GracePeriod   time.Duration // SIGTERM to SIGKILL on Stop; 0: 5s
 	GVisorRuntime string        // Docker runtime name for the gvisor tier; "": "runsc"
+	// ProtectedPaths are host paths no mount may expose, besides the built-in denylist:
+	// symbi's own state (data directory, audit trail, keys).
+	ProtectedPaths []string
 }
 
 // Sandbox starts upstream processes in the tier their Spec asks for. It implements
@@ -67,6 +70,15 @@ func (s *Sandbox) Start(ctx context.Context, spec Spec) (Process, error) {
 	spec = spec.WithDefaults()
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("validate sandbox spec %s: %w", spec.Name, err)
+	}
+	for i, m := range spec.Mounts {
+		if err := ValidateMount(m, s.opts.ProtectedPaths...); err != nil {
+			return nil, fmt.Errorf("validate sandbox spec %s: mounts[%d]: %w", spec.Name, i, err)
+		}
+	}
+	for _, u := range spec.Unsafe {
+		s.log.Warn("sandbox isolation weakened by an unsafe opt-in", "upstream", spec.Name, "unsafe", string(u),
+			"network", spec.Network, "user", spec.User)
 	}
 	if spec.Tier == TierNone {
 		s.log.Warn("upstream runs without isolation", "upstream", spec.Name, "tier", TierNone)

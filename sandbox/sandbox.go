@@ -82,7 +82,10 @@ type Spec struct {
 	Pids    int64             // pids limit; 0 = DefaultPids
 	Timeout time.Duration     // execution timeout; the process is stopped after it (0 = none)
 	Mounts  []Mount           // validated with ValidateMount
-	User    string            // "uid:gid"; "" = DefaultUser (nobody)
+	User    string            // numeric "uid[:gid]"; "" = DefaultUser (nobody); 0 needs UnsafeRootUser
+	// Unsafe lists the isolation this upstream gives up on purpose (see Unsafe): network
+	// "host" or "container:..." and a root user are refused without it.
+	Unsafe []Unsafe
 }
 
 // Defaults applied by WithDefaults.
@@ -147,6 +150,19 @@ func (s Spec) Validate() error {
 	for i, m := range s.Mounts {
 		if err := ValidateMount(m); err != nil {
 			errs = append(errs, fmt.Errorf("mounts[%d]: %w", i, err))
+		}
+	}
+	for _, u := range s.Unsafe {
+		if _, err := ParseUnsafe(string(u)); err != nil {
+			errs = append(errs, fmt.Errorf("unsafe: %w", err))
+		}
+	}
+	if s.Tier != TierNone {
+		if err := CheckNetwork(s.Network, s.Unsafe); err != nil {
+			errs = append(errs, fmt.Errorf("network: %w", err))
+		}
+		if err := CheckUser(s.User, s.Unsafe); err != nil {
+			errs = append(errs, fmt.Errorf("user: %w", err))
 		}
 	}
 	for k := range s.Env {

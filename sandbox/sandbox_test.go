@@ -2,9 +2,11 @@ package sandbox
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,6 +75,23 @@ func TestSpecValidate(t *testing.T) {
 		{"every problem at once", Spec{Tier: TierDocker, Memory: "lots", CPUs: -1, Pids: -2, Timeout: -1,
 			Mounts: []Mount{{Source: "/var/run/docker.sock", Target: "/s"}}, Env: map[string]string{"A=B": "c"}},
 			[]string{"image:", "memory:", "cpus:", "pids:", "timeout:", "mounts[0]:", "env: invalid name"}},
+		{"bridge network", Spec{Image: "x", Network: "bridge"}, nil},
+		{"named network", Spec{Image: "x", Network: "tools-net"}, nil},
+		{"host network refused", Spec{Image: "x", Network: "host"}, []string{`network: network "host"`, `unsafe = ["host_network"]`}},
+		{"host network opted in", Spec{Image: "x", Network: "host", Unsafe: []Unsafe{UnsafeHostNetwork}}, nil},
+		{"container network refused", Spec{Image: "x", Network: "container:db"}, []string{"joins another container's network", `"container_network"`}},
+		{"container network opted in", Spec{Image: "x", Network: "container:db", Unsafe: []Unsafe{UnsafeContainerNetwork}}, nil},
+		{"container network needs a name", Spec{Image: "x", Network: "container:", Unsafe: []Unsafe{UnsafeContainerNetwork}}, []string{"names no container"}},
+		{"host opt-in does not open container", Spec{Image: "x", Network: "container:db", Unsafe: []Unsafe{UnsafeHostNetwork}}, []string{"container_network"}},
+		{"root user refused", Spec{Image: "x", User: "0:0"}, []string{`user: user "0:0" runs as root`, `"root_user"`}},
+		{"root uid refused", Spec{Image: "x", User: "0"}, []string{"runs as root"}},
+		{"root gid refused", Spec{Image: "x", User: "1000:0"}, []string{"runs as root"}},
+		{"root by name refused", Spec{Image: "x", User: "root"}, []string{"numeric uid"}},
+		{"user name refused", Spec{Image: "x", User: "node"}, []string{"numeric uid"}},
+		{"root opted in", Spec{Image: "x", User: "0:0", Unsafe: []Unsafe{UnsafeRootUser}}, nil},
+		{"numeric user", Spec{Image: "x", User: "1000:1000"}, nil},
+		{"unknown unsafe", Spec{Image: "x", Unsafe: []Unsafe{"everything"}}, []string{`unsafe option "everything"`}},
+		{"none tier ignores container settings", Spec{Tier: TierNone, Command: []string{"x"}, Network: "host", User: "0"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.spec.WithDefaults().Validate()
@@ -129,6 +148,17 @@ func TestValidateMount(t *testing.T) {
 		{"target root", Mount{Source: "/srv", Target: "/"}, "/ may not be replaced"},
 		{"target proc", Mount{Source: "/srv", Target: "/proc/self"}, "inside /proc"},
 		{"comma", Mount{Source: "/srv/a,b", Target: "/x"}, "','"},
+		{"user runtime dirs", Mount{Source: "/run/user", Target: "/r"}, "inside /run/user"},
+		{"a user's runtime dir", Mount{Source: "/run/user/1000", Target: "/r"}, "inside /run/user"},
+		{"docker runtime dir", Mount{Source: "/run/docker", Target: "/r"}, "inside /run/docker"},
+		{"docker plugins", Mount{Source: "/run/docker/plugins", Target: "/r"}, "inside /run/docker"},
+		{"every home", Mount{Source: "/home", Target: "/h"}, "every user's home"},
+		{"a whole home", Mount{Source: "/home/alice", Target: "/h"}, "a whole home directory"},
+		{"a whole home with slash", Mount{Source: "/home/alice/", Target: "/h"}, "a whole home directory"},
+		{"ssh keys", Mount{Source: "/home/alice/.ssh", Target: "/h"}, "hidden entry of a home"},
+		{"cloud credentials", Mount{Source: "/home/alice/.aws/credentials", Target: "/h"}, "hidden entry of a home"},
+		{"hidden inside a project is fine", Mount{Source: "/home/alice/project/.git", Target: "/h"}, ""},
+		{"homeless name is fine", Mount{Source: "/homework", Target: "/h"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := ValidateMount(tc.m)
@@ -141,6 +171,49 @@ func TestValidateMount(t *testing.T) {
 				t.Errorf("ValidateMount(%+v) = %v, want it to contain %q", tc.m, err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestValidateMountProtected: symbi's own state (data directory, audit trail) may not be
+// mounted, nor anything inside it, nor a parent of it, nor a symlink to it.
+func TestValidateMountProtected(t *testing.T) {
+	base := t.TempDir()
+	data := filepath.Join(base, "symbi-data")
+	if err := os.MkdirAll(filepath.Join(data, "audit"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(data, link); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(base, "notes")
+	for _, tc := range []struct {
+		name    string
+		source  string
+		wantErr string
+	}{
+		{"data dir", data, "inside " + data},
+		{"audit trail", filepath.Join(data, "audit"), "inside " + data},
+		{"parent of data dir", base, "contains " + data},
+		{"symlink to data dir", link, "resolves to " + data},
+		{"a sibling", other, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateMount(Mount{Source: tc.source, Target: "/m"}, data)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("ValidateMount(%s) = %v, want nil", tc.source, err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("ValidateMount(%s) = %v, want it to contain %q", tc.source, err, tc.wantErr)
+			}
+		})
+	}
+	// Sandbox.Start applies its ProtectedPaths before any container is made.
+	sb := New(&Options{ProtectedPaths: []string{data}, DockerHost: "unix:///nonexistent.sock"})
+	defer sb.Close()
+	_, err := sb.Start(t.Context(), Spec{Name: "up", Image: "x", Mounts: []Mount{{Source: data, Target: "/m"}}})
+	if err == nil || !strings.Contains(err.Error(), "mounts[0]") || !strings.Contains(err.Error(), "inside "+data) {
+		t.Errorf("Start with the data dir mounted = %v, want a mounts[0] error", err)
 	}
 }
 
@@ -217,8 +290,10 @@ func TestAssess(t *testing.T) {
 		{"network and unsigned", Needs{Network: true}, TierGVisor, 50, "outbound network"},
 		{"writes confidential", Needs{FilesystemWrite: true, Sensitivity: SensitivityConfidential, Signed: true, Verified: true}, TierDocker, 35, "confidential"},
 		{"external apis capped", Needs{ExternalAPIs: []string{"a", "b", "c", "d"}, Signed: true, Verified: true, Sensitivity: SensitivityPublic}, TierDocker, 20, "a, b, c, d"},
-		{"everything", Needs{Network: true, FilesystemWrite: true, ExternalAPIs: []string{"x"}, Sensitivity: SensitivitySecret}, TierGVisor, 100, "secret"},
-		{"unknown sensitivity is secret", Needs{Sensitivity: "top", Signed: true, Verified: true}, TierDocker, 25, "treated as secret"},
+		{"everything", Needs{Network: true, FilesystemWrite: true, ExternalAPIs: []string{"x"}, Sensitivity: SensitivityRestricted}, TierGVisor, 100, "handles restricted data"},
+		{"unknown sensitivity is restricted", Needs{Sensitivity: "top", Signed: true, Verified: true}, TierDocker, 25, "treated as restricted"},
+		// The word configuration accepts is the word the assessment knows.
+		{"restricted as configured", Needs{Sensitivity: "restricted", Signed: true, Verified: true}, TierDocker, 25, "+25 handles restricted data"},
 		{"threshold", Needs{Network: true, Sensitivity: SensitivityConfidential, Signed: true, Verified: true}, TierGVisor, 40, "score 40 >= 40"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -266,4 +341,41 @@ func TestLogBufferDropsOldest(t *testing.T) {
 	if _, err := b.Write([]byte("x")); err == nil {
 		t.Error("Write after Close: want an error")
 	}
+}
+
+// TestUnsafeOptInLogged: an unsafe opt-in is not silent: every start logs a warning that
+// names it.
+func TestUnsafeOptInLogged(t *testing.T) {
+	var buf lockedBuf
+	sb := New(&Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	defer sb.Close()
+	p, err := sb.Start(t.Context(), Spec{Name: "up", Tier: TierNone, Command: []string{"true"}, Unsafe: []Unsafe{UnsafeRootUser}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Wait()
+	if err := p.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "sandbox isolation weakened") || !strings.Contains(out, "unsafe=root_user") {
+		t.Errorf("log does not warn about the opt-in:\n%s", out)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -137,6 +137,11 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if tier == "none" {
 			fmt.Fprintf(stdout, "     note: tier none runs the server as a host process with symbi's privileges (development only)\n")
 		}
+		if u.Sandbox != nil {
+			for _, opt := range u.Sandbox.Unsafe {
+				fmt.Fprintf(stdout, "WARN %-28s isolation weakened on purpose: unsafe %q (network %q, user %q)\n", name, opt, u.Sandbox.Network, u.Sandbox.User)
+			}
+		}
 	}
 	if problems > 0 {
 		fmt.Fprintf(stdout, "\n%d problem(s)\n", problems)

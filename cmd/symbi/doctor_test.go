@@ -20,12 +20,30 @@ func TestDoctor(t *testing.T) {
 		{"missing command", "[[upstreams]]\nname = \"gone\"\ncommand = [\"/nonexistent/mcp-server\"]\n", 1,
 			[]string{"FAIL upstream gone", "risk assessment: docker", "tier none runs the server as a host process"}},
 		{"auto tier assessed", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"auto\", image = \"x\", network = \"bridge\", sensitivity = \"restricted\" }\n", -1,
-			[]string{"risk assessment: gvisor", "needs outbound network"}},
+			[]string{"risk assessment: gvisor", "needs outbound network", "+25 handles restricted data"}},
+		// Isolation given up is refused unless opted in, and an opt-in is shown.
+		{"host network refused", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"docker\", image = \"x\", network = \"host\" }\n", 1,
+			[]string{"upstreams[0].sandbox.network", `unsafe = ["host_network"]`}},
+		{"container network refused", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"gvisor\", image = \"x\", network = \"container:db\" }\n", 1,
+			[]string{"upstreams[0].sandbox.network", "container_network"}},
+		{"root refused", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"docker\", image = \"x\", user = \"0:0\" }\n", 1,
+			[]string{"upstreams[0].sandbox.user", "root_user"}},
+		{"data dir mount refused", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"docker\", image = \"x\", mounts = [\"DATA/audit:/a\"] }\n", 1,
+			[]string{"upstreams[0].sandbox.mounts[0]", "inside DATA"}},
+		{"unknown unsafe refused", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"docker\", image = \"x\", unsafe = [\"all\"] }\n", 1,
+			[]string{"upstreams[0].sandbox.unsafe[0]"}},
+		{"opt-in shown", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"docker\", image = \"x\", network = \"host\", unsafe = [\"host_network\"] }\n", -1,
+			[]string{"WARN upstream web", `unsafe "host_network"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "c.toml")
-			body := "version = 1\n[server]\ndata_dir = " + strings.ReplaceAll(`"`+filepath.Join(dir, "data")+`"`, `\`, `\\`) + "\n" + tc.upstream
+			data := filepath.Join(dir, "data")
+			tc.upstream = strings.ReplaceAll(tc.upstream, "DATA", data)
+			for i, w := range tc.want {
+				tc.want[i] = strings.ReplaceAll(w, "DATA", data)
+			}
+			body := "version = 1\n[server]\ndata_dir = " + strings.ReplaceAll(`"`+data+`"`, `\`, `\\`) + "\n" + tc.upstream
 			if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 				t.Fatal(err)
 			}

@@ -290,7 +290,8 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 	}
 	if rt.sandbox == nil {
 		// Docker is contacted only when a container tier is first used.
-		rt.sandbox = sandbox.New(&sandbox.Options{Logger: log.With("component", "sandbox"), DockerHost: os.Getenv("DOCKER_HOST")})
+		rt.sandbox = sandbox.New(&sandbox.Options{Logger: log.With("component", "sandbox"), DockerHost: os.Getenv("DOCKER_HOST"),
+			ProtectedPaths: cfg.ProtectedPaths()})
 		rt.closers = append(rt.closers, rt.sandbox.Close)
 	}
 	if tier != "none" && !rt.reaped {
@@ -321,6 +322,10 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 		Name: u.Name, Command: argv, Env: env, Dir: u.Dir, Tier: sandbox.Tier(tier), Image: sb.Image,
 		Network: sb.Network, Memory: sb.Memory, CPUs: sb.CPUs, Pids: sb.Pids, Timeout: sb.Timeout.Duration, User: sb.User,
 	}
+	for _, name := range sb.Unsafe {
+		spec.Unsafe = append(spec.Unsafe, sandbox.Unsafe(name))
+		log.Warn("sandbox isolation weakened by an unsafe opt-in", "upstream", u.Name, "unsafe", name, "tier", tier)
+	}
 	for _, m := range sb.Mounts {
 		pm, err := config.ParseMount(m)
 		if err != nil {
@@ -346,7 +351,7 @@ func assess(u config.Upstream) sandbox.Assessment {
 	if sb := u.Sandbox; sb != nil {
 		n.Network = n.Network || (sb.Network != "" && sb.Network != "none")
 		n.ExternalAPIs = sb.ExternalAPIs
-		n.Sensitivity = sandbox.Sensitivity(sb.Sensitivity)
+		n.Sensitivity = sandbox.Sensitivity(sb.Sensitivity) // one vocabulary, validated with the configuration
 		for _, m := range sb.Mounts {
 			if pm, err := config.ParseMount(m); err == nil && pm.Writable {
 				n.FilesystemWrite = true

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/symbi-dev/symbi/sandbox"
 )
 
 // CurrentVersion is the only configuration version this build understands.
@@ -89,7 +90,11 @@ type UpstreamSandbox struct {
 	Timeout Duration          `toml:"timeout"`
 	Mounts  []string          `toml:"mounts"` // "host:container[:rw]"
 	Env     map[string]string `toml:"env"`
-	User    string            `toml:"user"`
+	User    string            `toml:"user"` // numeric "uid[:gid]"; 0 needs unsafe = ["root_user"]
+	// Unsafe lists isolation given up on purpose: "host_network" (network = "host"),
+	// "container_network" (network = "container:NAME"), "root_user" (uid or gid 0).
+	// Each start of such an upstream logs a warning.
+	Unsafe []string `toml:"unsafe"`
 	// Declared needs, for tier = "auto" (the risk assessment) and `symbi doctor`.
 	Sensitivity  string   `toml:"sensitivity"`   // public, internal (default), confidential, restricted
 	ExternalAPIs []string `toml:"external_apis"` // third-party services the server calls
@@ -509,12 +514,32 @@ func (c *Config) validate() []Problem {
 				add(key+".sandbox.image", "is required for tier %q", tier)
 			}
 			for j, m := range s.Mounts {
-				if _, err := ParseMount(m); err != nil {
+				pm, err := ParseMount(m)
+				if err == nil {
+					err = sandbox.ValidateMount(sandbox.Mount{Source: pm.Source, Target: pm.Target, Writable: pm.Writable}, c.ProtectedPaths()...)
+				}
+				if err != nil {
 					add(fmt.Sprintf("%s.sandbox.mounts[%d]", key, j), "%v", err)
 				}
 			}
-			if !slices.Contains([]string{"", "public", "internal", "confidential", "restricted"}, s.Sensitivity) {
-				add(key+".sandbox.sensitivity", "must be public, internal, confidential or restricted")
+			var unsafe []sandbox.Unsafe
+			for j, name := range s.Unsafe {
+				u, err := sandbox.ParseUnsafe(name)
+				if err != nil {
+					add(fmt.Sprintf("%s.sandbox.unsafe[%d]", key, j), "%v", err)
+				}
+				unsafe = append(unsafe, u)
+			}
+			if tier != "none" {
+				if err := sandbox.CheckNetwork(s.Network, unsafe); err != nil {
+					add(key+".sandbox.network", "%v", err)
+				}
+				if err := sandbox.CheckUser(s.User, unsafe); err != nil {
+					add(key+".sandbox.user", "%v", err)
+				}
+			}
+			if _, err := sandbox.ParseSensitivity(s.Sensitivity); err != nil {
+				add(key+".sandbox.sensitivity", "%v", err)
 			}
 			if s.CPUs < 0 {
 				add(key+".sandbox.cpus", "must not be negative")
@@ -543,6 +568,16 @@ func (c *Config) validate() []Problem {
 	}
 	probs = append(probs, c.validateAgents()...)
 	return probs
+}
+
+// ProtectedPaths are symbi's own state directories (data and audit), which no sandbox
+// mount may expose.
+func (c *Config) ProtectedPaths() []string {
+	paths := []string{c.Server.DataDir}
+	if c.Audit.Dir != "" {
+		paths = append(paths, c.Audit.Dir)
+	}
+	return paths
 }
 
 // Mount is a parsed sandbox mount.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/symbi-dev/symbi/sandbox"
 )
 
 // env is a lookup over a fixed map, so tests never depend on the real environment.
@@ -897,5 +898,72 @@ func TestAuditHTTPCollector(t *testing.T) {
 		if got := c.Redacted().Audit.HTTPHeaders["Authorization"]; got != "REDACTED" {
 			t.Errorf("%s: Redacted shows the collector's header: %q", tc.url, got)
 		}
+	}
+}
+
+// TestSandboxIsolationGivenUp: host or container networking, a root user and mounts of
+// symbi's own state or of credentials are problems with their keys, unless (for the
+// first three) the upstream opts in with sandbox.unsafe.
+func TestSandboxIsolationGivenUp(t *testing.T) {
+	const head = "version = 1\n[server]\ndata_dir = \"/srv/symbi\"\n[audit]\ndir = \"/var/log/symbi-audit\"\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\n"
+	for _, tc := range []struct {
+		name    string
+		sandbox string
+		want    []string // keys with a problem; nil = valid
+	}{
+		{"defaults", `{ tier = "docker", image = "i" }`, nil},
+		{"host network", `{ tier = "docker", image = "i", network = "host" }`, []string{"upstreams[0].sandbox.network"}},
+		{"host network opted in", `{ tier = "docker", image = "i", network = "host", unsafe = ["host_network"] }`, nil},
+		{"container network", `{ tier = "gvisor", image = "i", network = "container:db" }`, []string{"upstreams[0].sandbox.network"}},
+		{"container network opted in", `{ tier = "gvisor", image = "i", network = "container:db", unsafe = ["container_network"] }`, nil},
+		{"root", `{ tier = "docker", image = "i", user = "0:0" }`, []string{"upstreams[0].sandbox.user"}},
+		{"root by name", `{ tier = "docker", image = "i", user = "root" }`, []string{"upstreams[0].sandbox.user"}},
+		{"root opted in", `{ tier = "docker", image = "i", user = "0:0", unsafe = ["root_user"] }`, nil},
+		{"unknown opt-in", `{ tier = "docker", image = "i", unsafe = ["host_network", "everything"] }`, []string{"upstreams[0].sandbox.unsafe[1]"}},
+		{"tier none has no container", `{ tier = "none", network = "host", user = "0" }`, nil},
+		{"data dir", `{ tier = "docker", image = "i", mounts = ["/srv/symbi/keys:/k"] }`, []string{"upstreams[0].sandbox.mounts[0]"}},
+		{"audit dir", `{ tier = "docker", image = "i", mounts = ["/var/log/symbi-audit:/a"] }`, []string{"upstreams[0].sandbox.mounts[0]"}},
+		{"parent of data dir", `{ tier = "docker", image = "i", mounts = ["/srv:/s"] }`, []string{"upstreams[0].sandbox.mounts[0]"}},
+		{"runtime dirs and homes", `{ tier = "docker", image = "i", mounts = ["/run/user/1000:/r", "/run/docker:/d", "/home:/h", "/home/me/.ssh:/s", "/home/me/notes:/n"] }`,
+			[]string{"upstreams[0].sandbox.mounts[0]", "upstreams[0].sandbox.mounts[1]", "upstreams[0].sandbox.mounts[2]", "upstreams[0].sandbox.mounts[3]"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := head + "sandbox = " + tc.sandbox + "\n"
+			if tc.want == nil {
+				if _, err := Parse("t.toml", []byte(in), env(nil)); err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				return
+			}
+			var got []string
+			for _, p := range problems(t, in, nil) {
+				got = append(got, p.Key)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("problem keys (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSensitivityVocabulary: configuration accepts exactly the sensitivity levels the risk
+// assessment knows (it once accepted "restricted", which the assessment called unknown).
+func TestSensitivityVocabulary(t *testing.T) {
+	const head = "version = 1\n[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\n"
+	for _, l := range sandbox.Sensitivities {
+		in := head + fmt.Sprintf("sandbox = { tier = \"none\", sensitivity = %q }\n", l)
+		if _, err := Parse("t.toml", []byte(in), env(nil)); err != nil {
+			t.Errorf("sensitivity %q: %v", l, err)
+		}
+		for _, r := range sandbox.Assess(sandbox.Needs{Sensitivity: l}).Reasons {
+			if strings.Contains(r, "unknown") {
+				t.Errorf("sensitivity %q accepted by configuration but unknown to the assessment: %s", l, r)
+			}
+		}
+	}
+	got := problems(t, head+"sandbox = { tier = \"none\", sensitivity = \"secret\" }\n", nil)
+	want := []Problem{{"upstreams[0].sandbox.sensitivity", `sensitivity "secret": want one of public, internal, confidential, restricted`}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
 	}
 }
