@@ -70,11 +70,13 @@ type Runtime struct {
 	dropMu sync.Mutex
 	drops  []dropped // runs the scheduler dropped before they ran; the loop records them
 
-	wake      chan struct{}
-	startOnce sync.Once
-	closeOnce sync.Once
-	cancel    context.CancelFunc
-	done      chan struct{}
+	wake        chan struct{}
+	recoverOnce sync.Once
+	recoverErr  error
+	startOnce   sync.Once
+	closeOnce   sync.Once
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
 
 type agent struct {
@@ -111,16 +113,27 @@ func NewRuntime(o RuntimeOptions) *Runtime {
 	return &Runtime{o: o, log: o.Logger, agents: map[string]*agent{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// Start marks runs interrupted by the last shutdown as failed and starts the schedule
-// loop, which runs until Close.
+// Recover marks runs that were queued or running when symbi last stopped as failed.
+// Call it before the first Run; Start calls it if it has not run.
+func (r *Runtime) Recover(ctx context.Context) error {
+	r.recoverOnce.Do(func() {
+		failed, err := r.o.Store.FailInterrupted(ctx, r.o.Now())
+		if err != nil {
+			r.recoverErr = fmt.Errorf("recover agent runs: %w", err)
+			return
+		}
+		for _, f := range failed {
+			r.record(audit.Event{Type: TypeAgentRun, Outcome: audit.OutcomeInternal, Reason: f.Reason,
+				Detail: map[string]string{"agent": f.Agent, "run": f.ID, "state": string(RunFailed)}})
+		}
+	})
+	return r.recoverErr
+}
+
+// Start recovers interrupted runs and starts the schedule loop, which runs until Close.
 func (r *Runtime) Start(ctx context.Context) error {
-	failed, err := r.o.Store.FailInterrupted(ctx, r.o.Now())
-	if err != nil {
-		return fmt.Errorf("start agents: %w", err)
-	}
-	for _, f := range failed {
-		r.record(audit.Event{Type: TypeAgentRun, Outcome: audit.OutcomeInternal, Reason: f.Reason,
-			Detail: map[string]string{"agent": f.Agent, "run": f.ID, "state": string(RunFailed)}})
+	if err := r.Recover(ctx); err != nil {
+		return err
 	}
 	r.startOnce.Do(func() {
 		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -137,6 +150,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 // It is idempotent.
 func (r *Runtime) Close() error {
 	r.closeOnce.Do(func() {
+		r.startOnce.Do(func() {}) // a later Start starts nothing
 		if r.cancel != nil {
 			r.cancel()
 			<-r.done

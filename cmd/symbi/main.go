@@ -48,6 +48,7 @@ func commands() map[string]command {
 		"tools":     {"pending|approve|reject: the rug-pull quarantine of changed tool definitions", runTools},
 		"policy":    {"eval|test: evaluate Rego policies and run their tests", runPolicy},
 		"audit":     {"verify|tail|query|report: the tamper-evident audit trail", runAudit},
+		"agents":    {"list|status|run|suspend|resume|terminate: the agents of a running symbi", runAgents},
 		"doctor":    {"check that a configuration can run here (state, policy, upstreams, sandbox tiers, risk assessment)", runDoctor},
 	}
 }

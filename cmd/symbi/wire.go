@@ -25,6 +25,7 @@ import (
 	"github.com/symbi-dev/symbi/policy"
 	"github.com/symbi-dev/symbi/sandbox"
 	"github.com/symbi-dev/symbi/schemapin"
+	"golang.org/x/sync/errgroup"
 )
 
 // runtime is everything a serving symbi owns besides the gateway: state, verification,
@@ -39,8 +40,9 @@ type runtime struct {
 	// httpSink is the audit trail's HTTP collector sink, if configured (for metrics).
 	httpSink *audit.HTTPSink
 
-	tierEvents []audit.Event // tiers chosen by risk assessment, recorded once the trail is open
-	reaped     bool          // stale containers removed (once, when a container tier is used)
+	agents     *agentsRuntime // the scheduler and the agents (cmd_agents.go)
+	tierEvents []audit.Event  // tiers chosen by risk assessment, recorded once the trail is open
+	reaped     bool           // stale containers removed (once, when a container tier is used)
 
 	closers []func() error
 }
@@ -192,6 +194,10 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	if rt.httpSink != nil {
 		registerHTTPSinkMetrics(gw.Metrics().Registry, rt.httpSink)
 	}
+	if rt.agents, err = startAgents(ctx, rt, cfg, gw, log, record); err != nil {
+		return nil, nil, fmt.Errorf("start agents: %w", err)
+	}
+	rt.closers = append(rt.closers, func() error { rt.agents.close(cfg.Server.ShutdownTimeout.Duration); return nil })
 	for _, ev := range rt.tierEvents {
 		record(ev)
 	}
@@ -258,10 +264,18 @@ func builtinSigner(dataDir string) (*selfSigner, error) {
 	return &selfSigner{key: key, fp: fp, wellKnown: schemapin.WellKnownHandler(doc)}, nil
 }
 
-// run runs the runtime's own loops (policy hot reload) until ctx ends.
+// run runs the runtime's own loops (policy and agents hot reload) until ctx ends.
 func (rt *runtime) run(ctx context.Context) error {
-	return rt.policy.Run(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return rt.policy.Run(ctx) })
+	if rt.agents != nil {
+		g.Go(func() error { return rt.agents.watch(ctx, agentsDirPoll) })
+	}
+	return g.Wait()
 }
+
+// agentsDirPoll is how often agents_dir is checked for changed agent files.
+var agentsDirPoll = 2 * time.Second
 
 // launcher picks how an upstream's command runs: on the host (tier none) or in a
 // sandbox tier.
