@@ -256,7 +256,7 @@ func TestAgentsDirHotReload(t *testing.T) {
 	}
 	writeAtomic(t, filepath.Join(dir, "broken.toml"), []byte("[[agents]]\nname = \"broken\"\nbogus = 1\n"))
 	waitFor(t, 20*time.Second, "the broken file to be reported", func() bool {
-		return strings.Contains(s.stderr.String(), "broken.toml: agents.bogus")
+		return strings.Contains(s.stderr.String(), "broken.toml: agents[0].bogus")
 	})
 	if out := agentsCLI(t, url, "list"); !strings.Contains(out, "late") {
 		t.Errorf("a broken file removed the other agents:\n%s", out)
