@@ -168,9 +168,7 @@ func ParseAgentFile(file string, data []byte) ([]Agent, []Problem) {
 	}
 	for i := range af.Agents {
 		af.Agents[i].File = file
-		for _, p := range validateAgent(fmt.Sprintf("%s: agents[%d]", base, i), &af.Agents[i]) {
-			probs = append(probs, p)
-		}
+		probs = append(probs, validateAgent(fmt.Sprintf("%s: agents[%d]", base, i), &af.Agents[i])...)
 	}
 	return af.Agents, probs
 }
