@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,7 @@ type runtime struct {
 	agents     *agentsRuntime // the scheduler and the agents (cmd_agents.go)
 	tierEvents []audit.Event  // tiers chosen by risk assessment, recorded once the trail is open
 	reaped     bool           // stale containers removed (once, when a container tier is used)
+	tiers      []sandbox.Tier // container tiers in use, for /readyz
 
 	closers []func() error
 }
@@ -315,15 +317,11 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 		} else if n > 0 {
 			log.Info("removed stale sandbox containers", "count", n)
 		}
-		sbx := rt.sandbox
-		rt.http.ReadyChecks["sandbox"] = func() (bool, any) {
-			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if err := sbx.Available(cctx, sandbox.Tier(tier)); err != nil {
-				return false, err.Error()
-			}
-			return true, "available"
-		}
+	}
+	if tier != "none" && !slices.Contains(rt.tiers, sandbox.Tier(tier)) {
+		// /readyz checks every tier in use, not only the first one configured.
+		rt.tiers = append(rt.tiers, sandbox.Tier(tier))
+		rt.http.ReadyChecks["sandbox"] = tierReadyCheck(rt.sandbox, slices.Clone(rt.tiers))
 	}
 	env := map[string]string{}
 	for k, v := range u.Env {
@@ -357,6 +355,29 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 		sp.logStderr(log.With("upstream", u.Name))
 		return sp, nil
 	}, tier, nil
+}
+
+// tierChecker reports whether a sandbox tier can be used (a *sandbox.Sandbox).
+type tierChecker interface {
+	Available(ctx context.Context, tier sandbox.Tier) error
+}
+
+// tierReadyCheck is the /readyz check of the sandbox: ready when every tier in use is
+// available; the detail says, per tier, "available" or why not.
+func tierReadyCheck(sbx tierChecker, tiers []sandbox.Tier) func() (bool, any) {
+	return func() (bool, any) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ok := true
+		detail := make(map[string]string, len(tiers))
+		for _, t := range tiers {
+			detail[string(t)] = "available"
+			if err := sbx.Available(ctx, t); err != nil {
+				ok, detail[string(t)] = false, err.Error()
+			}
+		}
+		return ok, detail
+	}
 }
 
 // assess is the risk assessment of an upstream from what its configuration declares.
