@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
@@ -191,8 +192,27 @@ var neverCancel = topdown.NewCancel()
 
 func identity(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
 
-// Decide evaluates the decision rule for in. It fails closed: see [Engine].
+// DefaultEvalTimeout bounds one policy evaluation unless the caller says otherwise: a
+// decision takes microseconds; one that takes this long is stuck (an unbounded
+// comprehension, a slow http.send) and denies.
+const DefaultEvalTimeout = time.Second
+
+// ErrTimeout is wrapped by the error of an evaluation that ran out of time.
+var ErrTimeout = errors.New("policy evaluation timed out")
+
+// errEvalTimeout is the cause of the context of an evaluation that ran out of time.
+var errEvalTimeout = errors.New("policy evaluation time bound reached")
+
+// Decide evaluates the decision rule for in, within DefaultEvalTimeout. It fails closed:
+// see [Engine].
 func (e *Rego) Decide(ctx context.Context, in *Input) (Decision, error) {
+	return e.DecideWithin(ctx, in, DefaultEvalTimeout)
+}
+
+// DecideWithin is Decide with an evaluation that may take at most limit (<= 0:
+// DefaultEvalTimeout). An evaluation that runs out of time denies, with a reason that
+// says so, and an error that wraps [ErrTimeout].
+func (e *Rego) DecideWithin(ctx context.Context, in *Input, limit time.Duration) (Decision, error) {
 	if in == nil {
 		return deny("no policy input"), fmt.Errorf("%w: nil input", ErrEvaluate)
 	}
@@ -212,7 +232,7 @@ func (e *Rego) Decide(ctx context.Context, in *Input) (Decision, error) {
 				if err != nil {
 					return deny("policy input could not be built"), fmt.Errorf("%w: %w", ErrEvaluate, err)
 				}
-				return e.evaluate(ctx, v, key)
+				return e.evaluate(ctx, v, key, limit)
 			}
 		}
 	}
@@ -220,12 +240,17 @@ func (e *Rego) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if err != nil {
 		return deny("policy input could not be built"), fmt.Errorf("%w: %w", ErrEvaluate, err)
 	}
-	return e.DecideValue(ctx, v)
+	return e.decideValue(ctx, v, limit)
 }
 
 // DecideValue evaluates the decision rule against an input already converted to a Rego
-// value (see [Input.Value]), or answers from the decision cache.
+// value (see [Input.Value]), or answers from the decision cache. The evaluation is bounded
+// by DefaultEvalTimeout.
 func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (Decision, error) {
+	return e.decideValue(ctx, input, DefaultEvalTimeout)
+}
+
+func (e *Rego) decideValue(ctx context.Context, input ast.Value, limit time.Duration) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return deny("policy evaluation cancelled"), fmt.Errorf("%w: %w", ErrEvaluate, err)
 	}
@@ -241,12 +266,12 @@ func (e *Rego) DecideValue(ctx context.Context, input ast.Value) (Decision, erro
 			}
 		}
 	}
-	return e.evaluate(ctx, input, key)
+	return e.evaluate(ctx, input, key, limit)
 }
 
-// evaluate runs the decision query on input and, when key is not nil, caches a
-// well-formed decision under it.
-func (e *Rego) evaluate(ctx context.Context, input ast.Value, key []byte) (d Decision, err error) {
+// evaluate runs the decision query on input, for at most limit (<= 0:
+// DefaultEvalTimeout), and, when key is not nil, caches a well-formed decision under it.
+func (e *Rego) evaluate(ctx context.Context, input ast.Value, key []byte, limit time.Duration) (d Decision, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			d = deny("policy evaluation failed")
@@ -256,6 +281,11 @@ func (e *Rego) evaluate(ctx context.Context, input ast.Value, key []byte) (d Dec
 	if err := ctx.Err(); err != nil {
 		return deny("policy evaluation cancelled"), fmt.Errorf("%w: %w", ErrEvaluate, err)
 	}
+	if limit <= 0 {
+		limit = DefaultEvalTimeout
+	}
+	ctx, stopTimer := context.WithTimeoutCause(ctx, limit, errEvalTimeout)
+	defer stopTimer()
 	// OPA watches the context with one goroutine per evaluation unless it is handed a
 	// Cancel; context.AfterFunc does the same job without a goroutine, and a context that
 	// can never be cancelled needs nothing at all.
@@ -268,6 +298,10 @@ func (e *Rego) evaluate(ctx context.Context, input ast.Value, key []byte) (d Dec
 	}
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalGenerateJSON(identity), rego.EvalExternalCancel(cancel), rego.EvalMetrics(noMetrics))
 	if err != nil {
+		if errors.Is(context.Cause(ctx), errEvalTimeout) {
+			return deny(fmt.Sprintf("policy evaluation timed out after %s", limit)),
+				fmt.Errorf("%w: evaluate %s: %w after %s", ErrEvaluate, DecisionRef, ErrTimeout, limit)
+		}
 		return deny("policy evaluation failed"), fmt.Errorf("%w: evaluate %s: %w", ErrEvaluate, DecisionRef, err)
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {

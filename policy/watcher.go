@@ -20,6 +20,9 @@ type Options struct {
 	Interval time.Duration
 	// Now returns the current time (tests). nil: time.Now.
 	Now func() time.Time
+	// EvalTimeout bounds one evaluation; one that takes longer denies and says so.
+	// 0: DefaultEvalTimeout.
+	EvalTimeout time.Duration
 }
 
 // Status describes the policy a [Watcher] serves, for /readyz and `symbi doctor`.
@@ -54,6 +57,7 @@ type Watcher struct {
 	log      *slog.Logger
 	interval time.Duration
 	now      func() time.Time
+	timeout  time.Duration // per evaluation
 
 	cur atomic.Pointer[Rego]
 
@@ -81,7 +85,10 @@ func NewWatcher(ctx context.Context, dir string, opts *Options) (*Watcher, error
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	w := &Watcher{dir: dir, log: o.Logger, interval: o.Interval, now: o.Now}
+	if o.EvalTimeout <= 0 {
+		o.EvalTimeout = DefaultEvalTimeout
+	}
+	w := &Watcher{dir: dir, log: o.Logger, interval: o.Interval, now: o.Now, timeout: o.EvalTimeout}
 	w.status.Dir = dir
 	if dir == "" {
 		w.cur.Store(Default())
@@ -98,9 +105,9 @@ func NewWatcher(ctx context.Context, dir string, opts *Options) (*Watcher, error
 	return w, nil
 }
 
-// Decide evaluates the policy being served.
+// Decide evaluates the policy being served, within Options.EvalTimeout.
 func (w *Watcher) Decide(ctx context.Context, in *Input) (Decision, error) {
-	return w.cur.Load().Decide(ctx, in)
+	return w.cur.Load().DecideWithin(ctx, in, w.timeout)
 }
 
 // Engine returns the compiled policy being served now.

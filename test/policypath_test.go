@@ -177,3 +177,21 @@ func TestMetricLabelsBounded(t *testing.T) {
 		t.Errorf("/metrics lacks the known tool:\n%s", grepLines(string(body), "symbi_requests_total"))
 	}
 }
+
+// TestPolicyEvalTimeout: [policy] eval_timeout bounds an evaluation; a policy stuck in a
+// long computation denies the call, and the client is told the evaluation timed out.
+func TestPolicyEvalTimeout(t *testing.T) {
+	dir := policyDir(t, map[string]string{"slow.rego": `package symbi.authz
+
+decision := {"allow": true} if input.action != "tools/call"
+
+decision := {"allow": true} if {
+	input.action == "tools/call"
+	count([1 | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000)]) > 0
+}
+`})
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t))+fmt.Sprintf("[policy]\ndir = %q\neval_timeout = \"50ms\"\n", dir))
+	cs := connect(t, stdioTransport(t, cfg), nil)
+	res, err := call(t, cs, "mg__echo", map[string]any{"message": "hi"})
+	wantRefused(t, "call under a slow policy", res, err, "policy evaluation timed out after 50ms")
+}

@@ -74,7 +74,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		return nil, nil, fmt.Errorf("open schemapin state: %w", err)
 	}
 
-	if rt.policy, err = policy.NewWatcher(ctx, cfg.Policy.Dir, &policy.Options{Logger: log.With("component", "policy")}); err != nil {
+	if rt.policy, err = policy.NewWatcher(ctx, cfg.Policy.Dir, &policy.Options{Logger: log.With("component", "policy"), EvalTimeout: cfg.Policy.EvalTimeout.Duration}); err != nil {
 		return nil, nil, fmt.Errorf("load policy: %w", err)
 	}
 	rt.http.ReadyChecks["policy"] = func() (bool, any) {

@@ -113,6 +113,8 @@ type SchemaPin struct {
 // Policy configures the policy engine.
 type Policy struct {
 	Dir string `toml:"dir"`
+	// EvalTimeout bounds one policy evaluation; one that takes longer denies. 0: 1s.
+	EvalTimeout Duration `toml:"eval_timeout"`
 }
 
 // Audit configures the audit trail.
@@ -401,6 +403,9 @@ func (c *Config) validate() []Problem {
 	}
 	if c.Server.ShutdownTimeout.Duration < 0 {
 		add("server.shutdown_timeout", "must not be negative")
+	}
+	if c.Policy.EvalTimeout.Duration < 0 {
+		add("policy.eval_timeout", "must not be negative")
 	}
 	if c.Server.MaxMessageBytes < 1024 {
 		add("server.max_message_bytes", "must be at least 1024")

@@ -745,6 +745,20 @@ func TestShutdownTimeoutNegative(t *testing.T) {
 	}
 }
 
+// TestPolicyEvalTimeout: [policy] eval_timeout is read as a duration; a negative one is
+// refused with its key.
+func TestPolicyEvalTimeout(t *testing.T) {
+	c, err := Parse("t.toml", []byte("version = 1\n[policy]\neval_timeout = \"250ms\"\n"), env(nil))
+	if err != nil || c.Policy.EvalTimeout.Duration != 250*time.Millisecond {
+		t.Errorf("eval_timeout = %v (%v), want 250ms", c.Policy.EvalTimeout, err)
+	}
+	_, err = Parse("t.toml", []byte("version = 1\n[policy]\neval_timeout = \"-1s\"\n"), env(nil))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Problems[0].Key != "policy.eval_timeout" {
+		t.Errorf("err = %v, want a problem for policy.eval_timeout", err)
+	}
+}
+
 func TestDurationText(t *testing.T) {
 	var d Duration
 	if err := d.UnmarshalText([]byte("1m30s")); err != nil || d.Duration != 90*time.Second {
