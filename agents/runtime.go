@@ -56,7 +56,14 @@ type RuntimeOptions struct {
 	OnChange func()
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// LeaseTTL bounds how long the schedules of a symbi that stopped without releasing
+	// them stay with it: only one process sharing the state file fires schedules (the
+	// holder of a lease it renews); 0: 15s.
+	LeaseTTL time.Duration
 }
+
+// scheduleLease names the lease of the process that fires schedules.
+const scheduleLease = "schedules"
 
 // Runtime runs agents: it keeps their lifecycle, fires their schedules and submits their
 // runs to the scheduler. It owns its schedule loop; Close stops it.
@@ -70,6 +77,8 @@ type Runtime struct {
 	dropMu sync.Mutex
 	drops  []dropped // runs the scheduler dropped before they ran; the loop records them
 
+	holder      string // this process, as a lease holder
+	leader      bool   // holds the schedules lease; only the loop touches it
 	wake        chan struct{}
 	recoverOnce sync.Once
 	recoverErr  error
@@ -110,7 +119,11 @@ func NewRuntime(o RuntimeOptions) *Runtime {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Runtime{o: o, log: o.Logger, agents: map[string]*agent{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 15 * time.Second
+	}
+	return &Runtime{o: o, log: o.Logger, agents: map[string]*agent{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		holder: uuid.NewString()}
 }
 
 // Recover marks runs that were queued or running when symbi last stopped as failed.
@@ -330,16 +343,33 @@ func (r *Runtime) poke() {
 	}
 }
 
-// loop fires due schedules until ctx ends.
+// loop fires due schedules until ctx ends, while this process holds the schedules lease.
 func (r *Runtime) loop(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	defer func() {
+		if r.leader {
+			if err := r.o.Store.ReleaseLease(context.WithoutCancel(ctx), scheduleLease, r.holder); err != nil {
+				r.log.Error("release schedules lease", "err", err)
+			}
+		}
+	}()
+	renewed := time.Time{}
 	for {
 		now := r.o.Now()
-		next := r.fire(ctx, now)
-		wait := time.Hour
+		if now.Sub(renewed) >= r.o.LeaseTTL/3 {
+			r.lead(ctx, now)
+			renewed = now
+		}
+		var next time.Time
+		if r.leader {
+			next = r.fire(ctx, now)
+		} else {
+			r.fire(ctx, time.Time{}) // runs dropped by the scheduler are still recorded
+		}
+		wait := r.o.LeaseTTL / 3
 		if !next.IsZero() {
-			wait = max(next.Sub(now), time.Millisecond)
+			wait = min(max(next.Sub(now), time.Millisecond), wait)
 		}
 		t.Reset(wait)
 		select {
@@ -351,7 +381,32 @@ func (r *Runtime) loop(ctx context.Context) {
 	}
 }
 
-// fire starts the runs that are due and returns the earliest next due time.
+// lead takes or renews the schedules lease. Taking it over reloads every schedule from
+// the state file (another process may have moved them), applying the missed-run policy.
+func (r *Runtime) lead(ctx context.Context, now time.Time) {
+	ok, err := r.o.Store.AcquireLease(ctx, scheduleLease, r.holder, now, r.o.LeaseTTL)
+	if err != nil {
+		r.log.Error("acquire schedules lease", "err", err)
+		ok = false
+	}
+	if ok && !r.leader {
+		r.log.Info("firing schedules: this process holds the schedules lease")
+		r.mu.Lock()
+		for _, a := range r.agents {
+			if err := r.schedule(ctx, a); err != nil {
+				r.log.Error("load schedule", "agent", a.def.Name, "err", err)
+			}
+		}
+		r.mu.Unlock()
+	}
+	if !ok && r.leader {
+		r.log.Warn("schedules lease lost to another process")
+	}
+	r.leader = ok
+}
+
+// fire starts the runs that are due and returns the earliest next due time. A zero now
+// fires nothing.
 func (r *Runtime) fire(ctx context.Context, now time.Time) time.Time {
 	type due struct {
 		name, trigger string
@@ -375,7 +430,7 @@ func (r *Runtime) fire(ctx context.Context, now time.Time) time.Time {
 		r.finishRun(ctx, a, d.rec, out)
 	}
 	for _, a := range r.agents {
-		if a.due.IsZero() {
+		if a.due.IsZero() || now.IsZero() {
 			continue
 		}
 		if !a.due.After(now) {

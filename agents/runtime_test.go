@@ -561,3 +561,98 @@ func TestTransitions(t *testing.T) {
 		}
 	}
 }
+
+// Two processes on one state file: only the holder of the schedules lease fires
+// schedules; when it stops, the other takes over.
+func TestScheduleLease(t *testing.T) {
+	st := openStore(t)
+	s, err := ParseSchedule("* * * * * *", "", 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := twoSteps("tick")
+	d.Schedule = s
+	ctx := context.Background()
+	start := func(c *fakeCaller) (*Runtime, *Scheduler) {
+		sched := NewScheduler(nil)
+		rt := NewRuntime(RuntimeOptions{Scheduler: sched, Store: st, Caller: c, LeaseTTL: 600 * time.Millisecond})
+		if err := rt.Sync(ctx, []Definition{d}); err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return rt, sched
+	}
+	c1, c2 := newFakeCaller(), newFakeCaller()
+	rt1, s1 := start(c1)
+	rt2, s2 := start(c2)
+	defer func() { _ = rt2.Close(); _ = s2.Close(ctx) }()
+
+	var first *fakeCaller
+	select {
+	case <-c1.seen:
+		first = c1
+	case <-c2.seen:
+		first = c2
+	case <-time.After(5 * time.Second):
+		t.Fatal("no scheduled run within 5s")
+	}
+	// Let the schedule fire a few more times (deterministic signal: the leader's calls).
+	for range 4 {
+		select {
+		case <-first.seen:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the schedule stopped firing")
+		}
+	}
+	other := map[*fakeCaller]*fakeCaller{c1: c2, c2: c1}[first]
+	if n := len(other.got()); n != 0 {
+		t.Fatalf("the process without the lease made %d scheduled calls", n)
+	}
+	// The leader stops (releasing the lease); the other fires from then on.
+	leader, leaderSched := rt1, s1
+	if first == c2 {
+		leader, leaderSched = rt2, s2
+	}
+	_ = leader.Close()
+	_ = leaderSched.Close(ctx)
+	select {
+	case <-other.seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the other process did not take over the schedules")
+	}
+	if first == c2 {
+		_ = rt1.Close()
+		_ = s1.Close(ctx)
+	}
+}
+
+func TestLease(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	now := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		holder string
+		at     time.Duration
+		want   bool
+	}{
+		{"a", 0, true},
+		{"b", time.Second, false},      // a's lease (10s) is valid
+		{"a", 5 * time.Second, true},   // a renews until 15s
+		{"b", 12 * time.Second, false}, // still a's
+		{"b", 16 * time.Second, true},  // expired: b takes it
+		{"a", 17 * time.Second, false},
+	} {
+		got, err := st.AcquireLease(ctx, "x", tc.holder, now.Add(tc.at), 10*time.Second)
+		if err != nil || got != tc.want {
+			t.Errorf("AcquireLease(%s at +%s) = %v, %v; want %v", tc.holder, tc.at, got, err, tc.want)
+		}
+	}
+	if err := st.ReleaseLease(ctx, "x", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.AcquireLease(ctx, "x", "a", now.Add(18*time.Second), 10*time.Second); !got {
+		t.Error("lease not free after ReleaseLease")
+	}
+}

@@ -42,7 +42,12 @@ CREATE TABLE IF NOT EXISTS agents_runs (
 	created_ns  INTEGER NOT NULL,
 	finished_ns INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS agents_runs_agent ON agents_runs (agent, created_ns);`
+CREATE INDEX IF NOT EXISTS agents_runs_agent ON agents_runs (agent, created_ns);
+CREATE TABLE IF NOT EXISTS agents_lease (
+	name       TEXT PRIMARY KEY,
+	holder     TEXT NOT NULL,
+	expires_ns INTEGER NOT NULL
+);`
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("migrate agents tables: %w", err)
 	}
@@ -228,4 +233,29 @@ func (s *Store) FailInterrupted(ctx context.Context, at time.Time) ([]RunRecord,
 		out[i].State, out[i].Reason = RunFailed, reason
 	}
 	return out, nil
+}
+
+// AcquireLease takes or renews the named lease for holder until now+ttl, unless another
+// holder's lease is still valid. It reports whether holder has it.
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO agents_lease (name, holder, expires_ns) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ns = excluded.expires_ns
+		WHERE agents_lease.holder = excluded.holder OR agents_lease.expires_ns < ?`,
+		name, holder, now.Add(ttl).UnixNano(), now.UnixNano())
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s: %w", name, err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseLease gives up holder's lease, if it has it.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM agents_lease WHERE name = ? AND holder = ?`, name, holder); err != nil {
+		return fmt.Errorf("release lease %s: %w", name, err)
+	}
+	return nil
 }
