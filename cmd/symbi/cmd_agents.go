@@ -97,6 +97,9 @@ func (ar *agentsRuntime) definitions() ([]agents.Definition, error) {
 				}
 			}
 		}
+		if probs := ar.cfg.AgentIdentityProblems(fromDir); len(probs) > 0 {
+			return nil, &config.Error{File: ar.cfg.AgentsDir, Problems: probs}
+		}
 		all = append(all, fromDir...)
 	}
 	defs := make([]agents.Definition, 0, len(all))
@@ -413,7 +416,7 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	endpoint := *url
 	if endpoint == "" {
-		listen := config.DefaultListen
+		listen, scheme := config.DefaultListen, "http"
 		if *cfgPath != "" {
 			cfg, err := config.Load(*cfgPath)
 			if err != nil {
@@ -421,8 +424,11 @@ func runAgents(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				return 2
 			}
 			listen = cfg.Server.Listen
+			if cfg.Server.TLSCert != "" {
+				scheme = "https"
+			}
 		}
-		endpoint = "http://" + dialable(listen) + "/mcp"
+		endpoint = scheme + "://" + dialable(listen) + "/mcp"
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

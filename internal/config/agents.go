@@ -228,6 +228,7 @@ func (c *Config) validateAgents() []Problem {
 		probs = append(probs, validateAgent(fmt.Sprintf("agents[%d]", i), &c.Agents[i])...)
 	}
 	probs = append(probs, duplicateAgents(c.Agents, "")...)
+	probs = append(probs, c.AgentIdentityProblems(c.Agents)...)
 	return probs
 }
 
@@ -343,4 +344,24 @@ func templateProblems(v any, key string) []Problem {
 		return out
 	}
 	return nil
+}
+
+// AgentIdentityProblems reports agents that would act as the identity of a client token,
+// so that policy and audit can never mistake one for the other.
+func (c *Config) AgentIdentityProblems(as []Agent) []Problem {
+	clients := map[string]bool{}
+	for _, t := range c.Server.Tokens {
+		clients[t.Identity] = true
+	}
+	var probs []Problem
+	for i, a := range as {
+		if id := a.AgentIdentity(); clients[id] {
+			key := fmt.Sprintf("agents[%d].identity", i)
+			if a.File != "" {
+				key = filepath.Base(a.File) + ": name " + a.Name + ": identity"
+			}
+			probs = append(probs, Problem{Key: key, Msg: fmt.Sprintf("%q is the identity of a server.tokens client", id)})
+		}
+	}
+	return probs
 }

@@ -161,3 +161,39 @@ func TestLoadAgentsDir(t *testing.T) {
 		t.Errorf("problem keys mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestAgentIdentityOfAClient(t *testing.T) {
+	const file = `
+version = 1
+[[server.tokens]]
+token = "0123456789abcdef0123"
+identity = "agent:spy"
+[[server.tokens]]
+token = "abcdef0123456789abcd"
+identity = "ide"
+
+[[agents]]
+name = "spy"
+steps = [{ tool = "t" }]
+
+[[agents]]
+name = "other"
+identity = "ide"
+steps = [{ tool = "t" }]
+
+[[agents]]
+name = "fine"
+steps = [{ tool = "t" }]
+`
+	var got []string
+	for _, p := range problems(t, file, nil) {
+		got = append(got, p.String())
+	}
+	want := []string{
+		`agents[0].identity: "agent:spy" is the identity of a server.tokens client`,
+		`agents[1].identity: "ide" is the identity of a server.tokens client`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
