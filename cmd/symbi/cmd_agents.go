@@ -84,24 +84,11 @@ func startAgents(ctx context.Context, rt *runtime, cfg *config.Config, gw *gatew
 
 // definitions gathers [[agents]] and the files under agents_dir.
 func (ar *agentsRuntime) definitions() ([]agents.Definition, error) {
-	all := append([]config.Agent(nil), ar.cfg.Agents...)
-	if ar.cfg.AgentsDir != "" {
-		fromDir, err := config.LoadAgentsDir(ar.cfg.AgentsDir)
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range fromDir {
-			for _, b := range all {
-				if a.Name == b.Name {
-					return nil, fmt.Errorf("agent %s in %s is also defined in [[agents]]", a.Name, a.File)
-				}
-			}
-		}
-		if probs := ar.cfg.AgentIdentityProblems(fromDir); len(probs) > 0 {
-			return nil, &config.Error{File: ar.cfg.AgentsDir, Problems: probs}
-		}
-		all = append(all, fromDir...)
+	fromDir, err := loadAgentsDir(ar.cfg)
+	if err != nil {
+		return nil, err
 	}
+	all := append(append([]config.Agent(nil), ar.cfg.Agents...), fromDir...)
 	defs := make([]agents.Definition, 0, len(all))
 	for _, a := range all {
 		d, err := definition(a)
@@ -111,6 +98,38 @@ func (ar *agentsRuntime) definitions() ([]agents.Definition, error) {
 		defs = append(defs, d)
 	}
 	return defs, nil
+}
+
+// checkAgentsDir checks the agent files under agents_dir as `symbi config validate`
+// does the main file: every problem with its file and key (a *config.Error).
+func checkAgentsDir(cfg *config.Config) error {
+	_, err := loadAgentsDir(cfg)
+	return err
+}
+
+// loadAgentsDir reads and checks the agent files under agents_dir, also against the
+// main file's agents and client identities.
+func loadAgentsDir(cfg *config.Config) ([]config.Agent, error) {
+	if cfg.AgentsDir == "" {
+		return nil, nil
+	}
+	as, err := config.LoadAgentsDir(cfg.AgentsDir)
+	if err != nil {
+		return nil, err
+	}
+	var probs []config.Problem
+	for _, a := range as {
+		for _, b := range cfg.Agents {
+			if a.Name == b.Name {
+				probs = append(probs, config.Problem{Key: filepath.Base(a.File) + ": name " + a.Name, Msg: "duplicates an agent in [[agents]]"})
+			}
+		}
+	}
+	probs = append(probs, cfg.AgentIdentityProblems(as)...)
+	if len(probs) > 0 {
+		return nil, &config.Error{File: cfg.AgentsDir, Problems: probs}
+	}
+	return as, nil
 }
 
 // definition translates a checked configuration entry.

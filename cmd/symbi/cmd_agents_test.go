@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +62,42 @@ func TestDialable(t *testing.T) {
 		if got := dialable(in); got != want {
 			t.Errorf("dialable(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// symbi config validate checks the files under agents_dir too.
+func TestConfigValidateAgentsDir(t *testing.T) {
+	dir := t.TempDir()
+	agentsDir := filepath.Join(dir, "agents.d")
+	if err := os.Mkdir(agentsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "symbi.toml")
+	body := fmt.Sprintf("version = 1\nagents_dir = %q\n\n[[agents]]\nname = \"a\"\nsteps = [{ tool = \"x__y\" }]\n", agentsDir)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(agentsDir, name), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("b.toml", "[[agents]]\nname = \"b\"\nsteps = [{ tool = \"x__y\" }]\n")
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"config", "validate", cfg}, &stdout, &stderr); code != 0 {
+		t.Fatalf("validate with good agent files: exit %d\n%s", code, stderr.String())
+	}
+	write("c.toml", "[[agents]]\nname = \"a\"\nschedule = \"0 2 * * *\"\nsteps = [{ tool = \"x__y\" }]\n")
+	stdout.Reset()
+	stderr.Reset()
+	code := run(context.Background(), []string{"config", "validate", cfg}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "c.toml: agents[0].schedule: parse schedule") {
+		t.Errorf("validate with a bad agent file: exit %d\n%s", code, stderr.String())
+	}
+	write("c.toml", "[[agents]]\nname = \"a\"\nsteps = [{ tool = \"x__y\" }]\n")
+	stderr.Reset()
+	code = run(context.Background(), []string{"config", "validate", cfg}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "c.toml: name a: duplicates an agent in [[agents]]") {
+		t.Errorf("validate with an agent defined twice: exit %d\n%s", code, stderr.String())
 	}
 }

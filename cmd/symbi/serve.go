@@ -324,6 +324,9 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	cfg, err := config.Load(args[1])
+	if err == nil {
+		err = checkAgentsDir(cfg) // cmd_agents.go
+	}
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
