@@ -447,6 +447,9 @@ type UpstreamStatus struct {
 	Restarts  int       `json:"restarts"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
+	// Stderr holds the last lines the upstream's process wrote to stderr, while it is not
+	// up (why it failed to start or exited).
+	Stderr []string `json:"stderr,omitempty"`
 	// Clients2026 is how 2026-07-28 clients reach the upstream: "direct" (it speaks
 	// 2026-07-28), "bridged" (it does not; mid-call questions become input-required
 	// results), or "" until the first such client arrives.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,7 @@ type conn struct {
 	state    string
 	since    time.Time
 	lastErr  string
+	stderr   *StderrTail // of the latest process (stdio upstreams whose process keeps one)
 	cs       *mcp.ClientSession
 	proc     Process
 	protocol string
@@ -303,7 +305,12 @@ func (u *upstream) status() UpstreamStatus {
 		Name: u.cfg.Name, Transport: u.transportName(), State: c.state, Tier: c.tierLocked(),
 		Protocol: c.protocol, Server: c.server, Since: c.since, LastError: c.lastErr,
 	}
+	tail := c.stderr
 	c.mu.Unlock()
+	if st.State != StateUp {
+		// Why it is not up, in the server's own words.
+		st.Stderr = tail.Lines()
+	}
 	u.mu.Lock()
 	st.Tools, st.Hidden, st.Prompts = len(u.toolNames), u.hidden, len(u.prompts)
 	st.Resources = len(u.resources) + len(u.templates)
@@ -453,10 +460,11 @@ func (c *conn) session(ctx context.Context, reconnect <-chan struct{}, onUp func
 			select {
 			case perr := <-done:
 				c.u.g.metrics.exits.WithLabelValues(c.u.cfg.Name, exitKind(perr)).Inc()
+				lines := stderrOf(proc)
 				if perr != nil {
-					return fmt.Errorf("upstream process exited: %w", perr)
+					return withStderr(fmt.Errorf("upstream process exited: %w", perr), lines)
 				}
-				return errors.New("upstream process exited")
+				return withStderr(errors.New("upstream process exited"), lines)
 			case <-time.After(2 * time.Second):
 			}
 		}
@@ -519,6 +527,11 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 			return nil, nil, err
 		}
 		proc = p
+		if sp, ok := p.(StderrProcess); ok {
+			c.mu.Lock()
+			c.stderr = sp.StderrTail()
+			c.mu.Unlock()
+		}
 		fc := newFrameConn(newLineFramer(p.Stdout(), p.Stdin(), closerFunc(func() error {
 			return p.Stdin().Close()
 		}), u.g.opts.MaxMessageBytes), FrameConnOptions{
@@ -542,14 +555,28 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 	}
 	cs, err := client.Connect(cctx, transport, sopts)
 	if err != nil {
+		err = fmt.Errorf("connect upstream %s: %w", u.cfg.Name, err)
 		if proc != nil {
 			stopCtx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = proc.Stop(stopCtx)
 			c2()
+			err = withStderr(err, stderrOf(proc))
 		}
-		return nil, nil, fmt.Errorf("connect upstream %s: %w", u.cfg.Name, err)
+		return nil, nil, err
 	}
 	return cs, proc, nil
+}
+
+// stderrOf returns the last stderr lines of a process that has ended or been stopped,
+// waiting briefly for the stream to drain.
+func stderrOf(p Process) []string {
+	sp, ok := p.(StderrProcess)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return sp.StderrTail().Drained(ctx)
 }
 
 type closerFunc func() error
@@ -945,4 +972,52 @@ func (u *upstream) refreshResources(ctx context.Context, cs *mcp.ClientSession) 
 	}
 	u.g.syncResources(u, seq, resources, templates)
 	return nil
+}
+
+// ProbeResult is what Probe found of an upstream.
+type ProbeResult struct {
+	Protocol string // the protocol version agreed
+	Server   string // the server's name and version
+	Tools    int    // tools it listed
+}
+
+// Probe starts one upstream as the gateway would (its process, initialize, tools/list),
+// then stops it; `symbi doctor` uses it. Errors carry the process's last stderr lines.
+// ctx bounds the whole probe; so does cfg.Timeout (0 = 60s) each request.
+func Probe(ctx context.Context, cfg UpstreamConfig, log *slog.Logger) (ProbeResult, error) {
+	g := New(&Options{Upstreams: []UpstreamConfig{cfg}, Logger: log})
+	c := g.upstreams[0].primary
+	cs, proc, err := c.connect(ctx, "2025-11-25")
+	if err != nil && ctx.Err() == nil {
+		cs, proc, err = c.connect(ctx, "")
+	}
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	var res ProbeResult
+	if init := cs.InitializeResult(); init != nil {
+		res.Protocol = init.ProtocolVersion
+		if init.ServerInfo != nil {
+			res.Server = strings.TrimSpace(init.ServerInfo.Name + " " + init.ServerInfo.Version)
+		}
+		if init.Capabilities != nil && init.Capabilities.Tools != nil {
+			for _, err = range cs.Tools(ctx, nil) {
+				if err != nil {
+					err = fmt.Errorf("list tools: %w", err)
+					break
+				}
+				res.Tools++
+			}
+		}
+	}
+	_ = cs.Close()
+	if proc != nil {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = proc.Stop(stopCtx)
+		cancel()
+		if err != nil {
+			err = withStderr(err, stderrOf(proc))
+		}
+	}
+	return res, err
 }

@@ -1,12 +1,20 @@
 package test
 
 import (
+	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/symbi-dev/symbi/internal/config"
@@ -126,4 +134,105 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// failingServer is an upstream command that fails the way a mistyped npx package does:
+// a reason on stderr, then exit.
+var failingServer = []string{"sh", "-c", "echo 'npm error 404 Not Found - @modelcontextprotocol/server-everythin' >&2; exit 1"}
+
+const failingLine = "npm error 404 Not Found - @modelcontextprotocol/server-everythin"
+
+// TestUpstreamStderrIsShown: an upstream that writes its reason to stderr and exits is
+// explained in its own words in symbi's log, symbi__upstreams, /readyz and symbi doctor,
+// not as `calling "initialize": EOF` with the reason at debug level only.
+func TestUpstreamStderrIsShown(t *testing.T) {
+	cfg := writeConfig(t, upstreamTOML("typo", "typo", failingServer...)+upstreamTOML("mg", "mg", mcpgoServer(t)))
+
+	t.Run("symbi__upstreams and the log", func(t *testing.T) {
+		cmd := exec.Command(symbiBin(t), "mcp", "--config", cfg)
+		stderr := &lockedBuffer{}
+		cmd.Stderr = stderr
+		cs := connect(t, &mcp.CommandTransport{Command: cmd}, nil)
+		res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "symbi__upstreams"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			Upstreams []struct {
+				Name      string   `json:"name"`
+				State     string   `json:"state"`
+				LastError string   `json:"last_error"`
+				Stderr    []string `json:"stderr"`
+			} `json:"upstreams"`
+		}
+		raw, _ := json.Marshal(res.StructuredContent)
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, u := range out.Upstreams {
+			if u.Name != "typo" {
+				continue
+			}
+			found = true
+			if !slices.Contains(u.Stderr, failingLine) || !strings.Contains(u.LastError, failingLine) {
+				t.Errorf("symbi__upstreams typo = %+v; want its stderr line in stderr and last_error", u)
+			}
+		}
+		if !found {
+			t.Errorf("symbi__upstreams has no typo upstream: %s", raw)
+		}
+		_ = cs.Close()
+		if log := stderr.String(); !strings.Contains(log, failingLine) {
+			t.Errorf("symbi's log (info level) does not show the upstream's stderr:\n%s", log)
+		}
+	})
+
+	t.Run("readyz", func(t *testing.T) {
+		cmd := exec.Command(symbiBin(t), "serve", "--config", cfg)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = &lockedBuffer{}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil {
+			t.Fatalf("read symbi serve's address: %v", err)
+		}
+		m := addrRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("unexpected first line from symbi serve: %q", line)
+		}
+		var body string
+		waitFor(t, 30*time.Second, "/readyz to show the upstream's stderr", func() bool {
+			resp, err := http.Get("http://" + m[2] + "/readyz")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, `"stderr":["`+failingLine)
+		})
+	})
+
+	t.Run("doctor starts each upstream", func(t *testing.T) {
+		out, err := exec.Command(symbiBin(t), "doctor", "--config", cfg).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("doctor: %v, want exit 1\n%s", err, out)
+		}
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`FAIL upstream typo .*stderr: ` + regexp.QuoteMeta(failingLine)),
+			regexp.MustCompile(`ok   upstream mg .*started .*protocol \S+, [1-9][0-9]* tool\(s\)`),
+		} {
+			if !want.Match(out) {
+				t.Errorf("doctor output does not match %s:\n%s", want, out)
+			}
+		}
+	})
 }

@@ -6,12 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/internal/config"
 	"github.com/symbi-dev/symbi/internal/store"
 	"github.com/symbi-dev/symbi/policy"
@@ -25,6 +26,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("symbi doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file (TOML); none: the built-in defaults")
+	probeTimeout := fs.Duration("timeout", 30*time.Second, "how long each upstream may take to start, initialize and list its tools")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -95,6 +97,10 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	check("policy compiles", err, detail)
 
 	var sb *sandbox.Sandbox
+	// The launchers of the running symbi, without its start-up reaping of stale
+	// containers (a running symbi's would not be stale).
+	rt := &runtime{http: gateway.HTTPOptions{ReadyChecks: map[string]func() (bool, any){}}, reaped: true}
+	defer rt.close()
 	for _, u := range cfg.Upstreams {
 		name := "upstream " + u.Name
 		if u.Disabled {
@@ -103,7 +109,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		if u.URL != "" {
 			a := assess(u)
-			check(name, nil, fmt.Sprintf("%s %s (remote; assessment: %s, score %d)", transportOf(u), u.URL, a.Tier, a.Score))
+			res, err := probe(ctx, *probeTimeout, gateway.UpstreamConfig{Name: u.Name, URL: u.URL, SSE: u.Transport == "sse",
+				Headers: u.Headers, Timeout: u.Timeout.Duration})
+			check(name, err, fmt.Sprintf("%s %s: %s (remote; assessment: %s, score %d)", transportOf(u), u.URL, res, a.Tier, a.Score))
 			continue
 		}
 		tier := cfg.Sandbox.DefaultTier
@@ -118,9 +126,8 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			tier = string(a.Tier)
 		}
 		var err error
-		if tier == "none" {
-			_, err = exec.LookPath(u.Command[0])
-		} else {
+		var res probeResult
+		if tier != "none" {
 			if sb == nil {
 				sb = sandbox.New(nil)
 				defer sb.Close()
@@ -129,7 +136,14 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			err = sb.Available(cctx, sandbox.Tier(tier))
 			cancel()
 		}
-		check(name, err, fmt.Sprintf("stdio %q in tier %s", strings.Join(u.Command, " "), tier))
+		if err == nil {
+			// Really start it, as symbi would: its process, initialize, tools/list.
+			var launch gateway.Launcher
+			if launch, _, err = rt.launcher(ctx, cfg, u, quietLog); err == nil {
+				res, err = probe(ctx, *probeTimeout, gateway.UpstreamConfig{Name: u.Name, Launch: launch, Timeout: u.Timeout.Duration})
+			}
+		}
+		check(name, err, fmt.Sprintf("stdio %q in tier %s: %s", strings.Join(u.Command, " "), tier, res))
 		fmt.Fprintf(stdout, "     risk assessment: %s (score %d)\n", a.Tier, a.Score)
 		for _, r := range a.Reasons {
 			fmt.Fprintf(stdout, "       - %s\n", r)
@@ -156,4 +170,27 @@ func transportOf(u config.Upstream) string {
 		return "sse"
 	}
 	return "streamable HTTP"
+}
+
+var quietLog = slog.New(slog.DiscardHandler)
+
+// probeResult describes a started upstream for doctor's report.
+type probeResult struct{ gateway.ProbeResult }
+
+func (r probeResult) String() string {
+	if r.Protocol == "" {
+		return "not started"
+	}
+	return fmt.Sprintf("started %s, protocol %s, %d tool(s)", r.Server, r.Protocol, r.Tools)
+}
+
+// probe starts one upstream and lists its tools, bounded by timeout.
+func probe(ctx context.Context, timeout time.Duration, uc gateway.UpstreamConfig) (probeResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if uc.Timeout == 0 || uc.Timeout > timeout {
+		uc.Timeout = timeout
+	}
+	res, err := gateway.Probe(ctx, uc, quietLog)
+	return probeResult{res}, err
 }

@@ -19,6 +19,9 @@ func TestDoctor(t *testing.T) {
 		{"defaults", "", 0, []string{"ok   policy compiles", "decisions cached by input.", "all checks passed"}},
 		{"missing command", "[[upstreams]]\nname = \"gone\"\ncommand = [\"/nonexistent/mcp-server\"]\n", 1,
 			[]string{"FAIL upstream gone", "risk assessment: docker", "tier none runs the server as a host process"}},
+		// doctor starts the upstream and shows why it failed in the server's own words.
+		{"failing server shows its stderr", "[[upstreams]]\nname = \"typo\"\ncommand = [\"sh\", \"-c\", \"echo 'npm error 404 Not Found: @modelcontextprotocol/server-everythin' >&2; exit 1\"]\n", 1,
+			[]string{"FAIL upstream typo", "stderr: npm error 404 Not Found: @modelcontextprotocol/server-everythin"}},
 		{"auto tier assessed", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"auto\", image = \"x\", network = \"bridge\", sensitivity = \"restricted\" }\n", -1,
 			[]string{"risk assessment: gvisor", "needs outbound network", "+25 handles restricted data"}},
 		// Isolation given up is refused unless opted in, and an opt-in is shown.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"database/sql"
@@ -351,7 +350,7 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 		if err != nil {
 			return nil, err
 		}
-		sp := &sandboxProcess{p: p}
+		sp := &sandboxProcess{p: p, tail: gateway.NewStderrTail()}
 		sp.logStderr(log.With("upstream", u.Name))
 		return sp, nil
 	}, tier, nil
@@ -402,8 +401,13 @@ func assess(u config.Upstream) sandbox.Assessment {
 // sandboxProcess adapts a sandbox.Process to the gateway's Process.
 type sandboxProcess struct {
 	p    sandbox.Process
+	tail *gateway.StderrTail // the last lines of its stderr
 	once sync.Once
 }
+
+func (s *sandboxProcess) StderrTail() *gateway.StderrTail { return s.tail }
+
+var _ gateway.StderrProcess = (*sandboxProcess)(nil)
 
 func (s *sandboxProcess) Stdin() io.WriteCloser          { return s.p.Stdin() }
 func (s *sandboxProcess) Stdout() io.ReadCloser          { return s.p.Stdout() }
@@ -446,10 +450,7 @@ func (e exitError) ExitKind() string {
 func (s *sandboxProcess) logStderr(log *slog.Logger) {
 	s.once.Do(func() {
 		go func() { // owned by the process: ends when its stderr closes
-			sc := bufio.NewScanner(s.p.Stderr())
-			for sc.Scan() {
-				log.Debug("upstream stderr", "line", sc.Text())
-			}
+			s.tail.Consume(s.p.Stderr(), func(line string) { log.Debug("upstream stderr", "line", line) })
 		}()
 	})
 }
