@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"policy":    {"eval|test: evaluate Rego policies and run their tests", runPolicy},
 		"audit":     {"verify|tail|query|report: the tamper-evident audit trail", runAudit},
 		"agents":    {"list|status|run|suspend|resume|terminate: the agents of a running symbi", runAgents},
+		"kb":        {"ingest|search|stats: the knowledge base behind symbi__knowledge_search and symbi__rag_answer", runKB},
 		"doctor":    {"check that a configuration can run here (state, policy, upstreams, sandbox tiers, risk assessment)", runDoctor},
 	}
 }

@@ -40,10 +40,11 @@ type runtime struct {
 	// httpSink is the audit trail's HTTP collector sink, if configured (for metrics).
 	httpSink *audit.HTTPSink
 
-	agents     *agentsRuntime // the scheduler and the agents (cmd_agents.go)
-	tierEvents []audit.Event  // tiers chosen by risk assessment, recorded once the trail is open
-	reaped     bool           // stale containers removed (once, when a container tier is used)
-	tiers      []sandbox.Tier // container tiers in use, for /readyz
+	context    *contextFeature // memory, knowledge base, RAG and tool search
+	agents     *agentsRuntime  // the scheduler and the agents (cmd_agents.go)
+	tierEvents []audit.Event   // tiers chosen by risk assessment, recorded once the trail is open
+	reaped     bool            // stale containers removed (once, when a container tier is used)
+	tiers      []sandbox.Tier  // container tiers in use, for /readyz
 
 	closers []func() error
 }
@@ -189,6 +190,9 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	}
 	gw := gateway.New(opts)
 	addAuditBuiltins(gw, rt.audit)
+	if err := rt.addContext(ctx, gw, cfg.Context, log.With("component", "context")); err != nil {
+		return nil, nil, err
+	}
 	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments})
 	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
 	registerPolicyCacheMetrics(gw.Metrics().Registry, rt.policy)
@@ -271,6 +275,9 @@ func (rt *runtime) run(ctx context.Context) error {
 	g.Go(func() error { return rt.policy.Run(ctx) })
 	if rt.agents != nil {
 		g.Go(func() error { return rt.agents.watch(ctx, agentsDirPoll) })
+	}
+	if rt.context != nil {
+		g.Go(func() error { rt.context.maintain(ctx); return nil })
 	}
 	return g.Wait()
 }

@@ -36,6 +36,7 @@ type Config struct {
 	Scheduler Scheduler  `toml:"scheduler"`
 	Agents    []Agent    `toml:"agents"`
 	AgentsDir string     `toml:"agents_dir"` // *.toml files of [[agents]], hot-reloaded
+	Context   Context    `toml:"context"`
 }
 
 // Server configures the listeners and the state directory.
@@ -350,6 +351,8 @@ func (c *Config) resolveEnv(lookup func(string) (string, bool)) []Problem {
 		res(fmt.Sprintf("server.tokens[%d].token", i), &c.Server.Tokens[i].Token)
 	}
 	resMap("audit.http_headers", c.Audit.HTTPHeaders)
+	res("context.embedder_key", &c.Context.EmbedderKey)
+	res("context.store", &c.Context.Store)
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		resMap(fmt.Sprintf("upstreams[%d].env", i), u.Env)
@@ -572,6 +575,7 @@ func (c *Config) validate() []Problem {
 		}
 	}
 	probs = append(probs, c.validateAgents()...)
+	c.Context.validate(add)
 	return probs
 }
 
@@ -636,6 +640,12 @@ func (c *Config) Redacted() *Config {
 		}
 	}
 	cp.Audit.HTTPHeaders = maskValues(c.Audit.HTTPHeaders)
+	if cp.Context.EmbedderKey != "" {
+		cp.Context.EmbedderKey = "REDACTED"
+	}
+	if cp.Context.Store != "" {
+		cp.Context.Store = "REDACTED" // a database URL may carry a password
+	}
 	return &cp
 }
 

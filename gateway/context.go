@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"context"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/symbi-dev/symbi/policy"
+)
+
+// ToolVisible reports whether tools/list would show the named tool to the identity: the
+// tool is served (not held back by verification) and the policy allows listing it. The
+// built-in features that describe tools (semantic tool search) use it so that a hidden
+// tool never appears through them.
+func (g *Gateway) ToolVisible(ctx context.Context, id Identity, name string) bool {
+	ti, ok := g.Tool(name)
+	if !ok {
+		return false
+	}
+	if g.policy == nil {
+		return true
+	}
+	d := g.policy.decide(ctx, &policy.Input{Action: policy.ActionToolsList, Identity: policy.Identity{ID: id.ID, Kind: id.Kind, Claims: id.Claims},
+		Upstream: ti.Upstream, Tool: ti.policyTool, Sandbox: g.sandboxInput(ti.Upstream)})
+	return d.Allow
+}
+
+// ReadUpstreamResource reads a resource from the upstream that listed it (or whose
+// template matches it), for a built-in feature acting for a client. The caller asks the
+// policy (resources/read) and records the read first; ok is false when no upstream
+// serves the URI.
+func (g *Gateway) ReadUpstreamResource(ctx context.Context, uri string) (_ *mcp.ReadResourceResult, upstream string, ok bool, _ error) {
+	upstream = g.resourceUpstream(uri)
+	g.mu.RLock()
+	u := g.byName[upstream]
+	g.mu.RUnlock()
+	if u == nil {
+		return nil, "", false, nil
+	}
+	var res *mcp.ReadResourceResult
+	err := u.call(ctx, nil, func(ctx context.Context, cs *mcp.ClientSession) error {
+		var err error
+		res, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		return err
+	})
+	if err != nil {
+		return nil, upstream, true, upstreamError(u, err)
+	}
+	return res, upstream, true, nil
+}

@@ -1,0 +1,76 @@
+package config
+
+import (
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Context configures memory, the knowledge base and tool search ([context]).
+type Context struct {
+	// Store is "" (SQLite + sqlite-vec in data_dir) or a "postgres://..." URL (pgvector).
+	Store string `toml:"store"`
+	// Embedder is "builtin" (the default, offline), "openai" or "ollama".
+	Embedder string `toml:"embedder"`
+	// EmbedderURL is the OpenAI-compatible /v1/embeddings or Ollama endpoint (or the
+	// server's base URL); required for openai and ollama.
+	EmbedderURL   string `toml:"embedder_url"`
+	EmbedderModel string `toml:"embedder_model"`
+	// EmbedderKey is sent as a bearer token; write it "env:NAME".
+	EmbedderKey string `toml:"embedder_key"`
+	// KnowledgeRetention removes long-term and shared memories and knowledge older than
+	// this ("" or 0: kept until deleted).
+	KnowledgeRetention Duration `toml:"knowledge_retention"`
+	// IngestRoots are the directories symbi__knowledge_ingest and `symbi kb ingest` may
+	// read files from; none: no files.
+	IngestRoots []string `toml:"ingest_roots"`
+	// ChunkChars is the chunk size of ingested documents in bytes (0: 1200).
+	ChunkChars int `toml:"chunk_chars"`
+}
+
+// DefaultEmbedder is the embedder of an unset context.embedder.
+const DefaultEmbedder = "builtin"
+
+// EmbedderKind is the embedder in force: Embedder, or DefaultEmbedder when unset.
+func (c *Context) EmbedderKind() string {
+	if c.Embedder == "" {
+		return DefaultEmbedder
+	}
+	return c.Embedder
+}
+
+func (c *Context) validate(add func(key, format string, args ...any)) {
+	if c.Store != "" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
+		add("context.store", `must be "" (SQLite in data_dir) or a postgres:// URL`)
+	}
+	kind := c.EmbedderKind()
+	if !slices.Contains([]string{"builtin", "openai", "ollama"}, kind) {
+		add("context.embedder", `must be "builtin", "openai" or "ollama" (got %q)`, kind)
+	}
+	if kind == "builtin" {
+		for key, v := range map[string]string{"context.embedder_url": c.EmbedderURL, "context.embedder_model": c.EmbedderModel, "context.embedder_key": c.EmbedderKey} {
+			if v != "" {
+				add(key, "applies only to the openai and ollama embedders")
+			}
+		}
+	} else if kind == "openai" || kind == "ollama" {
+		if u, err := url.Parse(c.EmbedderURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("context.embedder_url", "must be an http or https URL for the %s embedder", kind)
+		}
+		if c.EmbedderModel == "" {
+			add("context.embedder_model", "is required for the %s embedder", kind)
+		}
+	}
+	if c.KnowledgeRetention.Duration < 0 {
+		add("context.knowledge_retention", "must not be negative")
+	}
+	for i, r := range c.IngestRoots {
+		if !filepath.IsAbs(r) {
+			add("context.ingest_roots", "entry %d (%q) must be an absolute path", i, r)
+		}
+	}
+	if c.ChunkChars != 0 && (c.ChunkChars < 200 || c.ChunkChars > 20000) {
+		add("context.chunk_chars", "must be between 200 and 20000 (got %d)", c.ChunkChars)
+	}
+}

@@ -1,0 +1,67 @@
+package config
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseContext(t *testing.T) {
+	in := `version = 1
+[context]
+store = "env:PG"
+embedder = "openai"
+embedder_url = "http://127.0.0.1:11434"
+embedder_model = "nomic-embed-text"
+embedder_key = "env:EMB_KEY"
+knowledge_retention = "720h"
+ingest_roots = ["/srv/docs"]
+chunk_chars = 800
+`
+	c, err := Parse("t.toml", []byte(in), env(map[string]string{"EMB_KEY": "sk-123", "PG": "postgres://u:p@h/db"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Context{Store: "postgres://u:p@h/db", Embedder: "openai", EmbedderURL: "http://127.0.0.1:11434", EmbedderModel: "nomic-embed-text",
+		EmbedderKey: "sk-123", KnowledgeRetention: dur(720 * time.Hour), IngestRoots: []string{"/srv/docs"}, ChunkChars: 800}
+	if diff := cmp.Diff(want, c.Context); diff != "" {
+		t.Errorf("context mismatch (-want +got):\n%s", diff)
+	}
+	r := c.Redacted().Context
+	if r.EmbedderKey != "REDACTED" || r.Store != "REDACTED" {
+		t.Errorf("Redacted context = %+v", r)
+	}
+	if c.Context.EmbedderKey != "sk-123" {
+		t.Error("Redacted changed the original")
+	}
+	if k := Default().Context.EmbedderKind(); k != "builtin" {
+		t.Errorf("default embedder = %q", k)
+	}
+}
+
+func TestParseContextProblems(t *testing.T) {
+	in := `version = 1
+[context]
+store = "mysql://x"
+embedder = "ollama"
+embedder_url = "ftp://x"
+knowledge_retention = "-1h"
+ingest_roots = ["docs"]
+chunk_chars = 10
+vector_index = "hnsw"
+`
+	want := []string{"context.vector_index", "context.store", "context.embedder_url", "context.embedder_model",
+		"context.knowledge_retention", "context.ingest_roots", "context.chunk_chars"}
+	if diff := cmp.Diff(want, keys(problems(t, in, nil))); diff != "" {
+		t.Errorf("problems mismatch (-want +got):\n%s", diff)
+	}
+	builtin := "version = 1\n[context]\nembedder_url = \"http://x\"\n"
+	if diff := cmp.Diff([]string{"context.embedder_url"}, keys(problems(t, builtin, nil))); diff != "" {
+		t.Errorf("builtin with a URL (-want +got):\n%s", diff)
+	}
+	bad := "version = 1\n[context]\nembedder = \"word2vec\"\n"
+	if diff := cmp.Diff([]string{"context.embedder"}, keys(problems(t, bad, nil))); diff != "" {
+		t.Errorf("unknown embedder (-want +got):\n%s", diff)
+	}
+}
