@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/symbi-dev/symbi/policy"
@@ -46,4 +47,26 @@ func (g *Gateway) ReadUpstreamResource(ctx context.Context, uri string) (_ *mcp.
 		return nil, upstream, true, upstreamError(u, err)
 	}
 	return res, upstream, true, nil
+}
+
+// builtinTemplateKey marks a template among the built-in resources.
+const builtinTemplateKey = "template:"
+
+// AddBuiltinResourceTemplate registers one of symbi's own resource templates (URI scheme
+// symbi://); reads of URIs it matches are served by h.
+func (g *Gateway) AddBuiltinResourceTemplate(t *mcp.ResourceTemplate, h mcp.ResourceHandler) {
+	g.server.AddResourceTemplate(t, h)
+	g.builtinRes.Store(builtinTemplateKey+t.URITemplate, struct{}{})
+}
+
+// isBuiltinTemplate reports whether uri matches one of symbi's own resource templates.
+func (g *Gateway) isBuiltinTemplate(uri string) bool {
+	found := false
+	g.builtinRes.Range(func(k, _ any) bool {
+		if tpl, ok := strings.CutPrefix(k.(string), builtinTemplateKey); ok && templatePrefixMatch(tpl, uri) {
+			found = true
+		}
+		return !found
+	})
+	return found
 }

@@ -510,7 +510,7 @@ func (g *Gateway) approveRequest(r *Request, state *string, responses mcp.InputR
 // isBuiltinResource reports whether uri is one of symbi's own resources.
 func (g *Gateway) isBuiltinResource(uri string) bool {
 	_, ok := g.builtinRes.Load(uri)
-	return ok
+	return ok || g.isBuiltinTemplate(uri)
 }
 
 var approvalVerb = map[string]string{"tools/call": "call", "prompts/get": "get the prompt", "resources/read": "read"}

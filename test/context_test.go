@@ -298,9 +298,11 @@ func TestContextAndKnowledge(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		for _, secret := range []string{"4711", "Team lunch", "Zanzibar"} {
-			if strings.Contains(string(b), secret) {
-				t.Errorf("audit file %s contains content %q", e.Name(), secret)
+		for _, secret := range []string{"locker code is", "Team lunch", "Zanzibar"} {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, secret) {
+					t.Errorf("audit file %s contains content %q:\n%s", e.Name(), secret, line)
+				}
 			}
 		}
 	}

@@ -544,7 +544,7 @@ func addContextBuiltins(gw *gateway.Gateway, f *contextFeature) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "application/json", Text: string(b)}}}, nil
 		})
 	}
-	gw.Server().AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: "symbi://knowledge/{id}", Name: "knowledge-document",
+	gw.AddBuiltinResourceTemplate(&mcp.ResourceTemplate{URITemplate: "symbi://knowledge/{id}", Name: "knowledge-document",
 		Title: "Knowledge base document", Description: "A document of the knowledge base, its chunks joined (text).", MIMEType: "text/plain",
 	}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		id := strings.TrimPrefix(req.Params.URI, "symbi://knowledge/")
