@@ -1,0 +1,795 @@
+package bus
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// KeySize is the size of the master key (AES-256).
+const KeySize = 32
+
+// Kinds of message.
+const (
+	KindDirect  = "direct"
+	KindTopic   = "topic"
+	KindRequest = "request"
+	KindReply   = "reply"
+)
+
+// Errors callers branch on with errors.Is.
+var (
+	ErrNotFound = errors.New("no such message")
+	ErrTimeout  = errors.New("no reply before the timeout")
+	ErrInvalid  = errors.New("invalid bus request")
+	ErrTampered = errors.New("message failed verification")
+	ErrClosed   = errors.New("bus closed")
+)
+
+// Options tunes a Bus. The zero value gives the defaults.
+type Options struct {
+	Logger      *slog.Logger     // nil: discard
+	Visibility  time.Duration    // how long a delivered, unacknowledged message stays hidden; 0: 30s
+	MaxAttempts int              // deliveries before a message is dead-lettered; 0: 5
+	TTL         time.Duration    // a message's lifetime; 0: 24h
+	MaxPayload  int              // bytes; 0: 1 MiB
+	Poll        time.Duration    // how often a waiting Receive or Request rereads the state (other processes may write it); 0: 200ms
+	Record      func(Event)      // every message's metadata, for the audit trail; nil: none
+	Now         func() time.Time // clock for timestamps (tests); nil: time.Now
+}
+
+// Event is what the bus reports about a message: metadata and the payload's SHA-256,
+// never the payload.
+type Event struct {
+	Action        string // bus/send, bus/publish, bus/request, bus/reply, bus/deliver, bus/ack, bus/dead_letter
+	ID            string
+	Kind          string
+	From, To      string
+	Topic         string
+	ReplyTo       string
+	PayloadSHA256 string // hex; empty when the payload could not be decrypted
+	Size          int
+	Reason        string // why a message was dead-lettered
+}
+
+// Message is a delivered message.
+type Message struct {
+	ID      string    `json:"id"`
+	Kind    string    `json:"kind"`
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	Topic   string    `json:"topic,omitempty"`
+	ReplyTo string    `json:"reply_to,omitempty"`
+	Payload []byte    `json:"-"`
+	Created time.Time `json:"created"`
+	Attempt int       `json:"attempt"` // 1 on first delivery
+}
+
+// DeadLetter is a message that will not be delivered, without its payload.
+type DeadLetter struct {
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	From     string `json:"from"`
+	Topic    string `json:"topic,omitempty"`
+	Attempts int    `json:"attempts"`
+	Reason   string `json:"reason"`
+}
+
+// Bus is the message bus over one state database. Its methods are safe for concurrent
+// use; several processes may share the database.
+type Bus struct {
+	db   *sql.DB
+	aead cipher.AEAD
+	o    Options
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	keys map[string]ed25519.PrivateKey // identity -> its private key (unsealed)
+	wake map[string]chan struct{}      // identity -> closed when a message arrives for it
+
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS bus_keys (
+	identity TEXT PRIMARY KEY,
+	public   BLOB NOT NULL,
+	sealed   BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bus_messages (
+	id         TEXT PRIMARY KEY,
+	kind       TEXT NOT NULL,
+	sender     TEXT NOT NULL,
+	recipient  TEXT NOT NULL,
+	topic      TEXT NOT NULL DEFAULT '',
+	reply_to   TEXT NOT NULL DEFAULT '',
+	created_ns INTEGER NOT NULL,
+	expires_ns INTEGER NOT NULL,
+	visible_ns INTEGER NOT NULL,
+	attempts   INTEGER NOT NULL DEFAULT 0,
+	state      TEXT NOT NULL DEFAULT 'ready',
+	reason     TEXT NOT NULL DEFAULT '',
+	nonce      BLOB NOT NULL,
+	ciphertext BLOB NOT NULL,
+	signature  BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bus_messages_queue ON bus_messages (recipient, state, visible_ns);
+CREATE TABLE IF NOT EXISTS bus_subscriptions (
+	topic    TEXT NOT NULL,
+	identity TEXT NOT NULL,
+	PRIMARY KEY (topic, identity)
+);
+CREATE TABLE IF NOT EXISTS bus_requests (
+	id         TEXT PRIMARY KEY,
+	requester  TEXT NOT NULL,
+	responder  TEXT NOT NULL,
+	expires_ns INTEGER NOT NULL
+);`
+
+// Open creates or migrates the bus tables in db. key is the 32-byte master key that
+// encrypts payloads and seals the identities' signing keys; keep it out of db.
+func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("open bus: master key is %d bytes, want %d", len(key), KeySize)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("open bus: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("open bus: %w", err)
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Visibility <= 0 {
+		o.Visibility = 30 * time.Second
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 5
+	}
+	if o.TTL <= 0 {
+		o.TTL = 24 * time.Hour
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = 1 << 20
+	}
+	if o.Poll <= 0 {
+		o.Poll = 200 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return nil, fmt.Errorf("migrate bus tables: %w", err)
+	}
+	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{},
+		wake: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
+}
+
+// Close wakes every waiting Receive and Request (they return ErrClosed). It does not
+// close the database. Safe to call twice.
+func (b *Bus) Close() error {
+	b.closeOnce.Do(func() { close(b.closed) })
+	return nil
+}
+
+// checkName validates an identity or a topic.
+func checkName(what, s string) error {
+	if s == "" || len(s) > 256 || !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s must be 1 to 256 bytes of UTF-8", ErrInvalid, what)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: %s contains a control character", ErrInvalid, what)
+		}
+	}
+	return nil
+}
+
+func newID() string {
+	var b [16]byte
+	if _, err := io.ReadFull(rand.Reader, b[:]); err != nil {
+		panic(fmt.Sprintf("read random: %v", err)) // crypto/rand does not fail on supported systems
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// envelope is a stored message's authenticated metadata.
+type envelope struct {
+	id, kind, from, to, topic, replyTo string
+	created, expires                   int64
+}
+
+// header encodes e unambiguously: it is the AES-GCM additional data (so that a
+// ciphertext cannot be moved to another row or recipient) and, with the payload hash,
+// what the sender signs.
+func (e *envelope) header() []byte {
+	out := []byte("symbi-bus-v1")
+	for _, f := range []string{e.id, e.kind, e.from, e.to, e.topic, e.replyTo} {
+		out = binary.BigEndian.AppendUint32(out, uint32(len(f)))
+		out = append(out, f...)
+	}
+	out = binary.BigEndian.AppendUint64(out, uint64(e.created))
+	return binary.BigEndian.AppendUint64(out, uint64(e.expires))
+}
+
+func signed(hdr []byte, sum [32]byte) []byte {
+	return append(append([]byte{}, hdr...), sum[:]...)
+}
+
+// signingKey returns identity's private key, creating and storing it on first use.
+func (b *Bus) signingKey(ctx context.Context, identity string) (ed25519.PrivateKey, error) {
+	b.mu.Lock()
+	k, ok := b.keys[identity]
+	b.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key of %s: %w", identity, err)
+	}
+	nonce := make([]byte, b.aead.NonceSize())
+	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+		return nil, fmt.Errorf("generate key of %s: %w", identity, err)
+	}
+	sealed := b.aead.Seal(nonce, nonce, priv.Seed(), keyAAD(identity))
+	// Another process may have created it first: the stored key wins.
+	if _, err := b.db.ExecContext(ctx, `INSERT INTO bus_keys (identity, public, sealed) VALUES (?, ?, ?) ON CONFLICT (identity) DO NOTHING`,
+		identity, []byte(priv.Public().(ed25519.PublicKey)), sealed); err != nil {
+		return nil, fmt.Errorf("store key of %s: %w", identity, err)
+	}
+	pub, stored, err := b.loadKey(ctx, b.db, identity)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := b.aead.Open(nil, stored[:b.aead.NonceSize()], stored[b.aead.NonceSize():], keyAAD(identity))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("unseal key of %s: %w", identity, ErrTampered)
+	}
+	k = ed25519.NewKeyFromSeed(seed)
+	if !k.Public().(ed25519.PublicKey).Equal(pub) {
+		return nil, fmt.Errorf("unseal key of %s: public key does not match: %w", identity, ErrTampered)
+	}
+	b.mu.Lock()
+	b.keys[identity] = k
+	b.mu.Unlock()
+	return k, nil
+}
+
+func keyAAD(identity string) []byte { return []byte("symbi-bus-key-v1\x00" + identity) }
+
+// loadKey reads identity's stored public key and sealed private key.
+func (b *Bus) loadKey(ctx context.Context, q querier, identity string) (ed25519.PublicKey, []byte, error) {
+	var pub, sealed []byte
+	err := q.QueryRowContext(ctx, `SELECT public, sealed FROM bus_keys WHERE identity = ?`, identity).Scan(&pub, &sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, fmt.Errorf("load key of %s: %w", identity, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load key of %s: %w", identity, err)
+	}
+	if len(pub) != ed25519.PublicKeySize || len(sealed) < b.aead.NonceSize() {
+		return nil, nil, fmt.Errorf("load key of %s: %w", identity, ErrTampered)
+	}
+	return ed25519.PublicKey(pub), sealed, nil
+}
+
+// PublicKey returns identity's public signing key (creating the key pair on first use).
+func (b *Bus) PublicKey(ctx context.Context, identity string) (ed25519.PublicKey, error) {
+	if err := checkName("identity", identity); err != nil {
+		return nil, err
+	}
+	k, err := b.signingKey(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	return k.Public().(ed25519.PublicKey), nil
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// put signs, encrypts and stores one message.
+func (b *Bus) put(ctx context.Context, x execer, e envelope, payload []byte, action string) error {
+	key, err := b.signingKey(ctx, e.from)
+	if err != nil {
+		return err
+	}
+	hdr := e.header()
+	sum := sha256.Sum256(payload)
+	sig := ed25519.Sign(key, signed(hdr, sum))
+	nonce := make([]byte, b.aead.NonceSize())
+	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+		return fmt.Errorf("store message: %w", err)
+	}
+	ct := b.aead.Seal(nil, nonce, payload, hdr)
+	if _, err := x.ExecContext(ctx, `INSERT INTO bus_messages (id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, visible_ns, nonce, ciphertext, signature)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig); err != nil {
+		return fmt.Errorf("store message %s: %w", e.id, err)
+	}
+	b.record(Event{Action: action, ID: e.id, Kind: e.kind, From: e.from, To: e.to, Topic: e.topic, ReplyTo: e.replyTo,
+		PayloadSHA256: hex.EncodeToString(sum[:]), Size: len(payload)})
+	return nil
+}
+
+func (b *Bus) record(ev Event) {
+	if b.o.Record != nil {
+		b.o.Record(ev)
+	}
+}
+
+// row is a stored message as read back.
+type row struct {
+	envelope
+	attempts             int
+	nonce, ct, signature []byte
+}
+
+// open decrypts and verifies a stored message with its sender's public key.
+func (b *Bus) open(r *row, pub ed25519.PublicKey) ([]byte, error) {
+	if len(r.nonce) != b.aead.NonceSize() {
+		return nil, fmt.Errorf("open message %s: bad nonce: %w", r.id, ErrTampered)
+	}
+	hdr := r.header()
+	payload, err := b.aead.Open(nil, r.nonce, r.ct, hdr)
+	if err != nil {
+		return nil, fmt.Errorf("open message %s: decrypt: %w", r.id, ErrTampered)
+	}
+	if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, signed(hdr, sha256.Sum256(payload)), r.signature) {
+		return nil, fmt.Errorf("open message %s: bad signature: %w", r.id, ErrTampered)
+	}
+	return payload, nil
+}
+
+// verify opens r with the stored public key of its sender.
+func (b *Bus) verify(ctx context.Context, q querier, r *row) ([]byte, error) {
+	pub, _, err := b.loadKey(ctx, q, r.from)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("open message %s: sender %s has no key: %w", r.id, r.from, ErrTampered)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b.open(r, pub)
+}
+
+func (b *Bus) checkPayload(p []byte) error {
+	if len(p) > b.o.MaxPayload {
+		return fmt.Errorf("%w: payload is %d bytes, at most %d", ErrInvalid, len(p), b.o.MaxPayload)
+	}
+	return nil
+}
+
+// notify wakes whoever waits for identity's messages in this process.
+func (b *Bus) notify(identity string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ch, ok := b.wake[identity]; ok {
+		close(ch)
+		delete(b.wake, identity)
+	}
+}
+
+func (b *Bus) waiter(identity string) <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ch, ok := b.wake[identity]
+	if !ok {
+		ch = make(chan struct{})
+		b.wake[identity] = ch
+	}
+	return ch
+}
+
+// await blocks until identity may have a new message, the next poll, the deadline,
+// ctx or Close. It reports false when the caller should stop waiting.
+func (b *Bus) await(ctx context.Context, ch <-chan struct{}, deadline time.Time) (bool, error) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		return false, nil
+	}
+	t := time.NewTimer(min(left, b.o.Poll))
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-b.closed:
+		return false, ErrClosed
+	}
+	return true, nil
+}
+
+// Send stores a direct message from one identity to another and returns its id.
+func (b *Bus) Send(ctx context.Context, from, to string, payload []byte) (string, error) {
+	if err := errors.Join(checkName("sender", from), checkName("recipient", to), b.checkPayload(payload)); err != nil {
+		return "", err
+	}
+	now := b.o.Now().UnixNano()
+	e := envelope{id: newID(), kind: KindDirect, from: from, to: to, created: now, expires: now + int64(b.o.TTL)}
+	if err := b.put(ctx, b.db, e, payload, "bus/send"); err != nil {
+		return "", err
+	}
+	b.notify(to)
+	return e.id, nil
+}
+
+// Subscribe adds identity to topic's subscribers (again is not an error).
+func (b *Bus) Subscribe(ctx context.Context, identity, topic string) error {
+	if err := errors.Join(checkName("identity", identity), checkName("topic", topic)); err != nil {
+		return err
+	}
+	if _, err := b.db.ExecContext(ctx, `INSERT INTO bus_subscriptions (topic, identity) VALUES (?, ?) ON CONFLICT DO NOTHING`, topic, identity); err != nil {
+		return fmt.Errorf("subscribe %s to %s: %w", identity, topic, err)
+	}
+	return nil
+}
+
+// Unsubscribe removes identity from topic's subscribers.
+func (b *Bus) Unsubscribe(ctx context.Context, identity, topic string) error {
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_subscriptions WHERE topic = ? AND identity = ?`, topic, identity); err != nil {
+		return fmt.Errorf("unsubscribe %s from %s: %w", identity, topic, err)
+	}
+	return nil
+}
+
+// Publish puts a copy of payload, signed by from, in the queue of every subscriber of
+// topic, and returns how many there were.
+func (b *Bus) Publish(ctx context.Context, from, topic string, payload []byte) (int, error) {
+	if err := errors.Join(checkName("sender", from), checkName("topic", topic), b.checkPayload(payload)); err != nil {
+		return 0, err
+	}
+	if _, err := b.signingKey(ctx, from); err != nil { // outside the transaction: it writes on its own
+		return 0, err
+	}
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	rows, err := tx.QueryContext(ctx, `SELECT identity FROM bus_subscriptions WHERE topic = ? ORDER BY identity`, topic)
+	if err != nil {
+		return 0, fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	var subs []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("publish to %s: %w", topic, err)
+		}
+		subs = append(subs, s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	now := b.o.Now().UnixNano()
+	for _, s := range subs {
+		e := envelope{id: newID(), kind: KindTopic, from: from, to: s, topic: topic, created: now, expires: now + int64(b.o.TTL)}
+		if err := b.put(ctx, tx, e, payload, "bus/publish"); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	for _, s := range subs {
+		b.notify(s)
+	}
+	return len(subs), nil
+}
+
+const selectRow = `SELECT id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, attempts, nonce, ciphertext, signature FROM bus_messages`
+
+func scanRow(sc interface{ Scan(...any) error }) (*row, error) {
+	r := &row{}
+	err := sc.Scan(&r.id, &r.kind, &r.from, &r.to, &r.topic, &r.replyTo, &r.created, &r.expires, &r.attempts, &r.nonce, &r.ct, &r.signature)
+	return r, err
+}
+
+// Receive returns up to max (0: 10, at most 100) of identity's messages that are due,
+// waiting up to wait for the first one. A delivered message stays hidden for the
+// visibility timeout and comes back unless it is acknowledged. Messages that fail
+// verification are dead-lettered and reported, never returned.
+func (b *Bus) Receive(ctx context.Context, identity string, max int, wait time.Duration) ([]Message, error) {
+	if err := checkName("identity", identity); err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		max = 10
+	}
+	max = min(max, 100)
+	deadline := time.Now().Add(wait)
+	for {
+		ch := b.waiter(identity) // before reading, so that a message stored meanwhile wakes us
+		msgs, err := b.take(ctx, identity, max)
+		if err != nil || len(msgs) > 0 {
+			return msgs, err
+		}
+		if ok, err := b.await(ctx, ch, deadline); !ok {
+			return []Message{}, err
+		}
+	}
+}
+
+// take claims up to max due messages of identity.
+func (b *Bus) take(ctx context.Context, identity string, max int) ([]Message, error) {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	now := b.o.Now().UnixNano()
+	// A write first, so that the transaction holds the write lock from its start.
+	if _, err := tx.ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = 'expired'
+		WHERE recipient = ? AND state = 'ready' AND expires_ns <= ?`, identity, now); err != nil {
+		return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
+	}
+	out := []Message{}
+	var dead []Event
+	for len(out) < max {
+		rows, err := tx.QueryContext(ctx, selectRow+` WHERE recipient = ? AND state = 'ready' AND kind != 'reply' AND visible_ns <= ?
+			ORDER BY created_ns, id LIMIT ?`, identity, now, max-len(out))
+		if err != nil {
+			return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
+		}
+		var batch []*row
+		for rows.Next() {
+			r, err := scanRow(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
+			}
+			batch = append(batch, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		for _, r := range batch {
+			reason := ""
+			var payload []byte
+			if r.attempts >= b.o.MaxAttempts {
+				reason = fmt.Sprintf("not acknowledged after %d deliveries", r.attempts)
+			} else if payload, err = b.verify(ctx, tx, r); errors.Is(err, ErrTampered) {
+				reason = "failed verification"
+				b.log.Warn("bus message failed verification", "id", r.id, "sender", r.from, "recipient", r.to, "err", err)
+			} else if err != nil {
+				return nil, err
+			}
+			if reason != "" {
+				if _, err := tx.ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = ? WHERE id = ?`, reason, r.id); err != nil {
+					return nil, fmt.Errorf("dead-letter message %s: %w", r.id, err)
+				}
+				dead = append(dead, Event{Action: "bus/dead_letter", ID: r.id, Kind: r.kind, From: r.from, To: r.to, Topic: r.topic, Reason: reason})
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE bus_messages SET attempts = attempts + 1, visible_ns = ? WHERE id = ?`,
+				now+int64(b.o.Visibility), r.id); err != nil {
+				return nil, fmt.Errorf("receive message %s: %w", r.id, err)
+			}
+			sum := sha256.Sum256(payload)
+			dead = append(dead, Event{Action: "bus/deliver", ID: r.id, Kind: r.kind, From: r.from, To: r.to, Topic: r.topic,
+				PayloadSHA256: hex.EncodeToString(sum[:]), Size: len(payload)})
+			out = append(out, Message{ID: r.id, Kind: r.kind, From: r.from, To: r.to, Topic: r.topic, ReplyTo: r.replyTo,
+				Payload: payload, Created: time.Unix(0, r.created), Attempt: r.attempts + 1})
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
+	}
+	for _, ev := range dead {
+		b.record(ev)
+	}
+	return out, nil
+}
+
+// Ack removes a message identity received.
+func (b *Bus) Ack(ctx context.Context, identity, id string) error {
+	res, err := b.db.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? AND recipient = ? AND state = 'ready' AND kind != 'reply'`, id, identity)
+	if err != nil {
+		return fmt.Errorf("ack message %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("ack message %s: %w", id, ErrNotFound)
+	}
+	b.record(Event{Action: "bus/ack", ID: id, To: identity})
+	return nil
+}
+
+// DeadLetters lists identity's dead-lettered messages, oldest first.
+func (b *Bus) DeadLetters(ctx context.Context, identity string, limit int) ([]DeadLetter, error) {
+	rows, err := b.db.QueryContext(ctx, `SELECT id, kind, sender, topic, attempts, reason FROM bus_messages
+		WHERE recipient = ? AND state = 'dead' ORDER BY created_ns, id LIMIT ?`, identity, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters of %s: %w", identity, err)
+	}
+	defer rows.Close()
+	out := []DeadLetter{}
+	for rows.Next() {
+		var d DeadLetter
+		if err := rows.Scan(&d.ID, &d.Kind, &d.From, &d.Topic, &d.Attempts, &d.Reason); err != nil {
+			return nil, fmt.Errorf("list dead letters of %s: %w", identity, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list dead letters of %s: %w", identity, err)
+	}
+	return out, nil
+}
+
+// Request sends payload to identity to as a request and waits up to timeout for its
+// Reply. On timeout the request is withdrawn and ErrTimeout returned.
+func (b *Bus) Request(ctx context.Context, from, to string, payload []byte, timeout time.Duration) (Message, error) {
+	if err := errors.Join(checkName("sender", from), checkName("recipient", to), b.checkPayload(payload)); err != nil {
+		return Message{}, err
+	}
+	if timeout <= 0 {
+		return Message{}, fmt.Errorf("%w: timeout must be positive", ErrInvalid)
+	}
+	now := b.o.Now().UnixNano()
+	e := envelope{id: newID(), kind: KindRequest, from: from, to: to, created: now, expires: now + int64(timeout)}
+	if _, err := b.signingKey(ctx, from); err != nil { // outside the transaction: it writes on its own
+		return Message{}, err
+	}
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Message{}, fmt.Errorf("send request: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bus_requests (id, requester, responder, expires_ns) VALUES (?, ?, ?, ?)`,
+		e.id, from, to, e.expires); err != nil {
+		return Message{}, fmt.Errorf("send request: %w", err)
+	}
+	if err := b.put(ctx, tx, e, payload, "bus/request"); err != nil {
+		return Message{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Message{}, fmt.Errorf("send request: %w", err)
+	}
+	b.notify(to)
+	deadline := time.Now().Add(timeout)
+	for {
+		ch := b.waiter(from)
+		m, ok, err := b.takeReply(ctx, from, e.id)
+		if err != nil || ok {
+			return m, err
+		}
+		if ok, err := b.await(ctx, ch, deadline); !ok {
+			b.withdraw(e.id)
+			if err == nil {
+				err = fmt.Errorf("request %s to %s: %w", e.id, to, ErrTimeout)
+			}
+			return Message{}, err
+		}
+	}
+}
+
+// withdraw forgets a request that timed out, and its message if still queued.
+func (b *Bus) withdraw(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_requests WHERE id = ?`, id); err != nil {
+		b.log.Error("withdraw bus request", "id", id, "err", err)
+	}
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? OR (kind = 'reply' AND reply_to = ?)`, id, id); err != nil {
+		b.log.Error("withdraw bus request", "id", id, "err", err)
+	}
+}
+
+// takeReply removes and returns the reply to request id, if there is one.
+func (b *Bus) takeReply(ctx context.Context, requester, id string) (Message, bool, error) {
+	r, err := scanRow(b.db.QueryRowContext(ctx, selectRow+` WHERE recipient = ? AND kind = 'reply' AND reply_to = ? AND state = 'ready'`, requester, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Message{}, false, nil
+	}
+	if err != nil {
+		return Message{}, false, fmt.Errorf("read reply to %s: %w", id, err)
+	}
+	payload, verr := b.verify(ctx, b.db, r)
+	if verr != nil && !errors.Is(verr, ErrTampered) {
+		return Message{}, false, verr
+	}
+	if verr != nil {
+		b.log.Warn("bus message failed verification", "id", r.id, "sender", r.from, "recipient", r.to, "err", verr)
+		if _, err := b.db.ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = 'failed verification' WHERE id = ?`, r.id); err != nil {
+			return Message{}, false, fmt.Errorf("dead-letter message %s: %w", r.id, err)
+		}
+		b.record(Event{Action: "bus/dead_letter", ID: r.id, Kind: r.kind, From: r.from, To: r.to, ReplyTo: id, Reason: "failed verification"})
+		return Message{}, false, nil
+	}
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ?`, r.id); err != nil {
+		return Message{}, false, fmt.Errorf("take reply to %s: %w", id, err)
+	}
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_requests WHERE id = ?`, id); err != nil {
+		return Message{}, false, fmt.Errorf("take reply to %s: %w", id, err)
+	}
+	sum := sha256.Sum256(payload)
+	b.record(Event{Action: "bus/deliver", ID: r.id, Kind: r.kind, From: r.from, To: r.to, ReplyTo: id,
+		PayloadSHA256: hex.EncodeToString(sum[:]), Size: len(payload)})
+	return Message{ID: r.id, Kind: r.kind, From: r.from, To: r.to, ReplyTo: id, Payload: payload,
+		Created: time.Unix(0, r.created), Attempt: 1}, true, nil
+}
+
+// Reply answers request id, which identity received; it also acknowledges the request.
+func (b *Bus) Reply(ctx context.Context, identity, id string, payload []byte) (string, error) {
+	if err := errors.Join(checkName("identity", identity), b.checkPayload(payload)); err != nil {
+		return "", err
+	}
+	if _, err := b.signingKey(ctx, identity); err != nil { // outside the transaction: it writes on its own
+		return "", err
+	}
+	now := b.o.Now().UnixNano()
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", fmt.Errorf("reply to %s: %w", id, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	// The write first: it takes the write lock and ends the request, once.
+	res, err := tx.ExecContext(ctx, `UPDATE bus_requests SET responder = responder WHERE id = ? AND responder = ? AND expires_ns > ?`, id, identity, now)
+	if err != nil {
+		return "", fmt.Errorf("reply to %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return "", fmt.Errorf("reply to %s: no pending request for %s: %w", id, identity, ErrNotFound)
+	}
+	var requester string
+	var expires int64
+	if err := tx.QueryRowContext(ctx, `SELECT requester, expires_ns FROM bus_requests WHERE id = ?`, id).Scan(&requester, &expires); err != nil {
+		return "", fmt.Errorf("reply to %s: %w", id, err)
+	}
+	var replied int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM bus_messages WHERE kind = 'reply' AND reply_to = ?`, id).Scan(&replied); err != nil {
+		return "", fmt.Errorf("reply to %s: %w", id, err)
+	}
+	if replied > 0 {
+		return "", fmt.Errorf("reply to %s: %w: already answered", id, ErrInvalid)
+	}
+	e := envelope{id: newID(), kind: KindReply, from: identity, to: requester, replyTo: id, created: now, expires: expires}
+	if err := b.put(ctx, tx, e, payload, "bus/reply"); err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? AND recipient = ?`, id, identity); err != nil {
+		return "", fmt.Errorf("reply to %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return "", fmt.Errorf("reply to %s: %w", id, err)
+	}
+	b.notify(requester)
+	return e.id, nil
+}
