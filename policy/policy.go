@@ -40,6 +40,7 @@ const (
 	ActionAgentsCreate      = "agents/create"
 	ActionBusSend           = "bus/send"
 	ActionBusPublish        = "bus/publish"
+	ActionBusSubscribe      = "bus/subscribe"
 	ActionResourcesAllocate = "resources/allocate"
 	// ActionAuditStream is a client opening the live audit event stream (/audit/stream).
 	ActionAuditStream = "audit/stream"

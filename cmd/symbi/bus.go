@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/symbi-dev/symbi/agents/bus"
+	"github.com/symbi-dev/symbi/audit"
+	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/policy"
+)
+
+// typeBusMessage is the audit event of a bus message: its metadata and payload hash.
+const typeBusMessage audit.Type = "bus.message"
+
+// busKeyFile is the bus master key in the data directory, beside (not inside) the state
+// file: a copy of symbi.db alone reveals no payload.
+const busKeyFile = "bus.key"
+
+// Bounds of the tools' waits.
+const (
+	busMaxWait    = time.Minute
+	busMaxTimeout = 5 * time.Minute
+)
+
+// openBus opens the agent bus on the state database; its events go to the audit trail.
+func openBus(ctx context.Context, rt *runtime, dataDir string, log *slog.Logger, record func(audit.Event)) (*bus.Bus, error) {
+	key, err := bus.LoadKey(filepath.Join(dataDir, busKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	return bus.Open(ctx, rt.db, key, &bus.Options{Logger: log, Record: func(ev bus.Event) {
+		d := map[string]string{"id": ev.ID}
+		for k, v := range map[string]string{"kind": ev.Kind, "from": ev.From, "to": ev.To, "topic": ev.Topic,
+			"reply_to": ev.ReplyTo, "payload_sha256": ev.PayloadSHA256} {
+			if v != "" {
+				d[k] = v
+			}
+		}
+		if ev.PayloadSHA256 != "" {
+			d["size"] = strconv.Itoa(ev.Size)
+		}
+		who := ev.From
+		if ev.Action == "bus/ack" || ev.Action == "bus/deliver" || ev.Action == "bus/dead_letter" {
+			who = ev.To
+		}
+		record(audit.Event{Type: typeBusMessage, Action: ev.Action, Identity: who, Reason: ev.Reason, Detail: d})
+	}})
+}
+
+type busSendIn struct {
+	To      string `json:"to" jsonschema:"the recipient identity"`
+	Payload string `json:"payload" jsonschema:"the message"`
+}
+
+type busIDOut struct {
+	ID string `json:"id"`
+}
+
+type busReceiveIn struct {
+	Max    int `json:"max,omitempty" jsonschema:"at most this many messages (default 10, at most 100)"`
+	WaitMS int `json:"wait_ms,omitempty" jsonschema:"wait up to this many milliseconds for a message (default 0, at most 60000)"`
+}
+
+type busMessage struct {
+	ID      string    `json:"id"`
+	Kind    string    `json:"kind"`
+	From    string    `json:"from"`
+	Topic   string    `json:"topic,omitempty"`
+	Payload string    `json:"payload"`
+	Created time.Time `json:"created"`
+	Attempt int       `json:"attempt"`
+}
+
+type busReceiveOut struct {
+	Messages []busMessage `json:"messages"`
+}
+
+type busAckIn struct {
+	ID string `json:"id" jsonschema:"the id of a received message"`
+}
+
+type busTopicIn struct {
+	Topic string `json:"topic" jsonschema:"the topic"`
+}
+
+type busPublishIn struct {
+	Topic   string `json:"topic" jsonschema:"the topic"`
+	Payload string `json:"payload" jsonschema:"the message"`
+}
+
+type busPublishOut struct {
+	Recipients int `json:"recipients"`
+}
+
+type busSubscribeOut struct {
+	Topic string `json:"topic"`
+}
+
+type busRequestIn struct {
+	To        string `json:"to" jsonschema:"the identity to ask"`
+	Payload   string `json:"payload" jsonschema:"the request"`
+	TimeoutMS int    `json:"timeout_ms,omitempty" jsonschema:"wait up to this many milliseconds for the reply (default 30000, at most 300000)"`
+}
+
+type busReplyIn struct {
+	ID      string `json:"id" jsonschema:"the id of the request being answered"`
+	Payload string `json:"payload" jsonschema:"the reply"`
+}
+
+// busTools serves the bus to MCP clients as the caller's identity.
+type busTools struct {
+	bus    *bus.Bus
+	policy policy.Engine
+	log    *slog.Logger
+	record func(audit.Event)
+}
+
+// caller returns the identity the bus acts for, refusing unauthenticated callers: an
+// anonymous mailbox would be shared by everyone.
+func (bt *busTools) caller(ctx context.Context) (gateway.Identity, error) {
+	r, ok := gateway.RequestFrom(ctx)
+	if !ok || r.Identity.ID == "" || r.Identity.ID == "anonymous" {
+		return gateway.Identity{}, errors.New("the bus needs an authenticated identity (a bearer token, client certificate or stdio)")
+	}
+	return r.Identity, nil
+}
+
+// allow asks the policy about a bus operation; an error denies.
+func (bt *busTools) allow(ctx context.Context, id gateway.Identity, action string, extra map[string]any) error {
+	d, err := bt.policy.Decide(ctx, &policy.Input{Action: action, Identity: policy.Identity{ID: id.ID, Kind: id.Kind, Claims: id.Claims}, Extra: extra})
+	if err != nil {
+		bt.log.Error("policy decision for the bus", "action", action, "identity", id.ID, "err", err)
+	}
+	if err == nil && d.Allow {
+		return nil
+	}
+	reason := d.Reason
+	if reason == "" {
+		reason = "denied by policy"
+	}
+	detail := map[string]string{}
+	for k, v := range extra {
+		detail[k] = fmt.Sprint(v)
+	}
+	bt.record(audit.Event{Type: audit.TypeDecision, Action: action, Identity: id.ID, IdentityKind: id.Kind,
+		Decision: audit.Deny, Reason: reason, Outcome: audit.OutcomeDenied, Detail: detail})
+	return fmt.Errorf("%s denied: %s", action, reason)
+}
+
+// failure is what a failed bus operation tells the client: what went wrong with the
+// request, or only that the bus failed.
+func (bt *busTools) failure(op string, err error) error {
+	for _, known := range []error{bus.ErrInvalid, bus.ErrNotFound, bus.ErrTimeout} {
+		if errors.Is(err, known) {
+			return err
+		}
+	}
+	bt.log.Error("bus operation", "op", op, "err", err)
+	return fmt.Errorf("%s failed: internal error", op)
+}
+
+func clampMS(ms int, def, limit time.Duration) time.Duration {
+	if ms <= 0 {
+		return def
+	}
+	return min(time.Duration(ms)*time.Millisecond, limit)
+}
+
+// addBusBuiltins registers the bus tools.
+func addBusBuiltins(gw *gateway.Gateway, bt *busTools) {
+	act := &mcp.ToolAnnotations{OpenWorldHint: new(false)}
+	p := gateway.BuiltinPrefix + "__"
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_send", Title: "Send a message",
+		Description: "Send a direct message to another identity on symbi's bus. It is signed as you, stored encrypted, and kept until the recipient acknowledges it. Returns its id.",
+		Annotations: act,
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busSendIn) (*mcp.CallToolResult, busIDOut, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return nil, busIDOut{}, err
+		}
+		if err := bt.allow(ctx, id, policy.ActionBusSend, map[string]any{"recipient": in.To}); err != nil {
+			return nil, busIDOut{}, err
+		}
+		mid, err := bt.bus.Send(ctx, id.ID, in.To, []byte(in.Payload))
+		if err != nil {
+			return nil, busIDOut{}, bt.failure("send", err)
+		}
+		return nil, busIDOut{ID: mid}, nil
+	})
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_receive", Title: "Receive messages",
+		Description: "Receive your messages (direct, topic and requests), waiting up to wait_ms for the first. Acknowledge each with symbi__bus_ack once handled: an unacknowledged message is delivered again after 30s, and dead-lettered after 5 deliveries.",
+		Annotations: act,
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busReceiveIn) (*mcp.CallToolResult, busReceiveOut, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return nil, busReceiveOut{}, err
+		}
+		msgs, err := bt.bus.Receive(ctx, id.ID, in.Max, clampMS(in.WaitMS, 0, busMaxWait))
+		if err != nil {
+			return nil, busReceiveOut{}, bt.failure("receive", err)
+		}
+		out := busReceiveOut{Messages: make([]busMessage, 0, len(msgs))}
+		for _, m := range msgs {
+			out.Messages = append(out.Messages, busMessage{ID: m.ID, Kind: m.Kind, From: m.From, Topic: m.Topic,
+				Payload: string(m.Payload), Created: m.Created, Attempt: m.Attempt})
+		}
+		return nil, out, nil
+	})
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_ack", Title: "Acknowledge a message",
+		Description: "Acknowledge a message you received: it is removed and not delivered again.",
+		Annotations: act,
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busAckIn) (*mcp.CallToolResult, busIDOut, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return nil, busIDOut{}, err
+		}
+		if err := bt.bus.Ack(ctx, id.ID, in.ID); err != nil {
+			return nil, busIDOut{}, bt.failure("ack", err)
+		}
+		return nil, busIDOut(in), nil
+	})
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_publish", Title: "Publish to a topic",
+		Description: "Publish a message to a topic: every subscriber gets a copy in its queue. Returns how many subscribers there were.",
+		Annotations: act,
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busPublishIn) (*mcp.CallToolResult, busPublishOut, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return nil, busPublishOut{}, err
+		}
+		if err := bt.allow(ctx, id, policy.ActionBusPublish, map[string]any{"topic": in.Topic}); err != nil {
+			return nil, busPublishOut{}, err
+		}
+		n, err := bt.bus.Publish(ctx, id.ID, in.Topic, []byte(in.Payload))
+		if err != nil {
+			return nil, busPublishOut{}, bt.failure("publish", err)
+		}
+		return nil, busPublishOut{Recipients: n}, nil
+	})
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_subscribe", Title: "Subscribe to a topic",
+		Description: "Subscribe to a topic: messages published to it from now on arrive in your queue (symbi__bus_receive).",
+		Annotations: act,
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busTopicIn) (*mcp.CallToolResult, busSubscribeOut, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return nil, busSubscribeOut{}, err
+		}
+		if err := bt.allow(ctx, id, policy.ActionBusSubscribe, map[string]any{"topic": in.Topic}); err != nil {
+			return nil, busSubscribeOut{}, err
+		}
+		if err := bt.bus.Subscribe(ctx, id.ID, in.Topic); err != nil {
+			return nil, busSubscribeOut{}, bt.failure("subscribe", err)
+		}
+		return nil, busSubscribeOut(in), nil
+	})
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_request", Title: "Send a request and wait for the reply",
+		Description: "Send a request to another identity and wait up to timeout_ms for its reply (symbi__bus_reply). On timeout the request is withdrawn.",
+		Annotations: act,
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busRequestIn) (*mcp.CallToolResult, busMessage, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return nil, busMessage{}, err
+		}
+		if err := bt.allow(ctx, id, policy.ActionBusSend, map[string]any{"recipient": in.To}); err != nil {
+			return nil, busMessage{}, err
+		}
+		m, err := bt.bus.Request(ctx, id.ID, in.To, []byte(in.Payload), clampMS(in.TimeoutMS, 30*time.Second, busMaxTimeout))
+		if err != nil {
+			return nil, busMessage{}, bt.failure("request", err)
+		}
+		return nil, busMessage{ID: m.ID, Kind: m.Kind, From: m.From, Payload: string(m.Payload), Created: m.Created, Attempt: m.Attempt}, nil
+	})
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_reply", Title: "Reply to a request",
+		Description: "Reply to a request you received (its id from symbi__bus_receive). The request is acknowledged with it.",
+		Annotations: act,
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busReplyIn) (*mcp.CallToolResult, busIDOut, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return nil, busIDOut{}, err
+		}
+		mid, err := bt.bus.Reply(ctx, id.ID, in.ID, []byte(in.Payload))
+		if err != nil {
+			return nil, busIDOut{}, bt.failure("reply", err)
+		}
+		return nil, busIDOut{ID: mid}, nil
+	})
+}

@@ -1,0 +1,199 @@
+package test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/symbi-dev/symbi/internal/store"
+)
+
+const busPolicy = `package symbi.authz
+
+default decision := {"allow": true}
+
+decision := {"allow": false, "reason": "nobody writes to carol"} if {
+	input.action == "bus/send"
+	input.recipient == "carol"
+}
+`
+
+// busClient connects to s as the identity of token.
+func busClient(t *testing.T, s *served, token string) *mcp.ClientSession {
+	t.Helper()
+	return connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp",
+		HTTPClient: &http.Client{Transport: bearer{token: token, next: http.DefaultTransport}}}, nil)
+}
+
+// busCall calls a bus tool and decodes its structured result; it fails the test on a
+// tool error.
+func busCall(t *testing.T, cs *mcp.ClientSession, tool string, args map[string]any, out any) {
+	t.Helper()
+	res, err := call(t, cs, "symbi__bus_"+tool, args)
+	if err != nil {
+		t.Fatalf("%s: %v", tool, err)
+	}
+	if res.IsError {
+		t.Fatalf("%s: tool error: %s", tool, resultText(res))
+	}
+	b, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s: decode %s: %v", tool, b, err)
+	}
+}
+
+type busMsg struct {
+	ID      string `json:"id"`
+	From    string `json:"from"`
+	Payload string `json:"payload"`
+	Attempt int    `json:"attempt"`
+}
+
+func busReceive(t *testing.T, cs *mcp.ClientSession, waitMS int) []busMsg {
+	t.Helper()
+	var out struct {
+		Messages []busMsg `json:"messages"`
+	}
+	busCall(t, cs, "receive", map[string]any{"wait_ms": waitMS}, &out)
+	return out.Messages
+}
+
+func busSend(t *testing.T, cs *mcp.ClientSession, to, payload string) string {
+	t.Helper()
+	var out struct {
+		ID string `json:"id"`
+	}
+	busCall(t, cs, "send", map[string]any{"to": to, "payload": payload}, &out)
+	return out.ID
+}
+
+// stop ends a served symbi and waits for it.
+func (s *served) stop(t *testing.T) {
+	t.Helper()
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	err := <-s.done
+	s.done <- err // for the cleanup registered by serve
+}
+
+// TestBus: two bearer-token identities exchange a direct message through symbi with
+// acknowledgement, policy denies a recipient, delivery survives a restart, a stored
+// message tampered with in the state file is never delivered, and no payload is kept in
+// clear anywhere in data_dir.
+func TestBus(t *testing.T) {
+	const aliceToken, bobToken = "bus-alice-token-0123456789", "bus-bob-token-0123456789ab"
+	pol := policyDir(t, map[string]string{"bus.rego": busPolicy})
+	cfg := writeConfig(t, fmt.Sprintf("[[server.tokens]]\ntoken = %q\nidentity = \"alice\"\n\n[[server.tokens]]\ntoken = %q\nidentity = \"bob\"\n\n[policy]\ndir = %q\n",
+		aliceToken, bobToken, pol))
+	data := dataDirOf(cfg)
+
+	s := serve(t, cfg)
+	alice, bob := busClient(t, s, aliceToken), busClient(t, s, bobToken)
+
+	// Direct with ack.
+	const first = "canary-first-9b7e1d"
+	id := busSend(t, alice, "bob", first)
+	if got := busReceive(t, alice, 0); len(got) != 0 {
+		t.Fatalf("alice received bob's message: %+v", got)
+	}
+	got := busReceive(t, bob, 5000)
+	if len(got) != 1 || got[0].ID != id || got[0].From != "alice" || got[0].Payload != first || got[0].Attempt != 1 {
+		t.Fatalf("bob received %+v, want %s from alice", got, id)
+	}
+	res, err := call(t, alice, "symbi__bus_ack", map[string]any{"id": id})
+	if err != nil || !res.IsError {
+		t.Errorf("alice acknowledged bob's message: %v %v", err, res)
+	}
+	var acked struct{ ID string }
+	busCall(t, bob, "ack", map[string]any{"id": id}, &acked)
+
+	// Policy decides bus/send with the recipient.
+	res, err = call(t, alice, "symbi__bus_send", map[string]any{"to": "carol", "payload": "x"})
+	if err != nil || !res.IsError || !strings.Contains(resultText(res), "nobody writes to carol") {
+		t.Errorf("send to carol = %v %v, want denied by policy", err, res)
+	}
+
+	// Three messages cross a restart: one intact, two tampered with while symbi is down.
+	const kept, badCT, badSig = "canary-kept-4c2a90", "canary-ct-77d0e3", "canary-sig-1a5f6b"
+	keptID := busSend(t, alice, "bob", kept)
+	ctID := busSend(t, alice, "bob", badCT)
+	sigID := busSend(t, alice, "bob", badSig)
+	_ = alice.Close()
+	_ = bob.Close()
+	s.stop(t)
+
+	db, err := store.Open(filepath.Join(data, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct{ sql, id string }{
+		{`UPDATE bus_messages SET ciphertext = CAST(CASE WHEN substr(ciphertext, 1, 1) = X'00' THEN X'01' ELSE X'00' END || substr(ciphertext, 2) AS BLOB) WHERE id = ?`, ctID},
+		{`UPDATE bus_messages SET signature = CAST(CASE WHEN substr(signature, 1, 1) = X'00' THEN X'01' ELSE X'00' END || substr(signature, 2) AS BLOB) WHERE id = ?`, sigID},
+	} {
+		r, err := db.Exec(q.sql, q.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := r.RowsAffected(); n != 1 {
+			t.Fatalf("tampered with %d rows, want 1", n)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = serve(t, cfg)
+	bob = busClient(t, s, bobToken)
+	got = busReceive(t, bob, 5000)
+	if len(got) != 1 || got[0].ID != keptID || got[0].Payload != kept {
+		t.Fatalf("after restart bob received %+v, want only %s (the tampered %s and %s must not be delivered)", got, keptID, ctID, sigID)
+	}
+	busCall(t, bob, "ack", map[string]any{"id": keptID}, &acked)
+	if got := busReceive(t, bob, 0); len(got) != 0 {
+		t.Errorf("after ack bob still receives %+v", got)
+	}
+	_ = bob.Close()
+	s.stop(t)
+
+	// No payload in clear anywhere in data_dir; the trail holds each message's hash.
+	var trail []byte
+	err = filepath.WalkDir(data, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, c := range []string{first, kept, badCT, badSig} {
+			if bytes.Contains(b, []byte(c)) {
+				t.Errorf("%s holds payload %q in clear", p, c)
+			}
+		}
+		if strings.HasPrefix(p, filepath.Join(data, "audit")) {
+			trail = append(trail, b...)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(kept))
+	for _, want := range []string{hex.EncodeToString(sum[:]), `"bus/send"`, `"bus/dead_letter"`, `"failed verification"`} {
+		if !bytes.Contains(trail, []byte(want)) {
+			t.Errorf("audit trail lacks %s", want)
+		}
+	}
+}
