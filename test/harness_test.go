@@ -173,6 +173,7 @@ func serveWith(t testing.TB, client *http.Client, cfg string, extraArgs ...strin
 		}
 		s.scheme, s.addr = m[1], m[2]
 	case err := <-s.done:
+		s.done <- err // the cleanup waits on it too
 		t.Fatalf("symbi serve exited: %v\n%s", err, s.stderr.String())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("symbi serve did not start\n%s", s.stderr.String())
