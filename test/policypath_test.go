@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,12 @@ import (
 // real upstream that carry an AWS key come back masked, and the prompt's argument
 // reaches the upstream masked.
 func TestShippedPolicyMasksReadsAndPrompts(t *testing.T) {
-	cs := connect(t, stdioTransport(t, mgPolicyConfig(t, "../configs/policies")), nil)
+	// Absolute: relative paths in a configuration resolve against the file's directory.
+	shipped, err := filepath.Abs("../configs/policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := connect(t, stdioTransport(t, mgPolicyConfig(t, shipped)), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const key = "AKIAIOSFODNN7EXAMPLE"
