@@ -88,6 +88,9 @@ type Error struct {
 	Kind   Kind
 	Public string
 	Err    error
+	// Data, if set, is the JSON-RPC error's data member (for a resource that is not
+	// found, {"uri": ...} as SEP-2164 asks).
+	Data json.RawMessage
 }
 
 func (e *Error) Error() string {
@@ -118,7 +121,7 @@ func (e *Error) RPCError() *jsonrpc.Error {
 	case Unavailable:
 		code = CodeUnavailable
 	}
-	return &jsonrpc.Error{Code: code, Message: e.Public}
+	return &jsonrpc.Error{Code: code, Message: e.Public, Data: e.Data}
 }
 
 // gated lists the methods that go through the chain; everything else (initialize,

@@ -7,9 +7,11 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/policy"
@@ -437,5 +439,58 @@ func TestApprovalOnceAndExpiring(t *testing.T) {
 	}
 	if _, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "test://doc", RequestState: st, InputResponses: yes}); err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Errorf("replayed read = %v, want refused", err)
+	}
+}
+
+// TestUnknownTargetsRefused: a tool, prompt or resource the gateway does not expose is
+// -32602 before any policy or upstream sees it; a resource's refusal names its URI in
+// the error data (SEP-2164), which the conformance suite checks.
+func TestUnknownTargetsRefused(t *testing.T) {
+	var asked atomic.Int32
+	eng := engineFunc(func(in *policy.Input) policy.Decision {
+		if !strings.HasSuffix(in.Action, "/list") {
+			asked.Add(1)
+		}
+		return policy.Decision{Allow: true}
+	})
+	_, connect := testGateway(t, condServer, gateway.PolicyOptions{Engine: eng})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs := connect(nil, "")
+	const uri = "test://nonexistent-resource"
+	for _, tc := range []struct {
+		name     string
+		do       func() error
+		wantData string
+	}{
+		{"tool", func() error {
+			_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up__nope"})
+			return err
+		}, ""},
+		{"prompt", func() error {
+			_, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "up__nope"})
+			return err
+		}, ""},
+		{"resource", func() error {
+			_, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+			return err
+		}, `{"uri":"` + uri + `"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.do()
+			var je *jsonrpc.Error
+			if !errors.As(err, &je) {
+				t.Fatalf("error = %v, want a JSON-RPC error", err)
+			}
+			if je.Code != jsonrpc.CodeInvalidParams {
+				t.Errorf("code = %d, want %d", je.Code, jsonrpc.CodeInvalidParams)
+			}
+			if got := string(je.Data); got != tc.wantData {
+				t.Errorf("data = %s, want %s", got, tc.wantData)
+			}
+		})
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the policy was asked %d times about targets that do not exist", n)
 	}
 }

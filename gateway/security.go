@@ -234,7 +234,7 @@ func (p *policyStep) gate(ctx context.Context, r *Request, id policy.Identity, n
 		in.Prompt, in.Arguments = &policy.Prompt{Name: r.Name}, args
 	case "resources/read", "resources/subscribe":
 		if r.Upstream == "" && !p.g.isBuiltinResource(r.URI) {
-			return nil, &Error{Kind: NotFound, Public: fmt.Sprintf("resource %q not found", r.URI)}
+			return nil, resourceNotFound(r.URI)
 		}
 		in.Action, in.Resource = policy.ActionResourcesRead, &policy.Resource{URI: r.URI}
 		// A read has no arguments but its URI: secret conditions look at that.
@@ -718,4 +718,11 @@ func outcomeOf(res mcp.Result, err error) audit.Outcome {
 		return audit.OutcomeError
 	}
 	return audit.OutcomeOK
+}
+
+// resourceNotFound is the refusal of a resource no upstream serves: -32602 with the URI
+// in the error's data (SEP-2164).
+func resourceNotFound(uri string) *Error {
+	data, _ := json.Marshal(map[string]string{"uri": uri})
+	return &Error{Kind: NotFound, Public: fmt.Sprintf("resource %q not found", uri), Data: data}
 }
