@@ -154,6 +154,7 @@ type Gateway struct {
 	policy  *policyStep
 	audit   *AuditOptions
 	runCtxV atomic.Pointer[context.Context]
+	tokens  atomic.Pointer[map[string]string] // bearer token -> identity; swapped by SetTokens
 
 	runOnce   sync.Once
 	closeOnce sync.Once
@@ -207,6 +208,7 @@ func New(opts *Options) *Gateway {
 		subs:      map[string]int{},
 		done:      make(chan struct{}),
 	}
+	g.SetTokens(o.Tokens)
 	g.server = mcp.NewServer(&mcp.Implementation{Name: o.Name, Title: "symbi MCP security gateway", Version: o.Version}, &mcp.ServerOptions{
 		Logger:             o.Logger.With("component", "mcp_server"),
 		Instructions:       "symbi is a security gateway: tools from several upstream MCP servers appear here as <upstream>__<tool>. symbi__status and symbi__upstreams describe the gateway.",

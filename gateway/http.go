@@ -272,15 +272,13 @@ func tokenClaims(ti *auth.TokenInfo) map[string]any {
 }
 
 func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
-	if len(g.opts.Tokens) == 0 && !g.opts.ClientCerts {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !isLoopback(r.RemoteAddr) {
-				http.Error(w, "symbi: no tokens are configured, so only loopback clients are served", http.StatusForbidden)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
+	loopbackOnly := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopback(r.RemoteAddr) {
+			http.Error(w, "symbi: no tokens are configured, so only loopback clients are served", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 	verify := func(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
 		if id := g.tokenIdentity(token); id != "" {
 			return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour),
@@ -295,10 +293,16 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 		return nil, auth.ErrInvalidToken
 	}
 	bearer := auth.RequireBearerToken(verify, nil)(next)
-	if !g.opts.ClientCerts {
-		return bearer
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Decided per request: SetTokens may add the first token or remove the last one.
+		if !g.opts.ClientCerts {
+			if len(g.tokenMap()) == 0 {
+				loopbackOnly.ServeHTTP(w, r)
+				return
+			}
+			bearer.ServeHTTP(w, r)
+			return
+		}
 		if r.Header.Get("Authorization") == "" && certIdentity(r) != "" {
 			r = r.Clone(r.Context())
 			r.Header.Set("Authorization", "Bearer "+certBearer)
@@ -310,7 +314,7 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 // tokenIdentity is the identity a configured bearer token maps to, or "".
 func (g *Gateway) tokenIdentity(token string) string {
 	found := ""
-	for t, id := range g.opts.Tokens {
+	for t, id := range g.tokenMap() {
 		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
 			found = id
 		}
@@ -325,7 +329,7 @@ func (g *Gateway) trusted(r *http.Request) bool {
 	if g.opts.ClientCerts && certIdentity(r) != "" {
 		return true
 	}
-	if len(g.opts.Tokens) == 0 {
+	if len(g.tokenMap()) == 0 {
 		return !g.opts.ClientCerts && isLoopback(r.RemoteAddr)
 	}
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")

@@ -71,10 +71,16 @@ type app struct {
 	// reloaders run on SIGHUP after the policy reload (the TLS certificate). Set them
 	// before start.
 	reloaders []func()
+	// configPath is the configuration file ("" for the built-in defaults); running is the
+	// configuration in force, updated by SIGHUP with the keys it applies (reload.go). Only
+	// the reload goroutine touches running.
+	configPath string
+	running    *config.Config
 }
 
 // start runs the gateway and the runtime's loops until the returned stop is called.
-// SIGHUP reloads the policy (and the TLS certificate) and re-lists every upstream; a
+// SIGHUP re-reads the configuration file (reloadConfig), reloads the policy (and the TLS
+// certificate) and re-lists every upstream; a
 // quarantine decision made by `symbi tools approve|reject` re-lists them too
 // (watchDecisions).
 func (a *app) start() (stop func()) {
@@ -105,9 +111,10 @@ func (a *app) start() (stop func()) {
 	}
 }
 
-// reload re-reads the policy and re-lists every upstream's tools.
+// reload re-reads the configuration and the policy and re-lists every upstream's tools.
 func (a *app) reload(ctx context.Context) {
 	a.log.Info("reload requested (SIGHUP)")
+	a.reloadConfig(ctx)
 	if err := a.rt.policy.Reload(ctx); err != nil {
 		a.log.Error("reload policy", "err", err)
 	}
@@ -197,7 +204,8 @@ func setup(ctx context.Context, name string, args []string, stderr io.Writer) (*
 		fmt.Fprintf(stderr, "symbi %s: %v\n", name, err)
 		return nil, fs, 2
 	}
-	return &app{cfg: cfg, log: log, gw: gw, rt: rt}, fs, 0
+	running := *cfg
+	return &app{cfg: cfg, log: log, gw: gw, rt: rt, configPath: cf.config, running: &running}, fs, 0
 }
 
 // runMCP serves one client over stdio.
