@@ -317,28 +317,28 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// put signs, encrypts and stores one message.
-func (b *Bus) put(ctx context.Context, x execer, e envelope, payload []byte, action string) error {
+// put signs, encrypts and stores one message. It returns the event to record once the
+// message is committed.
+func (b *Bus) put(ctx context.Context, x execer, e envelope, payload []byte, action string) (Event, error) {
 	key, err := b.signingKey(ctx, e.from)
 	if err != nil {
-		return err
+		return Event{}, err
 	}
 	hdr := e.header()
 	sum := sha256.Sum256(payload)
 	sig := ed25519.Sign(key, signed(hdr, sum))
 	nonce := make([]byte, b.aead.NonceSize())
 	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return fmt.Errorf("store message: %w", err)
+		return Event{}, fmt.Errorf("store message: %w", err)
 	}
 	ct := b.aead.Seal(nil, nonce, payload, hdr)
 	if _, err := x.ExecContext(ctx, `INSERT INTO bus_messages (id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, visible_ns, nonce, ciphertext, signature)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig); err != nil {
-		return fmt.Errorf("store message %s: %w", e.id, err)
+		return Event{}, fmt.Errorf("store message %s: %w", e.id, err)
 	}
-	b.record(Event{Action: action, ID: e.id, Kind: e.kind, From: e.from, To: e.to, Topic: e.topic, ReplyTo: e.replyTo,
-		PayloadSHA256: hex.EncodeToString(sum[:]), Size: len(payload)})
-	return nil
+	return Event{Action: action, ID: e.id, Kind: e.kind, From: e.from, To: e.to, Topic: e.topic, ReplyTo: e.replyTo,
+		PayloadSHA256: hex.EncodeToString(sum[:]), Size: len(payload)}, nil
 }
 
 func (b *Bus) record(ev Event) {
@@ -437,9 +437,11 @@ func (b *Bus) Send(ctx context.Context, from, to string, payload []byte) (string
 	}
 	now := b.o.Now().UnixNano()
 	e := envelope{id: newID(), kind: KindDirect, from: from, to: to, created: now, expires: now + int64(b.o.TTL)}
-	if err := b.put(ctx, b.db, e, payload, "bus/send"); err != nil {
+	ev, err := b.put(ctx, b.db, e, payload, "bus/send")
+	if err != nil {
 		return "", err
 	}
+	b.record(ev)
 	b.notify(to)
 	return e.id, nil
 }
@@ -495,16 +497,20 @@ func (b *Bus) Publish(ctx context.Context, from, topic string, payload []byte) (
 		return 0, fmt.Errorf("publish to %s: %w", topic, err)
 	}
 	now := b.o.Now().UnixNano()
+	evs := make([]Event, 0, len(subs))
 	for _, s := range subs {
 		e := envelope{id: newID(), kind: KindTopic, from: from, to: s, topic: topic, created: now, expires: now + int64(b.o.TTL)}
-		if err := b.put(ctx, tx, e, payload, "bus/publish"); err != nil {
+		ev, err := b.put(ctx, tx, e, payload, "bus/publish")
+		if err != nil {
 			return 0, err
 		}
+		evs = append(evs, ev)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("publish to %s: %w", topic, err)
 	}
-	for _, s := range subs {
+	for i, s := range subs {
+		b.record(evs[i])
 		b.notify(s)
 	}
 	return len(subs), nil
@@ -676,12 +682,14 @@ func (b *Bus) Request(ctx context.Context, from, to string, payload []byte, time
 		e.id, from, to, e.expires); err != nil {
 		return Message{}, fmt.Errorf("send request: %w", err)
 	}
-	if err := b.put(ctx, tx, e, payload, "bus/request"); err != nil {
+	ev, err := b.put(ctx, tx, e, payload, "bus/request")
+	if err != nil {
 		return Message{}, err
 	}
 	if err := tx.Commit(); err != nil {
 		return Message{}, fmt.Errorf("send request: %w", err)
 	}
+	b.record(ev)
 	b.notify(to)
 	deadline := time.Now().Add(timeout)
 	for {
@@ -781,7 +789,8 @@ func (b *Bus) Reply(ctx context.Context, identity, id string, payload []byte) (s
 		return "", fmt.Errorf("reply to %s: %w: already answered", id, ErrInvalid)
 	}
 	e := envelope{id: newID(), kind: KindReply, from: identity, to: requester, replyTo: id, created: now, expires: expires}
-	if err := b.put(ctx, tx, e, payload, "bus/reply"); err != nil {
+	ev, err := b.put(ctx, tx, e, payload, "bus/reply")
+	if err != nil {
 		return "", err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? AND recipient = ?`, id, identity); err != nil {
@@ -790,6 +799,7 @@ func (b *Bus) Reply(ctx context.Context, identity, id string, payload []byte) (s
 	if err := tx.Commit(); err != nil {
 		return "", fmt.Errorf("reply to %s: %w", id, err)
 	}
+	b.record(ev)
 	b.notify(requester)
 	return e.id, nil
 }

@@ -607,3 +607,56 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestPublishRolledBackRecordsNothing: when one copy of a published message cannot be
+// stored, none is, and none is reported to the audit trail.
+func TestPublishRolledBackRecordsNothing(t *testing.T) {
+	f := newFixture(t, Options{})
+	ctx := context.Background()
+	for _, s := range []string{"bob", "zed"} {
+		if err := f.bus.Subscribe(ctx, s, "news"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.db.Exec(`CREATE TRIGGER fail_zed BEFORE INSERT ON bus_messages WHEN NEW.recipient = 'zed'
+		BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.bus.Publish(ctx, "alice", "news", []byte("x")); err == nil {
+		t.Fatal("publish succeeded although a copy could not be stored")
+	}
+	if got := f.receive(t, "bob"); len(got) != 0 {
+		t.Errorf("bob got a copy of a publish that failed: %v", payloads(got))
+	}
+	if evs := f.rec.events(); len(evs) != 0 {
+		t.Errorf("a rolled-back publish was reported: %+v", evs)
+	}
+}
+
+func BenchmarkSendReceiveAck(b *testing.B) {
+	db, err := store.Open(filepath.Join(b.TempDir(), store.FileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	bus, err := Open(ctx, db, testKey, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bus.Close()
+	payload := bytes.Repeat([]byte("x"), 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := bus.Send(ctx, "alice", "bob", payload); err != nil {
+			b.Fatal(err)
+		}
+		msgs, err := bus.Receive(ctx, "bob", 1, 0)
+		if err != nil || len(msgs) != 1 {
+			b.Fatalf("receive: %v %d", err, len(msgs))
+		}
+		if err := bus.Ack(ctx, "bob", msgs[0].ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
