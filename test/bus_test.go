@@ -197,3 +197,65 @@ func TestBus(t *testing.T) {
 		}
 	}
 }
+
+// TestBusTopicsAndRequest: through symbi, a subscriber gets a published message, a
+// request gets the recipient's reply, and a request nobody answers times out.
+func TestBusTopicsAndRequest(t *testing.T) {
+	const aliceToken, bobToken = "bus-alice-token-abcdef0123", "bus-bob-token-abcdef012345"
+	cfg := writeConfig(t, fmt.Sprintf("[[server.tokens]]\ntoken = %q\nidentity = \"alice\"\n\n[[server.tokens]]\ntoken = %q\nidentity = \"bob\"\n\n",
+		aliceToken, bobToken))
+	s := serve(t, cfg)
+	alice, bob := busClient(t, s, aliceToken), busClient(t, s, bobToken)
+
+	var sub struct{ Topic string }
+	busCall(t, bob, "subscribe", map[string]any{"topic": "news"}, &sub)
+	var pub struct{ Recipients int }
+	busCall(t, alice, "publish", map[string]any{"topic": "news", "payload": "extra"}, &pub)
+	if pub.Recipients != 1 {
+		t.Errorf("publish reached %d subscribers, want 1", pub.Recipients)
+	}
+	got := busReceive(t, bob, 5000)
+	if len(got) != 1 || got[0].Payload != "extra" || got[0].From != "alice" {
+		t.Fatalf("subscriber received %+v", got)
+	}
+	busCall(t, bob, "ack", map[string]any{"id": got[0].ID}, &struct{}{})
+
+	// Bob answers the request while alice's call waits for it.
+	replied := make(chan error, 1)
+	go func() {
+		// busReceive would call t.Fatal off the test goroutine: check by hand.
+		res, err := call(t, bob, "symbi__bus_receive", map[string]any{"wait_ms": 30000})
+		if err != nil || res.IsError {
+			replied <- fmt.Errorf("receive request: %v %v", err, res)
+			return
+		}
+		var out struct{ Messages []busMsg }
+		b, _ := json.Marshal(res.StructuredContent)
+		if err := json.Unmarshal(b, &out); err != nil || len(out.Messages) != 1 {
+			replied <- fmt.Errorf("receive request: %s %v", b, err)
+			return
+		}
+		m := out.Messages[0]
+		res, err = call(t, bob, "symbi__bus_reply", map[string]any{"id": m.ID, "payload": "pong to " + m.Payload})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("reply: %s", resultText(res))
+		}
+		replied <- err
+	}()
+	var reply busMsg
+	busCall(t, alice, "request", map[string]any{"to": "bob", "payload": "ping", "timeout_ms": 30000}, &reply)
+	if err := <-replied; err != nil {
+		t.Fatal(err)
+	}
+	if reply.From != "bob" || reply.Payload != "pong to ping" {
+		t.Errorf("reply = %+v", reply)
+	}
+
+	res, err := call(t, alice, "symbi__bus_request", map[string]any{"to": "bob", "payload": "anyone?", "timeout_ms": 200})
+	if err != nil || !res.IsError || !strings.Contains(resultText(res), "no reply before the timeout") {
+		t.Errorf("unanswered request = %v %v, want a timeout", err, res)
+	}
+	if got := busReceive(t, bob, 0); len(got) != 0 {
+		t.Errorf("a withdrawn request is still delivered: %+v", got)
+	}
+}
