@@ -66,6 +66,7 @@ const (
 	OutcomeNotFound    Outcome = "not_found"
 	OutcomeUnavailable Outcome = "unavailable"
 	OutcomeInternal    Outcome = "internal"
+	OutcomeAbandoned   Outcome = "abandoned" // the call waited for its client, who never came back
 )
 
 // Condition is a policy condition that was applied. For redactions it names what was

@@ -62,6 +62,16 @@ type Options struct {
 	ClientCerts bool
 	// OnUpstreamState, if set, is told when an upstream goes up or down (for audit).
 	OnUpstreamState func(upstream, state, reason string)
+	// InputTimeout bounds how long a bridged call (a 2026-07-28 client calling an
+	// upstream that speaks 2025-11-25 and asked for input mid-call) waits for the
+	// client to come back with its answer; then the upstream request is cancelled and
+	// the call is audited as abandoned. 0 = DefaultInputTimeout.
+	InputTimeout time.Duration
+	// MaxPendingInputs and MaxPendingInputsPerIdentity bound the bridged calls pending
+	// at once, in total and per identity; beyond them a new such call is refused with
+	// a retryable error. 0 = DefaultMaxPendingInputs, DefaultMaxPendingInputsPerIdentity.
+	MaxPendingInputs            int
+	MaxPendingInputsPerIdentity int
 	// SignBuiltin, if set, signs the definition of each of symbi's own tools with
 	// symbi's SchemaPin key; the signature is published in the tool's
 	// _meta["schemapin/signature"]. It returns the signature and the key's fingerprint.
@@ -195,6 +205,15 @@ func New(opts *Options) *Gateway {
 	if o.InitialWait == 0 {
 		o.InitialWait = 15 * time.Second
 	}
+	if o.InputTimeout <= 0 {
+		o.InputTimeout = DefaultInputTimeout
+	}
+	if o.MaxPendingInputs <= 0 {
+		o.MaxPendingInputs = DefaultMaxPendingInputs
+	}
+	if o.MaxPendingInputsPerIdentity <= 0 {
+		o.MaxPendingInputsPerIdentity = DefaultMaxPendingInputsPerIdentity
+	}
 	g := &Gateway{
 		opts:      o,
 		log:       o.Logger,
@@ -209,6 +228,7 @@ func New(opts *Options) *Gateway {
 		done:      make(chan struct{}),
 	}
 	g.SetTokens(o.Tokens)
+	g.bridge.g = g
 	g.server = mcp.NewServer(&mcp.Implementation{Name: o.Name, Title: "symbi MCP security gateway", Version: o.Version}, &mcp.ServerOptions{
 		Logger:             o.Logger.With("component", "mcp_server"),
 		Instructions:       "symbi is a security gateway: tools from several upstream MCP servers appear here as <upstream>__<tool>. symbi__status and symbi__upstreams describe the gateway.",
@@ -232,6 +252,9 @@ func New(opts *Options) *Gateway {
 	g.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "symbi_sessions", Help: "Open client sessions.",
 	}, func() float64 { return float64(g.sessionCount()) }))
+	g.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "symbi_bridged_calls_pending", Help: "Calls of 2026-07-28 clients pending in the bridge (waiting for the upstream or for the client's input).",
+	}, func() float64 { return float64(g.BridgeStatus().Pending) }))
 	g.addBuiltins()
 	for _, c := range o.Upstreams {
 		if c.Timeout == 0 {
@@ -259,7 +282,9 @@ func (g *Gateway) Server() *mcp.Server { return g.server }
 func (g *Gateway) Metrics() *Metrics { return g.metrics }
 
 // Run connects every upstream and keeps them connected until ctx ends or Close is
-// called. It returns after every upstream has been stopped.
+// called. It returns after every upstream has been stopped and every goroutine the
+// gateway started has ended: calls still pending in the bridge are cancelled (their
+// upstreams receive notifications/cancelled) and audited as abandoned.
 func (g *Gateway) Run(ctx context.Context) error {
 	started := false
 	g.runOnce.Do(func() {
@@ -284,7 +309,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	close(g.done)
+	g.bridge.stop()
 	g.wg.Wait()
+	g.bridge.reapRemaining()
 	return nil
 }
 

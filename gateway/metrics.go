@@ -20,6 +20,9 @@ type Metrics struct {
 	denials    *prometheus.CounterVec
 	hidden     *prometheus.GaugeVec
 
+	bridgeRefused *prometheus.CounterVec
+	bridgeEnded   *prometheus.CounterVec
+
 	procCPU    *prometheus.GaugeVec
 	procMem    *prometheus.GaugeVec
 	procMemMax *prometheus.GaugeVec
@@ -63,6 +66,13 @@ func NewMetrics() *Metrics {
 			Name: "symbi_denials_total", Help: "Requests refused by a security step, by method and step.",
 		}, []string{"method", "step"}),
 	}
+	m.bridgeRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "symbi_bridged_calls_refused_total", Help: "Bridged calls refused because a bound on pending calls was reached, by limit (identity, total, shutdown).",
+	}, []string{"limit"})
+	m.bridgeEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "symbi_bridged_calls_ended_total", Help: "Bridged calls that ended, by upstream and outcome (completed, expired, cancelled, abandoned).",
+	}, []string{"upstream", "outcome"})
+	r.MustRegister(m.bridgeRefused, m.bridgeEnded)
 	gauge := func(name, help string) *prometheus.GaugeVec {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"upstream", "tier"})
 	}

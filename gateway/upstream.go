@@ -761,7 +761,9 @@ func (c *conn) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitR
 	if call.bridged != nil {
 		return askBridged[*mcp.ElicitResult](ctx, call.bridged, req.Params)
 	}
-	return call.ss.Elicit(call.ctx, req.Params)
+	actx, cancel := c.u.askContext(ctx, call.ctx)
+	defer cancel()
+	return call.ss.Elicit(actx, req.Params)
 }
 
 func (c *conn) createMessage(ctx context.Context, req *mcp.CreateMessageWithToolsRequest) (*mcp.CreateMessageWithToolsResult, error) {
@@ -772,7 +774,9 @@ func (c *conn) createMessage(ctx context.Context, req *mcp.CreateMessageWithTool
 	if call.bridged != nil {
 		return askBridged[*mcp.CreateMessageWithToolsResult](ctx, call.bridged, req.Params)
 	}
-	return call.ss.CreateMessageWithTools(call.ctx, req.Params)
+	actx, cancel := c.u.askContext(ctx, call.ctx)
+	defer cancel()
+	return call.ss.CreateMessageWithTools(actx, req.Params)
 }
 
 // rootsMiddleware answers an upstream's roots/list with the roots of the client session
@@ -802,7 +806,9 @@ func (c *conn) rootsMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
 		if call.bridged != nil {
 			return askBridged[*mcp.ListRootsResult](ctx, call.bridged, p)
 		}
-		return call.ss.ListRoots(call.ctx, p)
+		actx, cancel := c.u.askContext(ctx, call.ctx)
+		defer cancel()
+		return call.ss.ListRoots(actx, p)
 	}
 }
 
@@ -812,11 +818,15 @@ func (c *conn) logMessage(ctx context.Context, req *mcp.LoggingMessageRequest) {
 		p.Logger = c.u.cfg.Name
 	}
 	if call, ok := c.routeSession(); ok {
-		_ = call.ss.Log(call.context(), &p)
+		nctx, cancel := c.u.g.notifyContext(call.context())
+		defer cancel()
+		_ = call.ss.Log(nctx, &p)
 		return
 	}
 	for ss := range c.u.g.server.Sessions() {
-		_ = ss.Log(ctx, &p)
+		nctx, cancel := c.u.g.notifyContext(ctx)
+		_ = ss.Log(nctx, &p)
+		cancel()
 	}
 }
 
@@ -832,7 +842,9 @@ func (u *upstream) progressNotification(ctx context.Context, req *mcp.ProgressNo
 	r := v.(progressRoute)
 	p := *req.Params
 	p.ProgressToken = r.token
-	_ = r.ss.NotifyProgress(r.ctx(), &p)
+	nctx, cancel := u.g.notifyContext(r.ctx())
+	defer cancel()
+	_ = r.ss.NotifyProgress(nctx, &p)
 }
 
 // progressToken maps a client's progress token to a token unique on this upstream's
@@ -847,7 +859,9 @@ func (u *upstream) progressToken(ctx func() context.Context, ss *mcp.ServerSessi
 }
 
 func (u *upstream) resourceUpdated(ctx context.Context, req *mcp.ResourceUpdatedNotificationRequest) {
-	_ = u.g.server.ResourceUpdated(ctx, req.Params)
+	nctx, cancel := u.g.notifyContext(ctx)
+	defer cancel()
+	_ = u.g.server.ResourceUpdated(nctx, req.Params)
 }
 
 // primarySession is the primary connection's live session, or nil.
@@ -868,9 +882,9 @@ func (u *upstream) refreshLater(kind string, c *conn) {
 		return
 	}
 	u.g.wg.Add(1)
-	go func() { // owned by the gateway's wait group
+	go func() { // owned by the gateway's wait group; ends with the gateway at the latest
 		defer u.g.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), u.cfg.Timeout)
+		ctx, cancel := context.WithTimeout(u.g.runCtx(), u.cfg.Timeout)
 		defer cancel()
 		var err error
 		switch kind {

@@ -83,7 +83,11 @@ type app struct {
 // certificate) and re-lists every upstream; a
 // quarantine decision made by `symbi tools approve|reject` re-lists them too
 // (watchDecisions).
-func (a *app) start() (stop func()) {
+//
+// stop cancels them and waits for them until ctx ends, then closes the runtime (which
+// flushes the audit trail) in any case: the process exits on time even if something
+// ignored its cancellation.
+func (a *app) start() (stop func(ctx context.Context)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(4)
@@ -103,10 +107,16 @@ func (a *app) start() (stop func()) {
 			}
 		}
 	}()
-	return func() {
+	return func(ctx context.Context) {
 		signal.Stop(hup)
 		cancel()
-		wg.Wait()
+		stopped := make(chan struct{})
+		go func() { wg.Wait(); close(stopped) }() // owned: ends when the loops do (or with the process)
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			a.log.Error("gateway did not stop within shutdown_timeout; flushing the audit trail and exiting anyway")
+		}
 		a.rt.close()
 	}
 }
@@ -215,7 +225,11 @@ func runMCP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	stop := a.start()
-	defer stop()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.Duration)
+		defer cancel()
+		stop(sctx)
+	}()
 	a.gw.WaitReady(ctx)
 	a.log.Info("serving MCP on stdio", "upstreams", len(a.cfg.Upstreams))
 	if err := a.gw.ServeStdio(ctx, os.Stdin, stdout, os.Stdin); err != nil {
@@ -272,7 +286,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	stop := a.start()
-	defer stop()
+	stopped := false
+	defer func() { // on an early return; the normal path stops within shutdown_timeout below
+		if !stopped {
+			sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.Duration)
+			defer cancel()
+			stop(sctx)
+		}
+	}()
 
 	hopts := a.rt.http
 	hopts.NoMetrics = metricsLn != nil
@@ -307,15 +328,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			exit = 1
 		}
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.Duration)
+	// The whole shutdown fits in shutdown_timeout: requests in flight get three
+	// quarters of it to drain; then the gateway stops (calls still pending are cancelled,
+	// upstreams closed) and the audit trail is flushed, in what remains.
+	timeout := a.cfg.Server.ShutdownTimeout.Duration
+	sctx, scancel := context.WithTimeout(context.Background(), timeout)
 	defer scancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	dctx, dcancel := context.WithTimeout(sctx, timeout*3/4)
+	defer dcancel()
+	if err := srv.Shutdown(dctx); err != nil {
 		a.log.Warn("shutdown did not drain in time", "err", err)
 		_ = srv.Close()
 	}
 	if msrv != nil {
-		_ = msrv.Shutdown(sctx)
+		if err := msrv.Shutdown(dctx); err != nil {
+			_ = msrv.Close()
+		}
 	}
+	stopped = true
+	stop(sctx)
 	return exit
 }
 

@@ -137,6 +137,10 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		MaxMessageBytes: int(cfg.Server.MaxMessageBytes),
 		Tokens:          map[string]string{},
 		ClientCerts:     cfg.Server.TLSClientCA != "",
+
+		InputTimeout:                cfg.Server.InputTimeout.Duration,
+		MaxPendingInputs:            cfg.Server.MaxPendingInputs,
+		MaxPendingInputsPerIdentity: cfg.Server.MaxPendingInputsPerIdentity,
 	}
 	for _, t := range cfg.Server.Tokens {
 		opts.Tokens[t.Token] = t.Identity
@@ -189,6 +193,9 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		record(audit.Event{Type: typ, Upstream: name, Reason: reason})
 	}
 	gw := gateway.New(opts)
+	// Calls waiting for a client's input are shown, not judged: a full bridge refuses
+	// new such calls with a retryable error, but serves everything else.
+	rt.http.ReadyChecks["bridged_calls"] = func() (bool, any) { return true, gw.BridgeStatus() }
 	addAuditBuiltins(gw, rt.audit)
 	if err := rt.addContext(ctx, gw, cfg.Context, log.With("component", "context")); err != nil {
 		return nil, nil, err

@@ -55,6 +55,15 @@ type Server struct {
 	// that presents a certificate they verify is authenticated as its URI SAN or common
 	// name. Needs TLSCert.
 	TLSClientCA string `toml:"tls_client_ca"`
+	// InputTimeout bounds how long a call waits for the client's answer when the
+	// upstream asked for input mid-call and symbi bridges the question to a 2026-07-28
+	// client; then the call is cancelled and audited as abandoned. 0 = 30s.
+	InputTimeout Duration `toml:"input_timeout"`
+	// MaxPendingInputs and MaxPendingInputsPerIdentity bound such calls pending at
+	// once, in total and per identity; beyond them a new one is refused with a
+	// retryable error. 0 = 256 and 16.
+	MaxPendingInputs            int `toml:"max_pending_inputs"`
+	MaxPendingInputsPerIdentity int `toml:"max_pending_inputs_per_identity"`
 }
 
 // Token maps a bearer token to a client identity.
@@ -409,6 +418,18 @@ func (c *Config) validate() []Problem {
 	}
 	if c.Policy.EvalTimeout.Duration < 0 {
 		add("policy.eval_timeout", "must not be negative")
+	}
+	if c.Server.InputTimeout.Duration < 0 {
+		add("server.input_timeout", "must not be negative")
+	}
+	if c.Server.MaxPendingInputs < 0 {
+		add("server.max_pending_inputs", "must not be negative")
+	}
+	if c.Server.MaxPendingInputsPerIdentity < 0 {
+		add("server.max_pending_inputs_per_identity", "must not be negative")
+	}
+	if n, max := c.Server.MaxPendingInputsPerIdentity, c.Server.MaxPendingInputs; n > 0 && max > 0 && n > max {
+		add("server.max_pending_inputs_per_identity", "must not exceed server.max_pending_inputs (%d)", max)
 	}
 	if c.Server.MaxMessageBytes < 1024 {
 		add("server.max_message_bytes", "must be at least 1024")
