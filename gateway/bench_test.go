@@ -71,6 +71,9 @@ func (p *pipeProcess) Wait() error           { <-p.done; return p.err }
 
 func (p *pipeProcess) Stop(ctx context.Context) error {
 	p.stdinW.Close()
+	// As a killed process's would, the server's writes end too: one blocked writing an
+	// answer nobody reads would otherwise outlive the test (goleak).
+	p.stdoutR.Close()
 	p.cancel()
 	select {
 	case <-p.done:

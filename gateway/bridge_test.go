@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"errors"
-	"io"
 	"testing"
 	"time"
 
@@ -41,23 +40,6 @@ func askerServer(cancelled chan<- *mcp.CancelledParams) func() *mcp.Server {
 				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: res.Action}}}, nil
 			})
 		return s
-	}
-}
-
-// serverLauncher runs the server mk makes in process, over stdio-framed pipes.
-func serverLauncher(mk func() *mcp.Server) gateway.Launcher {
-	return func(ctx context.Context) (gateway.Process, error) {
-		stdinR, stdinW := io.Pipe()
-		stdoutR, stdoutW := io.Pipe()
-		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		p := &pipeProcess{stdinW: stdinW, stdoutR: stdoutR, cancel: cancel, done: make(chan struct{})}
-		go func() { // owned by p: Stop and Wait wait for it
-			defer close(p.done)
-			p.err = mk().Run(ctx, &mcp.IOTransport{Reader: stdinR, Writer: stdoutW})
-			stdoutW.Close()
-			stdinR.Close()
-		}()
-		return p, nil
 	}
 }
 

@@ -168,9 +168,12 @@ type Gateway struct {
 
 	runOnce   sync.Once
 	closeOnce sync.Once
-	cancel    context.CancelFunc
-	done      chan struct{} // closed when Run's context ends
-	wg        sync.WaitGroup
+	// life ends at Close: it bounds what the gateway starts before (or without) Run,
+	// and Run's own context.
+	life     context.Context
+	stopLife context.CancelFunc
+	done     chan struct{} // closed when Run's context ends
+	wg       sync.WaitGroup
 	// modernSeen is set by the first request from a 2026-07-28 client.
 	modernSeen atomic.Bool
 	internal   internalCalls // CallTool's session (internal_call.go)
@@ -229,6 +232,7 @@ func New(opts *Options) *Gateway {
 	}
 	g.SetTokens(o.Tokens)
 	g.bridge.g = g
+	g.life, g.stopLife = context.WithCancel(context.Background())
 	g.server = mcp.NewServer(&mcp.Implementation{Name: o.Name, Title: "symbi MCP security gateway", Version: o.Version}, &mcp.ServerOptions{
 		Logger:             o.Logger.With("component", "mcp_server"),
 		Instructions:       "symbi is a security gateway: tools from several upstream MCP servers appear here as <upstream>__<tool>. symbi__status and symbi__upstreams describe the gateway.",
@@ -289,7 +293,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	started := false
 	g.runOnce.Do(func() {
 		started = true
-		ctx, g.cancel = context.WithCancel(ctx)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		context.AfterFunc(g.life, cancel) // Close ends Run
 		g.runCtxV.Store(&ctx)
 		for _, u := range g.upstreams {
 			g.wg.Add(1)
@@ -373,13 +379,13 @@ func (g *Gateway) templateUpstream(tpl string) string {
 	return g.templates[tpl]
 }
 
-// runCtx is Run's context (ended when the gateway stops), or a never-ending one before
-// Run.
+// runCtx is Run's context (ended when the gateway stops), or before Run the gateway's
+// life (ended by Close).
 func (g *Gateway) runCtx() context.Context {
 	if c := g.runCtxV.Load(); c != nil {
 		return *c
 	}
-	return context.Background()
+	return g.life
 }
 
 // sampleResources exports the resource use of sandboxed upstream processes as metrics,
@@ -431,13 +437,12 @@ func (g *Gateway) WaitReady(ctx context.Context) {
 	}
 }
 
-// Close stops every upstream; it is idempotent.
+// Close stops every upstream, ends Run and waits for every goroutine the gateway
+// started, also on a gateway that was never run; it is idempotent.
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.closeInternal()
-		if g.cancel != nil {
-			g.cancel()
-		}
+		g.stopLife()
 		g.wg.Wait()
 	})
 	return nil

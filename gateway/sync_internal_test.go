@@ -77,6 +77,7 @@ func TestSyncsOfOneUpstreamApplyInOrder(t *testing.T) {
 		return out
 	}
 	g := New(&Options{ToolFilter: filter, Upstreams: []UpstreamConfig{{Name: "up", Prefix: "up"}}})
+	t.Cleanup(func() { _ = g.Close() }) // ends what the test's clients start (goleak)
 	u := g.byName["up"]
 	schema := map[string]any{"type": "object"}
 	older, newer := u.listing(featTools), u.listing(featTools)
