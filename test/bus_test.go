@@ -259,3 +259,23 @@ func TestBusTopicsAndRequest(t *testing.T) {
 		t.Errorf("a withdrawn request is still delivered: %+v", got)
 	}
 }
+
+// TestBusRefusesAnonymous: without tokens a loopback HTTP client is "anonymous", a
+// mailbox everyone would share; the bus refuses it.
+func TestBusRefusesAnonymous(t *testing.T) {
+	s := serve(t, writeConfig(t, ""))
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	for _, tc := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"symbi__bus_send", map[string]any{"to": "bob", "payload": "x"}},
+		{"symbi__bus_receive", map[string]any{}},
+		{"symbi__bus_subscribe", map[string]any{"topic": "news"}},
+	} {
+		res, err := call(t, cs, tc.tool, tc.args)
+		if err != nil || !res.IsError || !strings.Contains(resultText(res), "authenticated identity") {
+			t.Errorf("%s as anonymous = %v %v, want refused", tc.tool, err, res)
+		}
+	}
+}
