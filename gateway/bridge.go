@@ -388,9 +388,7 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			cancel(err)
 			return nil, err
 		}
-		g.wg.Add(1)
-		go func() { // owned by the gateway's wait group; ends with p.ctx at the latest
-			defer g.wg.Done()
+		started := g.goOwned(func() { // ends with p.ctx at the latest
 			defer cancelTimeout()
 			res, err := run(p.ctx, inflightCall{ss: ss, ctx: p.ctx, bridged: p})
 			cause := context.Cause(p.ctx)
@@ -412,7 +410,13 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			if reap {
 				g.reap(p)
 			}
-		}()
+		})
+		if !started { // the gateway began stopping after admit
+			g.bridge.remove(p)
+			cancelTimeout()
+			cancel(errShutdown)
+			return nil, &Error{Kind: Unavailable, Public: "symbi is shutting down; retry later"}
+		}
 	}
 	select {
 	case <-p.finished:

@@ -174,6 +174,10 @@ type Gateway struct {
 	stopLife context.CancelFunc
 	done     chan struct{} // closed when Run's context ends
 	wg       sync.WaitGroup
+	// spawnMu guards stopping: once Run or Close waits on wg, goOwned starts nothing
+	// more (a WaitGroup may not grow from zero while it is being waited on).
+	spawnMu  sync.Mutex
+	stopping bool
 	// modernSeen is set by the first request from a 2026-07-28 client.
 	modernSeen atomic.Bool
 	internal   internalCalls // CallTool's session (internal_call.go)
@@ -298,17 +302,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		context.AfterFunc(g.life, cancel) // Close ends Run
 		g.runCtxV.Store(&ctx)
 		for _, u := range g.upstreams {
-			g.wg.Add(1)
-			go func() { // owned by Run: ends when ctx ends
-				defer g.wg.Done()
-				u.run(ctx)
-			}()
+			g.goOwned(func() { u.run(ctx) }) // ends when ctx ends
 		}
-		g.wg.Add(1)
-		go func() { // owned by Run: ends when ctx ends
-			defer g.wg.Done()
-			g.sampleResources(ctx, 15*time.Second)
-		}()
+		g.goOwned(func() { g.sampleResources(ctx, 15*time.Second) })
 	})
 	if !started {
 		return errors.New("run gateway: already running")
@@ -316,6 +312,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-ctx.Done()
 	close(g.done)
 	g.bridge.stop()
+	g.stopSpawning()
 	g.wg.Wait()
 	g.bridge.reapRemaining()
 	return nil
@@ -443,6 +440,7 @@ func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.closeInternal()
 		g.stopLife()
+		g.stopSpawning()
 		g.wg.Wait()
 	})
 	return nil
@@ -548,4 +546,27 @@ func sortedNames[M ~map[string]V, V any](m M) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// goOwned runs fn in a goroutine owned by the gateway's wait group, unless the gateway
+// is already waiting for its goroutines to end (then it reports false and runs nothing).
+func (g *Gateway) goOwned(fn func()) bool {
+	g.spawnMu.Lock()
+	defer g.spawnMu.Unlock()
+	if g.stopping {
+		return false
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// stopSpawning makes goOwned refuse from now on, before the gateway waits on wg.
+func (g *Gateway) stopSpawning() {
+	g.spawnMu.Lock()
+	g.stopping = true
+	g.spawnMu.Unlock()
 }

@@ -188,9 +188,7 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 		u.modernAt = time.Now()
 		c = u.newConn("2026-07-28")
 		u.modernC = c
-		u.g.wg.Add(1)
-		go func() { // owned by the gateway's wait group; ends with the gateway or the session
-			defer u.g.wg.Done()
+		started := u.g.goOwned(func() { // ends with the gateway or the session
 			err := c.session(u.g.runCtx(), nil, func(cs *mcp.ClientSession) error {
 				if !c.modern() {
 					u.mu.Lock()
@@ -208,7 +206,10 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 				u.log.Info("upstream does not speak 2026-07-28; bridging for such clients")
 			}
 			c.setState(StateDown, msg)
-		}()
+		})
+		if !started {
+			c.setState(StateDown, "the gateway is stopping")
+		}
 	}
 	u.mu.Unlock()
 	// Wait for the first attempt, so the choice is known.
@@ -232,9 +233,7 @@ func (g *Gateway) prepareModern(ss *mcp.ServerSession) {
 		if u.primary.modern() {
 			continue
 		}
-		g.wg.Add(1)
-		go func() { // owned by the gateway's wait group; bounded by the upstream timeout
-			defer g.wg.Done()
+		g.goOwned(func() { // bounded by the upstream timeout; nothing to prepare once stopping
 			ctx, cancel := context.WithTimeout(g.runCtx(), u.cfg.Timeout)
 			defer cancel()
 			// Wait for the primary first: its protocol decides whether a second
@@ -248,7 +247,7 @@ func (g *Gateway) prepareModern(ss *mcp.ServerSession) {
 				return
 			}
 			u.connFor(ctx, ss)
-		}()
+		})
 	}
 }
 
@@ -881,9 +880,7 @@ func (u *upstream) refreshLater(kind string, c *conn) {
 	if cs == nil {
 		return
 	}
-	u.g.wg.Add(1)
-	go func() { // owned by the gateway's wait group; ends with the gateway at the latest
-		defer u.g.wg.Done()
+	u.g.goOwned(func() { // ends with the gateway at the latest; no refresh once stopping
 		ctx, cancel := context.WithTimeout(u.g.runCtx(), u.cfg.Timeout)
 		defer cancel()
 		var err error
@@ -898,7 +895,7 @@ func (u *upstream) refreshLater(kind string, c *conn) {
 		if err != nil {
 			u.log.Warn("refresh upstream list", "kind", kind, "err", err.Error())
 		}
-	}()
+	})
 }
 
 // Refresh re-lists the tools of the named upstream now (after an approval, say).
