@@ -113,6 +113,10 @@ type FrameConnOptions struct {
 	Logger        *slog.Logger
 	// OnGarbage, if set, is called once per rejected frame (for metrics).
 	OnGarbage func(reason string)
+	// ExactIDs makes the connection echo every request id exactly as the peer wrote it
+	// (see idMap): ids the SDK cannot represent are replaced on the way in and restored
+	// on the way out. A server side sets it.
+	ExactIDs bool
 }
 
 // frameConn is an mcp.Connection over a Framer that survives bad input: a malformed,
@@ -122,6 +126,7 @@ type frameConn struct {
 	f    Framer
 	opts FrameConnOptions
 
+	ids      *idMap // nil without ExactIDs
 	incoming chan frameResult
 	done     chan struct{}
 	once     sync.Once
@@ -139,7 +144,11 @@ func newFrameConn(f Framer, opts FrameConnOptions) *frameConn {
 	if opts.Logger == nil {
 		opts.Logger = discardLogger
 	}
-	return &frameConn{f: f, opts: opts, incoming: make(chan frameResult), done: make(chan struct{})}
+	c := &frameConn{f: f, opts: opts, incoming: make(chan frameResult), done: make(chan struct{})}
+	if opts.ExactIDs {
+		c.ids = newIDMap()
+	}
+	return c
 }
 
 // readLoop is owned by the connection: it ends when the framer fails or Close is called.
@@ -187,6 +196,13 @@ func (c *frameConn) readOne() (jsonrpc.Message, error) {
 	default:
 		c.reject(nil, codeInvalidRequest, "invalid request: not a JSON object", "invalid")
 		return nil, nil
+	}
+	if c.ids != nil {
+		var drop bool
+		if data, _, drop = c.ids.mapInbound("", data); drop {
+			c.opts.Logger.Warn("dropped a cancellation of an unknown request", "peer", c.opts.Peer)
+			return nil, nil
+		}
 	}
 	msg, id, err := decodeFrame(data)
 	if err != nil {
@@ -300,6 +316,9 @@ func (c *frameConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	data, err := jsonrpc.EncodeMessage(msg)
 	if err != nil {
 		return fmt.Errorf("encode message: %w", err)
+	}
+	if c.ids != nil {
+		data = c.ids.restore(data)
 	}
 	return c.f.WriteFrame(data)
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -34,15 +35,29 @@ type HTTPOptions struct {
 	ReadyChecks map[string]func() (ok bool, detail any)
 	// NoMetrics leaves /metrics off this handler (when it has its own listener).
 	NoMetrics bool
+	// AllowedOrigins are the browser origins ("https://app.example.com") served besides
+	// the same origin. A request with any other Origin header is refused with 403 on
+	// every route; a request without one (a non-browser client) is not affected.
+	AllowedOrigins []string
+	// Limits bound sessions and the request bytes in flight; the zero value means the
+	// defaults of HTTPLimits.
+	Limits HTTPLimits
 }
 
 // Handler serves /mcp (streamable HTTP, both protocol generations), /sse (legacy SSE
 // and its POST endpoint), /ws (MCP over WebSocket), /healthz, /readyz and /metrics.
 func (g *Gateway) Handler(opts *HTTPOptions) http.Handler {
+	h, _ := g.handler(opts)
+	return h
+}
+
+// handler is Handler, also returning its id map (for tests).
+func (g *Gateway) handler(opts *HTTPOptions) (http.Handler, *idMap) {
 	var o HTTPOptions
 	if opts != nil {
 		o = *opts
 	}
+	guard := newRequestGuard(o.AllowedOrigins)
 	mux := http.NewServeMux()
 	getServer := func(*http.Request) *mcp.Server { return g.server }
 	stateful := mcp.NewStreamableHTTPHandler(getServer, &mcp.StreamableHTTPOptions{
@@ -56,12 +71,17 @@ func (g *Gateway) Handler(opts *HTTPOptions) http.Handler {
 		Stateless:                    true,
 		PropagateRequestCancellation: true,
 	})
-	streamable := &generationRouter{stateful: stateful, stateless: stateless, max: int64(g.opts.MaxMessageBytes)}
-	sse := &sseHandler{g: g, sessions: map[string]*sseSession{}}
+	ids := newIDMap()
+	maxMsg := int64(g.opts.MaxMessageBytes)
+	limits := o.Limits.withDefaults(g.opts.MaxMessageBytes)
+	sessions := newSessionLimiter(g, limits)
+	inflight := newInflightLimiter(g, limits)
+	streamable := &generationRouter{stateful: stateful, stateless: stateless, max: int64(g.opts.MaxMessageBytes), sessions: sessions}
+	sse := &sseHandler{g: g, sessions: map[string]*sseSession{}, limit: sessions, ids: ids}
 	protect := g.authenticate
-	mux.Handle("/mcp", protect(streamable))
-	mux.Handle("/sse", protect(sse))
-	mux.Handle("/ws", protect(http.HandlerFunc(g.serveWebSocket)))
+	mux.Handle("/mcp", protect(inflight.wrap(exactIDs(ids, maxMsg, streamable))))
+	mux.Handle("/sse", protect(inflight.wrap(exactIDs(ids, maxMsg, sse))))
+	mux.Handle("/ws", protect(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serveWebSocket(w, r, guard, sessions) })))
 	for path, h := range o.Routes {
 		mux.Handle(path, protect(h))
 	}
@@ -79,7 +99,9 @@ func (g *Gateway) Handler(opts *HTTPOptions) http.Handler {
 		// of its own without a token.
 		mux.Handle("/metrics", protect(g.MetricsHandler()))
 	}
-	return mux
+	// One Host and Origin check in front of every route, the open ones (/healthz,
+	// /readyz, /.well-known/...) included.
+	return guard.wrap(mux), ids
 }
 
 // MetricsHandler serves the Prometheus metrics.
@@ -122,6 +144,7 @@ func (g *Gateway) serveReady(w http.ResponseWriter, checks map[string]func() (bo
 type generationRouter struct {
 	stateful, stateless http.Handler
 	max                 int64
+	sessions            *sessionLimiter
 }
 
 func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -130,9 +153,20 @@ func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.stateless.ServeHTTP(w, r)
 		return
 	}
-	if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" && r.Body != nil {
+	if id := r.Header.Get("Mcp-Session-Id"); id != "" {
+		if r.Method == http.MethodDelete {
+			h.sessions.forget(id)
+			h.stateful.ServeHTTP(w, r)
+			return
+		}
+		h.sessions.begin(id)
+		defer h.sessions.end(id, true)
+		h.stateful.ServeHTTP(w, r)
+		return
+	}
+	if r.Method == http.MethodPost && r.Body != nil {
 		// Peek at the method of a sessionless request: server/discover is how a
-		// 2026-07-28 client starts.
+		// 2026-07-28 client starts; initialize opens a session.
 		body, err := io.ReadAll(io.LimitReader(r.Body, h.max+1))
 		if err != nil {
 			http.Error(w, "read request body", http.StatusBadRequest)
@@ -142,9 +176,21 @@ func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var probe struct {
 			Method string `json:"method"`
 		}
-		if json.Unmarshal(body, &probe) == nil && probe.Method == "server/discover" {
-			h.stateless.ServeHTTP(w, r)
-			return
+		if json.Unmarshal(body, &probe) == nil {
+			switch probe.Method {
+			case "server/discover":
+				h.stateless.ServeHTTP(w, r)
+				return
+			case "initialize":
+				done, ok := h.sessions.admit(w, "streamable")
+				if !ok {
+					return
+				}
+				defer done()
+				h.stateful.ServeHTTP(w, r)
+				h.sessions.end(w.Header().Get("Mcp-Session-Id"), false)
+				return
+			}
 		}
 	}
 	h.stateful.ServeHTTP(w, r)
@@ -191,21 +237,80 @@ func (w *sseRetryWriter) Flush() {
 func (w *sseRetryWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // authenticate requires a configured bearer token, or, with none configured, a
-// loopback client. On a loopback listener it also refuses requests whose Host is not a
-// loopback name: a web page that rebinds its own host name to 127.0.0.1 must not reach
-// symbi through the visitor's browser (DNS rebinding).
+// loopback client. (The Host and Origin checks run before it, on every route: see
+// requestGuard.)
 func (g *Gateway) authenticate(next http.Handler) http.Handler {
-	return g.rebindingGuard(g.authenticateToken(next))
+	return g.authenticateToken(next)
 }
 
-func (g *Gateway) rebindingGuard(next http.Handler) http.Handler {
+// requestGuard is the one check of Host and Origin that every route passes first.
+//
+// Host: on a loopback listener the Host must be a loopback name, so a web page that
+// rebinds its own host name to 127.0.0.1 cannot reach symbi through the visitor's
+// browser (DNS rebinding).
+//
+// Origin: a browser names the page that made a request in Origin. A request without
+// one (a non-browser client) passes; one from the same origin (Origin's host:port is
+// the request's Host) or from a configured origin passes; any other is refused with 403,
+// as the MCP transport specification requires.
+type requestGuard struct {
+	origins map[string]bool // normalized: scheme://host[:port], lower case
+}
+
+func newRequestGuard(allowed []string) *requestGuard {
+	g := &requestGuard{origins: map[string]bool{}}
+	for _, o := range allowed {
+		if n, ok := normalizeOrigin(o); ok {
+			g.origins[n] = true
+		}
+	}
+	return g
+}
+
+// normalizeOrigin lower-cases an origin's scheme and host; ok is false unless it is
+// scheme://host[:port] with scheme http or https and nothing else.
+func normalizeOrigin(o string) (string, bool) {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", false
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), true
+}
+
+func (g *requestGuard) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !loopbackHost(r.Host) {
 			http.Error(w, fmt.Sprintf("forbidden: Host %q is not a loopback name", r.Host), http.StatusForbidden)
 			return
 		}
+		if !g.originAllowed(r) {
+			http.Error(w, fmt.Sprintf("forbidden: Origin %q is not allowed (server.allowed_origins)", r.Header.Get("Origin")), http.StatusForbidden)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// originAllowed reports whether r's Origin, if any, may use symbi.
+func (g *requestGuard) originAllowed(r *http.Request) bool {
+	values := r.Header.Values("Origin")
+	switch len(values) {
+	case 0:
+		return true
+	case 1:
+	default:
+		return false // a browser sends one
+	}
+	n, ok := normalizeOrigin(values[0])
+	if !ok {
+		return false // "null" (a sandboxed frame, a file: page) and anything malformed
+	}
+	if g.origins[n] {
+		return true
+	}
+	_, hostport, _ := strings.Cut(n, "://")
+	return strings.EqualFold(hostport, r.Host)
 }
 
 func loopbackHost(hostport string) bool {
@@ -295,20 +400,49 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 	bearer := auth.RequireBearerToken(verify, nil)(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Decided per request: SetTokens may add the first token or remove the last one.
-		if !g.opts.ClientCerts {
-			if len(g.tokenMap()) == 0 {
-				loopbackOnly.ServeHTTP(w, r)
-				return
-			}
-			bearer.ServeHTTP(w, r)
+		if !g.opts.ClientCerts && len(g.tokenMap()) == 0 {
+			loopbackOnly.ServeHTTP(w, r)
 			return
 		}
-		if r.Header.Get("Authorization") == "" && certIdentity(r) != "" {
+		if g.opts.ClientCerts && r.Header.Get("Authorization") == "" && certIdentity(r) != "" {
 			r = r.Clone(r.Context())
 			r.Header.Set("Authorization", "Bearer "+certBearer)
 		}
+		// Answer a missing or wrong credential here, with the challenge RFC 6750 asks
+		// for: without WWW-Authenticate a client (the MCP Inspector) takes the 401 for
+		// an OAuth server's and starts an authorization flow that cannot succeed.
+		token, present := bearerToken(r)
+		if !present {
+			unauthorized(w, "", "no bearer token")
+			return
+		}
+		if _, err := verify(r.Context(), token, r); err != nil {
+			unauthorized(w, "invalid_token", "invalid bearer token")
+			return
+		}
 		bearer.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken is r's bearer token, read as the SDK's middleware reads it; present is
+// false when r has no Authorization header of the Bearer scheme.
+func bearerToken(r *http.Request) (token string, present bool) {
+	fields := strings.Fields(r.Header.Get("Authorization"))
+	if len(fields) != 2 || !strings.EqualFold(fields[0], "bearer") {
+		return "", false
+	}
+	return fields[1], true
+}
+
+// unauthorized answers 401 with a Bearer challenge for realm "symbi"; errCode (RFC 6750
+// section 3.1, e.g. "invalid_token") is added when a credential was given but refused.
+func unauthorized(w http.ResponseWriter, errCode, msg string) {
+	challenge := `Bearer realm="symbi"`
+	if errCode != "" {
+		challenge += fmt.Sprintf(`, error=%q`, errCode)
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	http.Error(w, msg, http.StatusUnauthorized)
 }
 
 // tokenIdentity is the identity a configured bearer token maps to, or "".
@@ -396,6 +530,8 @@ func (t sessionTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 // event stream; POST /sse?sessionid=ID delivers a message to it, from the same identity.
 type sseHandler struct {
 	g        *Gateway
+	limit    *sessionLimiter
+	ids      *idMap
 	mu       sync.Mutex
 	sessions map[string]*sseSession
 }
@@ -423,6 +559,11 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, int64(h.g.opts.MaxMessageBytes))
 		s.t.ServeHTTP(w, r)
 	case http.MethodGet:
+		admitted, ok := h.limit.admit(w, "sse")
+		if !ok {
+			return
+		}
+		defer admitted()
 		id := "sse-" + rand.Text()
 		t := &mcp.SSEServerTransport{Endpoint: r.URL.Path + "?sessionid=" + id, Response: w, MaxRequestBodyBytes: int64(h.g.opts.MaxMessageBytes)}
 		ident := identityOf(r)
@@ -432,6 +573,7 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.sessions[id] = &sseSession{t: t, identity: ident}
 		h.mu.Unlock()
 		h.g.wsIdentity.Store(id, ident)
+		defer h.ids.forget(id)
 		defer func() {
 			h.mu.Lock()
 			delete(h.sessions, id)
@@ -439,6 +581,7 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.g.wsIdentity.Delete(id)
 		}()
 		ss, err := h.g.server.Connect(r.Context(), sessionTransport{t, id}, nil)
+		admitted()
 		if err != nil {
 			http.Error(w, "connection failed", http.StatusInternalServerError)
 			return
@@ -457,37 +600,40 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-var upgrader = websocket.Upgrader{
-	Subprotocols: []string{"mcp"},
-	// Browsers send Origin; accept only same-host origins (no cross-site pages).
-	CheckOrigin: func(r *http.Request) bool {
-		origin := r.Header.Get("Origin")
-		if origin == "" {
-			return true
-		}
-		o := strings.TrimPrefix(strings.TrimPrefix(origin, "http://"), "https://")
-		return o == r.Host
-	},
-}
-
-// wsFramer frames one JSON-RPC message per WebSocket text message.
+// wsFramer frames one JSON-RPC message per WebSocket text message. It enforces the
+// message limit itself rather than with the connection's read limit: gorilla/websocket
+// fails the whole connection on a message over its limit, while symbi answers with a
+// JSON-RPC error and the session goes on (as on stdio). An oversized message is read
+// to its end and discarded, so memory stays bounded by the limit.
 type wsFramer struct {
-	c   *websocket.Conn
-	wmu sync.Mutex
+	c     *websocket.Conn
+	limit int64 // bytes of one message; 0 = no limit
+	wmu   sync.Mutex
 }
 
 func (f *wsFramer) ReadFrame() ([]byte, error) {
 	for {
-		typ, data, err := f.c.ReadMessage()
+		typ, r, err := f.c.NextReader()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				return nil, err
-			}
 			return nil, err
 		}
-		if typ == websocket.TextMessage || typ == websocket.BinaryMessage {
-			return data, nil
+		if typ != websocket.TextMessage && typ != websocket.BinaryMessage {
+			continue
 		}
+		if f.limit <= 0 {
+			return io.ReadAll(r)
+		}
+		data, err := io.ReadAll(io.LimitReader(r, f.limit+1))
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(data)) > f.limit {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return nil, err
+			}
+			return nil, errFrameTooLarge
+		}
+		return data, nil
 	}
 }
 
@@ -506,24 +652,32 @@ func (f *wsFramer) Close() error {
 }
 
 // serveWebSocket serves one MCP session over a WebSocket (subprotocol "mcp").
-func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request, guard *requestGuard, sessions *sessionLimiter) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		http.Error(w, "this endpoint speaks MCP over WebSocket (subprotocol \"mcp\")", http.StatusBadRequest)
 		return
 	}
+	admitted, ok := sessions.admit(w, "websocket")
+	if !ok {
+		return
+	}
+	defer admitted()
+	// The guard in front of every route has checked Origin already; the upgrader
+	// checks it again with the same rule rather than its own.
+	upgrader := websocket.Upgrader{Subprotocols: []string{"mcp"}, CheckOrigin: guard.originAllowed}
 	c, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c.SetReadLimit(int64(g.opts.MaxMessageBytes))
 	id := "ws-" + rand.Text()
 	g.wsIdentity.Store(id, identityOf(r))
 	defer g.wsIdentity.Delete(id)
-	conn := newFrameConn(&wsFramer{c: c}, FrameConnOptions{
-		Peer: "websocket client", AnswerGarbage: true, SessionID: id, Logger: g.log,
+	conn := newFrameConn(&wsFramer{c: c, limit: int64(g.opts.MaxMessageBytes)}, FrameConnOptions{
+		Peer: "websocket client", AnswerGarbage: true, ExactIDs: true, SessionID: id, Logger: g.log,
 		OnGarbage: func(reason string) { g.metrics.badFrames.WithLabelValues("client", reason).Inc() },
 	})
 	ss, err := g.server.Connect(r.Context(), frameTransport{conn}, nil)
+	admitted()
 	if err != nil {
 		_ = conn.Close()
 		return
@@ -536,7 +690,7 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 // or ctx ends.
 func (g *Gateway) ServeStdio(ctx context.Context, r interface{ Read([]byte) (int, error) }, w interface{ Write([]byte) (int, error) }, c interface{ Close() error }) error {
 	conn := newFrameConn(newLineFramer(r, w, c, g.opts.MaxMessageBytes), FrameConnOptions{
-		Peer: "stdio client", AnswerGarbage: true, Logger: g.log,
+		Peer: "stdio client", AnswerGarbage: true, ExactIDs: true, Logger: g.log,
 		OnGarbage: func(reason string) { g.metrics.badFrames.WithLabelValues("client", reason).Inc() },
 	})
 	ss, err := g.server.Connect(ctx, frameTransport{conn}, nil)

@@ -28,6 +28,8 @@ type Metrics struct {
 	procMemMax *prometheus.GaugeVec
 	procRead   *prometheus.GaugeVec
 	procWrite  *prometheus.GaugeVec
+
+	httpMetrics
 }
 
 // NewMetrics registers the gateway's series (plus Go and process collectors) in a new
@@ -81,6 +83,7 @@ func NewMetrics() *Metrics {
 	m.procMemMax = gauge("symbi_upstream_memory_limit_bytes", "Memory limit of a sandboxed upstream's container.")
 	m.procRead = gauge("symbi_upstream_io_read_bytes", "Bytes read from block devices by a sandboxed upstream's container.")
 	m.procWrite = gauge("symbi_upstream_io_write_bytes", "Bytes written to block devices by a sandboxed upstream's container.")
+	m.httpMetrics = newHTTPMetrics(r)
 	r.MustRegister(m.procCPU, m.procMem, m.procMemMax, m.procRead, m.procWrite)
 	r.MustRegister(m.requests, m.errors, m.latency, m.upstreamUp, m.restarts, m.exits, m.badFrames, m.denials, m.hidden,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

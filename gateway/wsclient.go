@@ -37,6 +37,5 @@ func (t *WebSocketClientTransport) Connect(ctx context.Context) (mcp.Connection,
 	if limit == 0 {
 		limit = 4 << 20
 	}
-	c.SetReadLimit(limit)
-	return newFrameConn(&wsFramer{c: c}, FrameConnOptions{Peer: "websocket server"}), nil
+	return newFrameConn(&wsFramer{c: c, limit: limit}, FrameConnOptions{Peer: "websocket server"}), nil
 }

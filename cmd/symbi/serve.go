@@ -297,6 +297,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 	hopts := a.rt.http
 	hopts.NoMetrics = metricsLn != nil
+	hopts.AllowedOrigins = a.cfg.Server.AllowedOrigins
+	hopts.Limits = gateway.HTTPLimits{
+		SessionIdleTimeout:          a.cfg.Server.SessionIdleTimeout.Duration,
+		MaxSessions:                 a.cfg.Server.MaxSessions,
+		MaxInflightBytes:            a.cfg.Server.MaxInflightBytes,
+		MaxInflightBytesPerIdentity: a.cfg.Server.MaxInflightBytesPerIdentity,
+	}
 	srv := &http.Server{
 		Handler:           a.gw.Handler(&hopts),
 		ReadHeaderTimeout: 10 * time.Second,

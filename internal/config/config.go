@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,6 +65,18 @@ type Server struct {
 	// retryable error. 0 = 256 and 16.
 	MaxPendingInputs            int `toml:"max_pending_inputs"`
 	MaxPendingInputsPerIdentity int `toml:"max_pending_inputs_per_identity"`
+	// AllowedOrigins are browser origins ("https://app.example.com") that may use symbi
+	// besides the same origin; a request with any other Origin header is refused (403).
+	AllowedOrigins []string `toml:"allowed_origins"`
+	// SessionIdleTimeout closes a stateful HTTP session with no request open for so long.
+	SessionIdleTimeout Duration `toml:"session_idle_timeout"`
+	// MaxSessions caps open client sessions; beyond it a new one is refused (503).
+	MaxSessions int `toml:"max_sessions"`
+	// MaxInflightBytes and MaxInflightBytesPerIdentity bound the request bytes being
+	// handled at once, in all and per identity; beyond them a request is refused with
+	// 503 or 429 and Retry-After.
+	MaxInflightBytes            int64 `toml:"max_inflight_bytes"`
+	MaxInflightBytesPerIdentity int64 `toml:"max_inflight_bytes_per_identity"`
 }
 
 // Token maps a bearer token to a client identity.
@@ -174,7 +187,14 @@ const (
 	DefaultTimeout         = 60 * time.Second
 	DefaultMaxMessageBytes = 4 << 20
 	DefaultShutdownTimeout = 10 * time.Second
-	MaxNameLen             = 32
+	// DefaultSessionIdleTimeout and DefaultMaxSessions bound HTTP sessions; the in-flight
+	// byte limits default to multiples of max_message_bytes (DefaultInflightMessages,
+	// DefaultInflightMessagesPerIdentity).
+	DefaultSessionIdleTimeout          = 30 * time.Minute
+	DefaultMaxSessions                 = 1000
+	DefaultInflightMessages            = 16
+	DefaultInflightMessagesPerIdentity = 4
+	MaxNameLen                         = 32
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
@@ -314,6 +334,18 @@ func (c *Config) applyDefaults() {
 	if c.Server.ShutdownTimeout.Duration == 0 {
 		c.Server.ShutdownTimeout.Duration = DefaultShutdownTimeout
 	}
+	if c.Server.SessionIdleTimeout.Duration == 0 {
+		c.Server.SessionIdleTimeout.Duration = DefaultSessionIdleTimeout
+	}
+	if c.Server.MaxSessions == 0 {
+		c.Server.MaxSessions = DefaultMaxSessions
+	}
+	if c.Server.MaxInflightBytesPerIdentity == 0 {
+		c.Server.MaxInflightBytesPerIdentity = DefaultInflightMessagesPerIdentity * c.Server.MaxMessageBytes
+	}
+	if c.Server.MaxInflightBytes == 0 {
+		c.Server.MaxInflightBytes = DefaultInflightMessages * c.Server.MaxMessageBytes
+	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if u.Timeout.Duration == 0 {
@@ -433,6 +465,23 @@ func (c *Config) validate() []Problem {
 	}
 	if c.Server.MaxMessageBytes < 1024 {
 		add("server.max_message_bytes", "must be at least 1024")
+	}
+	for i, o := range c.Server.AllowedOrigins {
+		if msg := checkOrigin(o); msg != "" {
+			add(fmt.Sprintf("server.allowed_origins[%d]", i), "%s (got %q)", msg, o)
+		}
+	}
+	if c.Server.SessionIdleTimeout.Duration < time.Second {
+		add("server.session_idle_timeout", "must be at least 1s")
+	}
+	if c.Server.MaxSessions < 1 {
+		add("server.max_sessions", "must be at least 1")
+	}
+	if c.Server.MaxInflightBytesPerIdentity < c.Server.MaxMessageBytes {
+		add("server.max_inflight_bytes_per_identity", "must be at least server.max_message_bytes (%d)", c.Server.MaxMessageBytes)
+	}
+	if c.Server.MaxInflightBytes < c.Server.MaxInflightBytesPerIdentity {
+		add("server.max_inflight_bytes", "must be at least server.max_inflight_bytes_per_identity (%d)", c.Server.MaxInflightBytesPerIdentity)
 	}
 	seenTok := map[string]bool{}
 	for i, t := range c.Server.Tokens {
@@ -688,4 +737,26 @@ func maskValues(m map[string]string) map[string]string {
 		out[k] = "REDACTED"
 	}
 	return out
+}
+
+// checkOrigin says what is wrong with a browser origin, or "" if nothing: it must be
+// scheme://host[:port] with scheme http or https, and nothing more (no path, no "*").
+func checkOrigin(o string) string {
+	u, err := url.Parse(o)
+	switch {
+	case err != nil:
+		return "not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return `must start with "http://" or "https://"`
+	case u.Host == "" || u.Hostname() == "" || strings.Contains(u.Host, "*"):
+		return "must name one host (no wildcards)"
+	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		return "must be only scheme://host[:port], as a browser sends it in Origin"
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "has an invalid port"
+		}
+	}
+	return ""
 }

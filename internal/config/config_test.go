@@ -44,14 +44,19 @@ func TestParseFullFile(t *testing.T) {
 	want := &Config{
 		Version: 1,
 		Server: Server{
-			Listen:          "0.0.0.0:9090",
-			MetricsListen:   "127.0.0.1:9091",
-			DataDir:         "/var/lib/symbi",
-			MaxMessageBytes: 1 << 20,
-			ShutdownTimeout: dur(30 * time.Second),
-			TLSCert:         "/etc/symbi/cert.pem",
-			TLSKey:          "/etc/symbi/key.pem",
-			TLSClientCA:     "/etc/symbi/clients-ca.pem",
+			Listen:                      "0.0.0.0:9090",
+			MetricsListen:               "127.0.0.1:9091",
+			DataDir:                     "/var/lib/symbi",
+			MaxMessageBytes:             1 << 20,
+			ShutdownTimeout:             dur(30 * time.Second),
+			TLSCert:                     "/etc/symbi/cert.pem",
+			TLSKey:                      "/etc/symbi/key.pem",
+			TLSClientCA:                 "/etc/symbi/clients-ca.pem",
+			AllowedOrigins:              []string{"https://app.example.com", "http://localhost:5173"},
+			SessionIdleTimeout:          dur(10 * time.Minute),
+			MaxSessions:                 50,
+			MaxInflightBytes:            32 << 20,
+			MaxInflightBytesPerIdentity: 8 << 20,
 			Tokens: []Token{
 				{Token: "token-from-env-0123456789", Identity: "ide"},
 				{Token: "literal-token-0123456789", Identity: "ci"},
@@ -116,6 +121,8 @@ func TestParseDefaults(t *testing.T) {
 			want: &Config{Version: 1, Server: Server{
 				Listen: DefaultListen, DataDir: DefaultDataDir,
 				MaxMessageBytes: DefaultMaxMessageBytes, ShutdownTimeout: dur(DefaultShutdownTimeout),
+				SessionIdleTimeout: dur(DefaultSessionIdleTimeout), MaxSessions: DefaultMaxSessions,
+				MaxInflightBytes: 16 * DefaultMaxMessageBytes, MaxInflightBytesPerIdentity: 4 * DefaultMaxMessageBytes,
 			}},
 		},
 		{
@@ -140,6 +147,8 @@ timeout = "2s"
 				Server: Server{
 					Listen: DefaultListen, DataDir: DefaultDataDir,
 					MaxMessageBytes: DefaultMaxMessageBytes, ShutdownTimeout: dur(DefaultShutdownTimeout),
+					SessionIdleTimeout: dur(DefaultSessionIdleTimeout), MaxSessions: DefaultMaxSessions,
+					MaxInflightBytes: 16 * DefaultMaxMessageBytes, MaxInflightBytesPerIdentity: 4 * DefaultMaxMessageBytes,
 				},
 				Upstreams: []Upstream{
 					{Name: "a", Command: []string{"a-server"}, Prefix: ptr("a"), Timeout: dur(60 * time.Second)},
@@ -979,5 +988,33 @@ func TestSensitivityVocabulary(t *testing.T) {
 	want := []Problem{{"upstreams[0].sandbox.sensitivity", `sensitivity "secret": want one of public, internal, confidential, restricted`}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
+
+// TestHTTPLimitsAndOrigins: the HTTP hardening keys are validated with their keys named,
+// and the in-flight limits default to multiples of max_message_bytes.
+func TestHTTPLimitsAndOrigins(t *testing.T) {
+	got := problems(t, `version = 1
+[server]
+max_message_bytes = 2048
+allowed_origins = ["https://ok.example", "*", "https://*.example.com", "ftp://x", "https://a.example/path", "https://u:p@a.example", "null", "https://a.example:99999", "https://b.example?q=1"]
+session_idle_timeout = "10ms"
+max_sessions = -1
+max_inflight_bytes_per_identity = 1024
+max_inflight_bytes = 512
+`, nil)
+	if diff := cmp.Diff([]string{
+		"server.allowed_origins[1]", "server.allowed_origins[2]", "server.allowed_origins[3]", "server.allowed_origins[4]",
+		"server.allowed_origins[5]", "server.allowed_origins[6]", "server.allowed_origins[7]", "server.allowed_origins[8]",
+		"server.session_idle_timeout", "server.max_sessions", "server.max_inflight_bytes_per_identity", "server.max_inflight_bytes",
+	}, keys(got)); diff != "" {
+		t.Errorf("problem keys (-want +got):\n%s\n%v", diff, got)
+	}
+	c, err := Parse("t.toml", []byte("version = 1\n[server]\nmax_message_bytes = 1048576\nallowed_origins = [\"http://127.0.0.1:6274\"]\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.MaxInflightBytesPerIdentity != 4<<20 || c.Server.MaxInflightBytes != 16<<20 {
+		t.Errorf("in-flight defaults = %d / %d, want 4 MiB / 16 MiB", c.Server.MaxInflightBytesPerIdentity, c.Server.MaxInflightBytes)
 	}
 }
