@@ -187,7 +187,7 @@ func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 				defer done()
-				h.stateful.ServeHTTP(w, r)
+				h.stateful.ServeHTTP(&admittedWriter{ResponseWriter: w, done: done}, r)
 				h.sessions.end(w.Header().Get("Mcp-Session-Id"), false)
 				return
 			}
@@ -564,6 +564,7 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer admitted()
+		w = &admittedWriter{ResponseWriter: w, done: admitted}
 		id := "sse-" + rand.Text()
 		t := &mcp.SSEServerTransport{Endpoint: r.URL.Path + "?sessionid=" + id, Response: w, MaxRequestBodyBytes: int64(h.g.opts.MaxMessageBytes)}
 		ident := identityOf(r)

@@ -273,3 +273,30 @@ func newHTTPMetrics(r *prometheus.Registry) httpMetrics {
 	r.MustRegister(m.sessionsExpired, m.sessionsRefused, m.inflightBytes, m.inflightRefused)
 	return m
 }
+
+// admittedWriter releases a session's admission slot when the response starts: by then
+// the server counts the session, and the client may already open the next one.
+type admittedWriter struct {
+	http.ResponseWriter
+	done func()
+}
+
+func (w *admittedWriter) WriteHeader(code int) {
+	w.done()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *admittedWriter) Write(b []byte) (int, error) {
+	w.done()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *admittedWriter) Flush() {
+	w.done()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *admittedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
