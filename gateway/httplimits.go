@@ -299,4 +299,3 @@ func (w *admittedWriter) Flush() {
 }
 
 func (w *admittedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
