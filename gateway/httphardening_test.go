@@ -30,7 +30,7 @@ func TestRequestGuardEveryRoute(t *testing.T) {
 		Public:         map[string]http.Handler{"/.well-known/schemapin.json": ok},
 		AllowedOrigins: []string{"https://App.Example.com"},
 	}))
-	defer srv.Close()
+	serverCleanup(t, g, srv) // after the clients' own cleanups: their event streams hold it
 	self := strings.TrimPrefix(srv.URL, "http://")
 	routes := []struct{ method, path string }{
 		{http.MethodPost, "/mcp"}, {http.MethodGet, "/mcp"}, {http.MethodGet, "/sse"},
@@ -84,7 +84,7 @@ func TestUnauthorizedChallenge(t *testing.T) {
 	const token = "operator-token-0123456789"
 	g := New(&Options{Tokens: map[string]string{token: "ops"}})
 	srv := httptest.NewServer(g.Handler(nil))
-	defer srv.Close()
+	serverCleanup(t, g, srv) // after the clients' own cleanups: their event streams hold it
 	for _, tc := range []struct {
 		name, path, auth string
 		wantCode         int
@@ -115,6 +115,17 @@ func TestUnauthorizedChallenge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serverCleanup closes, at the end of the test, the sessions g still holds (raw requests
+// leave them open), then srv.
+func serverCleanup(t *testing.T, g *Gateway, srv *httptest.Server) {
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		for ss := range g.server.Sessions() {
+			_ = ss.Close()
+		}
+	})
 }
 
 // wsDial opens a raw WebSocket to srv's /ws.
@@ -163,7 +174,7 @@ const initMsg = `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protoc
 func TestWebSocketOversizedMessage(t *testing.T) {
 	g := New(&Options{MaxMessageBytes: 2048})
 	srv := httptest.NewServer(g.Handler(nil))
-	defer srv.Close()
+	serverCleanup(t, g, srv) // after the clients' own cleanups: their event streams hold it
 	c := wsDial(t, srv)
 	if r := wsExchange(t, c, initMsg); r.Error != nil {
 		t.Fatalf("initialize failed: %+v", r)
@@ -239,7 +250,7 @@ func waitMetric(t *testing.T, what string, get func() float64, want float64) {
 func TestSessionIdleExpiry(t *testing.T) {
 	g := New(nil)
 	srv := httptest.NewServer(g.Handler(&HTTPOptions{Limits: HTTPLimits{SessionIdleTimeout: 300 * time.Millisecond}}))
-	t.Cleanup(srv.Close)
+	serverCleanup(t, g, srv) // after the clients' own cleanups: their event streams hold it
 	_, session := postRPC(t, srv.URL, "", initMsg)
 	if n := g.sessionCount(); n != 1 {
 		t.Fatalf("%d sessions open, want 1", n)
@@ -267,7 +278,7 @@ func TestSessionIdleExpiry(t *testing.T) {
 func TestSessionCap(t *testing.T) {
 	g := New(nil)
 	srv := httptest.NewServer(g.Handler(&HTTPOptions{Limits: HTTPLimits{MaxSessions: 2}}))
-	t.Cleanup(srv.Close) // after the sessions' own cleanups: their event streams hold it
+	serverCleanup(t, g, srv) // after the clients' own cleanups: their event streams hold it
 	first, err := streamableSession(t, srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -437,7 +448,7 @@ func TestJSONSpan(t *testing.T) {
 func TestExactIDsWebSocketAndStdio(t *testing.T) {
 	g := New(nil)
 	srv := httptest.NewServer(g.Handler(nil))
-	defer srv.Close()
+	serverCleanup(t, g, srv) // after the clients' own cleanups: their event streams hold it
 	t.Run("websocket", func(t *testing.T) {
 		c := wsDial(t, srv)
 		wsExchange(t, c, initMsg)
@@ -516,7 +527,7 @@ func TestExactIDsHTTP(t *testing.T) {
 	g := New(nil)
 	h, ids := g.handler(nil)
 	srv := httptest.NewServer(h)
-	defer srv.Close()
+	serverCleanup(t, g, srv) // after the clients' own cleanups: their event streams hold it
 	check := func(t *testing.T, id string, reply []byte) {
 		t.Helper()
 		var r rawReply
