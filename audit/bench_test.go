@@ -104,3 +104,14 @@ func benchVerify(b *testing.B, interval int) {
 	b.StopTimer()
 	b.ReportMetric(float64(entries*b.N)/b.Elapsed().Seconds(), "entries/s")
 }
+
+// BenchmarkErrCheck is the fail-closed check the gateway makes before every call.
+func BenchmarkErrCheck(b *testing.B) {
+	l, _ := openTest(b, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if l.Err() != nil {
+			b.Fatal("trail broken")
+		}
+	}
+}

@@ -287,6 +287,16 @@ func (l *Log) setKey(priv ed25519.PrivateKey) {
 	l.pub.Store(&pub)
 }
 
+// Err is nil while the trail records events, and the write error that broke it after
+// one: from then on every Append fails. It is one atomic load, cheap enough to check
+// before every call (see BenchmarkErrCheck).
+func (l *Log) Err() error {
+	if p := l.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Recovery reports what Open repaired, or nil.
 func (l *Log) Recovery() *Recovery { return l.recovery }
 

@@ -363,3 +363,31 @@ func TestSlowSubscriberDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWriteErrorBreaksTrail: once a write fails (the trail's directory is gone, so the
+// head checkpoint cannot be written) Err reports it and Append refuses, so a caller can
+// fail closed.
+func TestWriteErrorBreaksTrail(t *testing.T) {
+	l, dir := openTest(t, nil)
+	ctx := context.Background()
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err on a fresh trail = %v", err)
+	}
+	appendN(t, l, 3)
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 1)
+	if err := l.Flush(ctx); !errors.Is(err, ErrBroken) {
+		t.Fatalf("Flush after the directory went = %v, want ErrBroken", err)
+	}
+	if err := l.Err(); !errors.Is(err, ErrBroken) {
+		t.Errorf("Err = %v, want ErrBroken", err)
+	}
+	if err := l.Append(ctx, callEvent(9)); !errors.Is(err, ErrBroken) {
+		t.Errorf("Append on a broken trail = %v, want ErrBroken", err)
+	}
+}

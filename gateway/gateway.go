@@ -165,6 +165,8 @@ type Gateway struct {
 	audit   *AuditOptions
 	runCtxV atomic.Pointer[context.Context]
 	tokens  atomic.Pointer[map[string]string] // bearer token -> identity; swapped by SetTokens
+	// auditRefused and auditUnrecorded count requests met while the trail is broken.
+	auditRefused, auditUnrecorded prometheus.Counter
 
 	runOnce   sync.Once
 	closeOnce sync.Once

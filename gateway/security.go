@@ -600,6 +600,10 @@ type AuditOptions struct {
 	Log *audit.Log
 	// FullArguments records full arguments (after redaction) instead of their shape.
 	FullArguments bool
+	// ContinueOnFailure serves requests while the trail cannot record them (a write
+	// error broke it). The default refuses them, retryably, until symbi is restarted
+	// on a working trail: no call goes unrecorded.
+	ContinueOnFailure bool
 }
 
 // UseAudit installs the audit step: every gated request is recorded with its
@@ -610,6 +614,18 @@ func (g *Gateway) UseAudit(o AuditOptions) {
 	if o.Log == nil {
 		return
 	}
+	g.auditRefused = prometheus.NewCounter(prometheus.CounterOpts{Name: "symbi_audit_refused_total",
+		Help: "Requests refused because the audit trail could not record them ([audit] on_failure = \"refuse\")."})
+	g.auditUnrecorded = prometheus.NewCounter(prometheus.CounterOpts{Name: "symbi_audit_unrecorded_total",
+		Help: "Requests served although the audit trail could not record them ([audit] on_failure = \"continue\")."})
+	g.metrics.Registry.MustRegister(g.auditRefused, g.auditUnrecorded,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "symbi_audit_failed", Help: "1 while the audit trail cannot record events (a write failed)."},
+			func() float64 {
+				if o.Log.Err() != nil {
+					return 1
+				}
+				return 0
+			}))
 	stat := func(name, help string, f func(audit.Stats) float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(o.Log.Stats()) })
 	}
@@ -635,6 +651,15 @@ func (g *Gateway) record(ev audit.Event) {
 }
 
 func (g *Gateway) auditStep(ctx context.Context, r *Request, next Handler) (mcp.Result, error) {
+	if g.audit.Log != nil {
+		if err := g.audit.Log.Err(); err != nil {
+			if !g.audit.ContinueOnFailure {
+				g.auditRefused.Inc()
+				return nil, &Error{Kind: Unavailable, Public: "audit trail cannot record calls; refused until it is repaired", Err: err}
+			}
+			g.auditUnrecorded.Inc()
+		}
+	}
 	if r.Method == "tools/list" || r.Method == "prompts/list" || r.Method == "resources/list" || r.Method == "resources/templates/list" || r.Method == "logging/setLevel" {
 		res, err := next(ctx, r)
 		g.record(audit.Event{Type: audit.TypeList, Action: r.Method, Identity: r.Identity.ID, IdentityKind: r.Identity.Kind,

@@ -122,6 +122,16 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		return nil, nil, fmt.Errorf("open audit trail: %w", err)
 	}
 	rt.closers = append(rt.closers, rt.audit.Close)
+	rt.http.ReadyChecks["audit"] = func() (bool, any) {
+		if err := rt.audit.Err(); err != nil {
+			what := "refusing requests until symbi restarts on a working trail"
+			if cfg.Audit.OnFailure == "continue" {
+				what = "serving requests unrecorded (on_failure = continue)"
+			}
+			return false, map[string]string{"status": "failed", "error": err.Error(), "requests": what}
+		}
+		return true, map[string]string{"status": "recording"}
+	}
 	rt.http.Routes["/audit/stream"] = auditStreamGuard(rt.policy, rt.audit, log, rt.audit.Handler())
 
 	signer, err := builtinSigner(cfg.Server.DataDir)
@@ -200,7 +210,8 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	if err := rt.addContext(ctx, gw, cfg.Context, log.With("component", "context")); err != nil {
 		return nil, nil, err
 	}
-	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments})
+	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments,
+		ContinueOnFailure: cfg.Audit.OnFailure == "continue"})
 	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
 	registerPolicyCacheMetrics(gw.Metrics().Registry, rt.policy)
 	if rt.httpSink != nil {

@@ -157,6 +157,12 @@ type Audit struct {
 	// request; values may be "env:NAME".
 	HTTP        string            `toml:"http"`
 	HTTPHeaders map[string]string `toml:"http_headers"`
+	// OnFailure is what symbi does with requests while the trail cannot record them
+	// (a write failed): "refuse" (the default) or "continue" (served, counted, logged).
+	OnFailure string `toml:"on_failure"`
+	// KeyFile is the trail's Ed25519 signing key; default <data_dir>/keys/audit_ed25519.key,
+	// outside the trail. Its public half is written beside it with ".pub" appended.
+	KeyFile string `toml:"key_file"`
 }
 
 // Sandbox holds defaults for upstreams that do not choose a tier.
@@ -502,6 +508,9 @@ func (c *Config) validate() []Problem {
 	}
 	if c.Audit.Fsync != "" && c.Audit.Fsync != "batch" && c.Audit.Fsync != "every" {
 		add("audit.fsync", `must be "batch" or "every"`)
+	}
+	if c.Audit.OnFailure != "" && c.Audit.OnFailure != "refuse" && c.Audit.OnFailure != "continue" {
+		add("audit.on_failure", `must be "refuse" or "continue"`)
 	}
 	if c.Audit.SignEvery < 0 {
 		add("audit.sign_every", "must not be negative")
