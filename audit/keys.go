@@ -157,3 +157,44 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// MoveKey moves a signing key (with its exported public keys: KEY.pub and the archived
+// KEY.<id>.pub of rotated keys) from an old location to a new one, for trails whose
+// key an older symbi kept inside the trail directory. It does nothing when there is no
+// key at from, and refuses when both locations hold a key. It reports whether it moved.
+func MoveKey(from, to string) (bool, error) {
+	if _, err := os.Stat(from); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if _, err := os.Stat(to); err == nil {
+		return false, fmt.Errorf("move audit key: both %s and %s exist; keep one", from, to)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+		return false, fmt.Errorf("move audit key: %w", err)
+	}
+	pubs, _ := filepath.Glob(from + ".*" + PublicKeySuffix)
+	for _, p := range append(pubs, from+PublicKeySuffix) {
+		if err := moveFile(p, to+p[len(from):], 0o644); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("move audit public key: %w", err)
+		}
+	}
+	if err := moveFile(from, to, 0o600); err != nil {
+		return false, fmt.Errorf("move audit key: %w", err)
+	}
+	return true, nil
+}
+
+// moveFile renames, or copies and removes when from and to are on different devices.
+func moveFile(from, to string, perm os.FileMode) error {
+	if err := os.Rename(from, to); err == nil {
+		return syncDir(filepath.Dir(to))
+	}
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(to, b, perm); err != nil {
+		return err
+	}
+	return os.Remove(from)
+}

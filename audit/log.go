@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,9 +44,12 @@ var (
 
 // Options configure a Log. Only Dir is required; zero values mean the defaults noted.
 type Options struct {
-	Dir     string       // directory of segments and checkpoint; created if missing
-	KeyPath string       // signing key; "": Dir/audit_ed25519.key. Public key at KeyPath+".pub"
-	Logger  *slog.Logger // nil: discard
+	Dir     string // directory of segments and checkpoint; created if missing
+	KeyPath string // signing key; "": Dir/audit_ed25519.key. Public key at KeyPath+".pub"
+	// AnchorPath is where the writer keeps its Anchor (pinned keys, last head, losses),
+	// outside Dir; "" keeps none (then nothing outside the trail vouches for it).
+	AnchorPath string
+	Logger     *slog.Logger // nil: discard
 
 	Fsync           FsyncMode
 	FsyncMaxDelay   time.Duration // FsyncBatch: 0 means 100ms
@@ -179,6 +183,9 @@ type Log struct {
 
 	recovery *Recovery
 	broken   atomic.Pointer[error]
+
+	anchorMu sync.Mutex // guards anchor: the writer moves its head, RotateKey pins keys
+	anchor   *Anchor
 	pub      atomic.Pointer[ed25519.PublicKey]
 
 	// Writer state: owned by the writer goroutine (and by Open before it starts).
@@ -248,6 +255,14 @@ func Open(opts *Options) (*Log, error) {
 	if notices, err = l.openTail(); err != nil {
 		return nil, err
 	}
+	if o.AnchorPath != "" {
+		n, err := l.openAnchor()
+		if err != nil {
+			l.closeFiles()
+			return nil, err
+		}
+		notices = append(notices, n...)
+	}
 	for _, s := range o.Sinks {
 		r := &sinkRunner{sink: s, ch: make(chan Record, o.SinkQueueSize), log: l.log}
 		l.sinks = append(l.sinks, r)
@@ -295,6 +310,56 @@ func (l *Log) Err() error {
 		return *p
 	}
 	return nil
+}
+
+// openAnchor loads the anchor (or creates it for a new trail, or adopts an existing trail
+// that has none), checks that the signing key is pinned in it and that the reopened
+// trail still holds the head it recorded. A loss is written to the anchor at once.
+func (l *Log) openAnchor() ([]Event, error) {
+	path := l.opts.AnchorPath
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create audit anchor dir: %w", err)
+	}
+	a, err := ReadAnchor(path)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w (restore it from a backup; symbi does not trust a trail it cannot anchor)", err)
+	}
+	now := l.opts.Now()
+	var notices []Event
+	cur := hex.EncodeToString(l.head[:])
+	if a == nil {
+		a = &Anchor{Version: 1, Trail: l.opts.Dir}
+		if abs, err := filepath.Abs(l.opts.Dir); err == nil {
+			a.Trail = abs
+		}
+		a.pin(l.priv.Public().(ed25519.PublicKey), now)
+		if l.seq > 0 {
+			a.Head = &Checkpoint{Seq: l.seq, Hash: cur, Segment: l.segName, Key: l.kid, Time: now.UTC()}
+			l.log.Warn("audit anchor created for an existing trail: its key and head are trusted from now on", "anchor", path, "seq", l.seq)
+		}
+	} else {
+		if !a.hasKey(l.kid) {
+			return nil, fmt.Errorf("open audit log: signing key %s is not pinned in the audit anchor %s: restore the key, or move the anchor aside to adopt this key", l.kid, path)
+		}
+		loss, err := checkAnchor(l.opts.Dir, a, l.seq, l.head, now)
+		if err != nil {
+			return nil, err
+		}
+		if loss != nil {
+			a.Losses = append(a.Losses, *loss)
+			a.Head = &Checkpoint{Seq: l.seq, Hash: cur, Segment: l.segName, Key: l.kid, Time: now.UTC()}
+			l.log.Error("audit trail lost entries symbi had recorded", "from_seq", loss.FromSeq, "to_seq", loss.ToSeq, "reason", loss.Reason)
+			notices = append(notices, Event{Type: TypeTruncationDetected, Outcome: OutcomeInvalid,
+				Reason: "trail lost entries symbi had recorded: " + loss.Reason,
+				Detail: map[string]string{"from_seq": strconv.FormatUint(loss.FromSeq, 10), "to_seq": strconv.FormatUint(loss.ToSeq, 10),
+					"known_hash": loss.KnownHash, "trail_seq": strconv.FormatUint(l.seq, 10), "anchor": path}})
+		}
+	}
+	if err := writeAnchor(path, a); err != nil {
+		return nil, err
+	}
+	l.anchor = a
+	return notices, nil
 }
 
 // Recovery reports what Open repaired, or nil.
@@ -412,6 +477,17 @@ func (l *Log) RotateKey(ctx context.Context) error {
 	}
 	if err := writePrivateKey(l.opts.KeyPath+".next", priv); err != nil {
 		return err
+	}
+	if l.anchor != nil {
+		// Pinned before any entry is signed with it, so a crash cannot leave the trail
+		// signed by a key the anchor does not know.
+		l.anchorMu.Lock()
+		l.anchor.pin(priv.Public().(ed25519.PublicKey), l.opts.Now())
+		err := writeAnchor(l.opts.AnchorPath, l.anchor)
+		l.anchorMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("rotate audit key: %w", err)
+		}
 	}
 	return l.control(ctx, item{kind: kindRotate, newKey: priv})
 }
@@ -799,6 +875,16 @@ func (l *Log) sync() {
 	if err := writeCheckpoint(l.opts.Dir, cp); err != nil {
 		l.fail(err)
 		return
+	}
+	if l.anchor != nil {
+		l.anchorMu.Lock()
+		l.anchor.Head = cp
+		err := writeAnchor(l.opts.AnchorPath, l.anchor)
+		l.anchorMu.Unlock()
+		if err != nil {
+			l.fail(err)
+			return
+		}
 	}
 	l.cpSeq = l.seq
 }

@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 )
 
 // ProblemKind classifies what is wrong with a trail.
@@ -59,6 +61,10 @@ type Report struct {
 	Keys       []string    `json:"keys"`     // signing key ids in the order the trail used them
 	Anchored   bool        `json:"anchored"` // a trusted public key was given and found in the chain
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// AnchorHead is the last head the writer recorded outside the trail, and Losses the
+	// parts of the trail it found gone when it reopened it (each one fails the check).
+	AnchorHead *Checkpoint `json:"anchor_head,omitempty"`
+	Losses     []Loss      `json:"losses,omitempty"`
 	Problem    *Problem    `json:"problem,omitempty"`
 	Warnings   []string    `json:"warnings,omitempty"`
 }
@@ -74,7 +80,29 @@ var ErrNoTrail = errors.New("no audit trail")
 // the trail is checked against the key its genesis entry names (Report.Anchored false).
 // The returned error is for I/O failures; a damaged trail is a Report with a Problem.
 func Verify(dir string, trusted ed25519.PublicKey) (Report, error) {
-	v := &verifier{trusted: trusted}
+	return VerifyWith(dir, VerifyOptions{Trusted: trusted})
+}
+
+// VerifyOptions say what Verify trusts besides the trail itself.
+type VerifyOptions struct {
+	// Trusted is the public key the operator trusts; nil: the oldest key pinned in Anchor.
+	Trusted ed25519.PublicKey
+	// Anchor is the writer's record kept outside the trail (ReadAnchor). With it the
+	// trail must reach the head it recorded, hold the entry it recorded there, carry a
+	// checkpoint no older than it, and have no recorded loss.
+	Anchor *Anchor
+}
+
+// VerifyWith is Verify with an anchor kept outside the trail.
+func VerifyWith(dir string, o VerifyOptions) (Report, error) {
+	v := &verifier{trusted: o.Trusted, anchor: o.Anchor}
+	if v.trusted == nil && o.Anchor != nil {
+		keys, err := o.Anchor.PublicKeys()
+		if err != nil {
+			return Report{}, err
+		}
+		v.trusted = keys[0]
+	}
 	return v.run(dir)
 }
 
@@ -88,17 +116,19 @@ type sigJob struct {
 }
 
 type verifier struct {
-	trusted   ed25519.PublicKey
-	rep       Report
-	pub       ed25519.PublicKey // current key
-	keys      map[string]ed25519.PublicKey
-	keyIndex  map[string]int
-	anchorIdx int
-	prev      [32]byte
-	seq       uint64
-	jobs      []sigJob
-	cpHash    string
-	unsigned  *Problem // first entry not yet covered by a signature
+	trusted    ed25519.PublicKey
+	anchor     *Anchor
+	anchorHash string // hash of the entry at the anchor's head seq
+	rep        Report
+	pub        ed25519.PublicKey // current key
+	keys       map[string]ed25519.PublicKey
+	keyIndex   map[string]int
+	anchorIdx  int
+	prev       [32]byte
+	seq        uint64
+	jobs       []sigJob
+	cpHash     string
+	unsigned   *Problem // first entry not yet covered by a signature
 	// linesInLast counts the lines of the segment being read (the last one, at the end).
 	linesInLast int
 }
@@ -110,6 +140,9 @@ func (v *verifier) run(dir string) (Report, error) {
 	v.keys = map[string]ed25519.PublicKey{}
 	v.keyIndex = map[string]int{}
 	v.anchorIdx = -1
+	if v.anchor != nil {
+		v.rep.AnchorHead, v.rep.Losses = v.anchor.Head, v.anchor.Losses
+	}
 	segs, err := listSegments(dir)
 	if err != nil {
 		return v.rep, err
@@ -182,6 +215,27 @@ func (v *verifier) run(dir string) (Report, error) {
 		}
 		v.rep.Problem = &Problem{File: first, Line: 1, Seq: 1, Kind: ProblemUntrusted,
 			Detail: fmt.Sprintf("trail is signed by key(s) %v, none of them the trusted key %s", v.rep.Keys, KeyID(v.trusted))}
+	}
+	if ah := v.rep.AnchorHead; v.rep.Problem == nil && ah != nil && ah.Seq > 0 {
+		switch {
+		case ah.Seq > v.seq:
+			v.rep.Problem = at(ProblemTruncated, fmt.Sprintf("the trail ends at seq %d but symbi recorded seq %d (%s) outside the trail: entries %d to %d are missing",
+				v.seq, ah.Seq, ah.Time.UTC().Format(time.RFC3339), v.seq+1, ah.Seq))
+		case v.anchorHash != ah.Hash:
+			v.rep.Problem = at(ProblemTruncated, fmt.Sprintf("the entry at seq %d is not the one symbi recorded outside the trail (trail replaced or rewritten)", ah.Seq))
+		case cp != nil && cp.Seq < ah.Seq:
+			v.rep.Problem = at(ProblemCheckpoint, fmt.Sprintf("the head checkpoint names seq %d (%s), older than the head symbi recorded outside the trail (seq %d, %s): an old head.json was restored",
+				cp.Seq, cp.Time.UTC().Format(time.RFC3339), ah.Seq, ah.Time.UTC().Format(time.RFC3339)))
+		}
+	}
+	if v.rep.Problem == nil && len(v.rep.Losses) > 0 {
+		var parts []string
+		for _, l := range v.rep.Losses {
+			parts = append(parts, l.String())
+		}
+		first := v.rep.Losses[0]
+		v.rep.Problem = &Problem{File: lastFile, Seq: first.FromSeq, Kind: ProblemTruncated,
+			Detail: fmt.Sprintf("symbi recorded %d loss(es) outside the trail: %s", len(parts), strings.Join(parts, "; "))}
 	}
 	v.rep.Anchored = v.trusted != nil && v.anchorIdx >= 0
 	if v.trusted == nil {
@@ -331,6 +385,9 @@ func (v *verifier) entry(line []byte, name, prevName string, lineNo int, firstSe
 	v.seq, v.prev = h.Seq, p.hash
 	if v.rep.Checkpoint != nil && h.Seq == v.rep.Checkpoint.Seq {
 		v.cpHash = hex.EncodeToString(p.hash[:])
+	}
+	if v.rep.AnchorHead != nil && h.Seq == v.rep.AnchorHead.Seq {
+		v.anchorHash = hex.EncodeToString(p.hash[:])
 	}
 	return nil
 }

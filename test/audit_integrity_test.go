@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/symbi-dev/symbi/audit"
 )
 
 // End-to-end tests of the audit trail's integrity promises: fail closed when the trail
@@ -90,4 +93,139 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stopServed stops a `symbi serve` and waits for it (its cleanup then finds it ended).
+func stopServed(t testing.TB, s *served) {
+	t.Helper()
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	err := <-s.done
+	s.done <- err
+}
+
+// echoSession serves cfg, makes n calls and stops symbi.
+func echoSession(t testing.TB, cfg string, n int) {
+	t.Helper()
+	s := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	for i := range n {
+		if text, isErr := callText(t, cs, "mg__echo", map[string]any{"message": fmt.Sprint("call ", i)}); isErr {
+			t.Fatalf("call %d: %s", i, text)
+		}
+	}
+	_ = cs.Close()
+	stopServed(t, s)
+}
+
+// TestAuditKeyOutsideTrail: the signing key lives in <data_dir>/keys, not in the trail;
+// a key an older symbi left in the trail directory is moved there, and the trail it
+// signed still verifies.
+func TestAuditKeyOutsideTrail(t *testing.T) {
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t)))
+	data := dataDirOf(cfg)
+	auditDir := filepath.Join(data, "audit")
+	// The old layout: the key inside the trail directory.
+	old, err := audit.Open(&audit.Options{Dir: auditDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Append(context.Background(), audit.Event{Type: audit.TypeConfigLoaded}); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	echoSession(t, cfg, 2)
+	if _, err := os.Stat(filepath.Join(data, "keys", "audit_ed25519.key")); err != nil {
+		t.Errorf("key not in <data_dir>/keys: %v", err)
+	}
+	if keys, _ := filepath.Glob(filepath.Join(auditDir, "*.key*")); len(keys) > 0 {
+		t.Errorf("key files left in the trail: %v", keys)
+	}
+	if out, stderr, code := runCLI(t, "audit", "verify", "--dir", auditDir); code != 0 {
+		t.Errorf("audit verify after the key moved: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// TestAuditSwappedTrailFails: a trail wiped and rewritten by another symbi (its own key,
+// the same trail directory) verifies against that symbi's own anchor, but not against the key and
+// head pinned outside the trail, which verify trusts by default.
+func TestAuditSwappedTrailFails(t *testing.T) {
+	mg := mcpgoServer(t)
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mg))
+	auditDir := filepath.Join(dataDirOf(cfg), "audit")
+	echoSession(t, cfg, 2)
+	if err := os.RemoveAll(auditDir); err != nil {
+		t.Fatal(err)
+	}
+	intruder := writeConfig(t, upstreamTOML("mg", "mg", mg)+fmt.Sprintf("[audit]\ndir = %q\n", auditDir))
+	echoSession(t, intruder, 3)
+	if out, stderr, code := runCLI(t, "audit", "verify", "--dir", auditDir, "--data-dir", dataDirOf(intruder)); code != 0 {
+		t.Fatalf("the rewritten trail should be self-consistent: exit %d\n%s%s", code, out, stderr)
+	}
+	out, stderr, code := runCLI(t, "audit", "verify", "--dir", auditDir)
+	if code != 1 || !strings.Contains(out, "untrusted_key") {
+		t.Errorf("audit verify of a swapped trail: exit %d, want 1 naming the untrusted key\n%s%s", code, out, stderr)
+	}
+}
+
+// TestAuditLossStaysVisible: entries removed from the end of the trail (the last lines
+// with head.json deleted, or an older signed head.json put back) are found when symbi
+// restarts, and verify keeps failing, naming the gap, after symbi has gone on writing.
+func TestAuditLossStaysVisible(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, auditDir string, oldHead []byte, oldLines int)
+	}{
+		{"last lines and head.json deleted", func(t *testing.T, auditDir string, _ []byte, _ int) {
+			seg := lastSegment(t, auditDir)
+			b, _ := os.ReadFile(seg)
+			lines := strings.SplitAfter(string(b), "\n")
+			if err := os.WriteFile(seg, []byte(strings.Join(lines[:len(lines)-4], "")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(filepath.Join(auditDir, "head.json")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"older head.json restored", func(t *testing.T, auditDir string, oldHead []byte, oldLines int) {
+			seg := lastSegment(t, auditDir)
+			b, _ := os.ReadFile(seg)
+			lines := strings.SplitAfter(string(b), "\n")
+			if err := os.WriteFile(seg, []byte(strings.Join(lines[:oldLines], "")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(auditDir, "head.json"), oldHead, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t)))
+			auditDir := filepath.Join(dataDirOf(cfg), "audit")
+			echoSession(t, cfg, 1)
+			oldHead, err := os.ReadFile(filepath.Join(auditDir, "head.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := os.ReadFile(lastSegment(t, auditDir))
+			oldLines := strings.Count(string(b), "\n")
+			echoSession(t, cfg, 3)
+			tc.damage(t, auditDir, oldHead, oldLines)
+			echoSession(t, cfg, 2)
+			out, stderr, code := runCLI(t, "audit", "verify", "--dir", auditDir)
+			if code != 1 || !strings.Contains(out, "truncated") || !strings.Contains(out, "lost") {
+				t.Errorf("audit verify after the loss and a restart: exit %d, want 1 naming the lost entries\n%s%s", code, out, stderr)
+			}
+		})
+	}
+}
+
+func lastSegment(t *testing.T, dir string) string {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, "seg-*.jsonl"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no segments in %s: %v", dir, err)
+	}
+	return segs[len(segs)-1]
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,19 +14,40 @@ import (
 	"time"
 
 	"github.com/symbi-dev/symbi/audit"
+	"github.com/symbi-dev/symbi/internal/config"
 )
 
 const auditUsage = `usage: symbi audit <command> [flags]
 
 commands:
-  verify --dir DIR [--pubkey FILE] [--json]    check the trail; exit 1 names the first bad entry
+  verify --dir DIR [--data-dir D] [--pubkey FILE] [--json]
+         check the trail against the keys and head pinned outside it
+         (D/keys/audit_anchor.json, D defaults to the directory above DIR);
+         exit 1 names the first bad entry or a loss symbi recorded
   tail   --dir DIR [-n N] [-f] [--format table|json]
   query  --dir DIR [--since T] [--until T] [--identity ID] [--tool NAME]
          [--decision allow|deny] [--type TYPE] [--limit N] [--format table|json]
-  report --dir DIR [--since T] [--until T] [--pubkey FILE] [--format md|json]
+  report --dir DIR [--since T] [--until T] [--data-dir D] [--pubkey FILE] [--format md|json]
 
 T is an RFC 3339 time or a duration back from now (90m, 24h, 7d).
 `
+
+// auditPaths are where a configuration keeps its trail, the trail's signing key and its
+// anchor (the pinned keys and last head, outside the trail).
+type auditPaths struct{ dir, key, anchor string }
+
+func auditPathsOf(cfg *config.Config) auditPaths {
+	p := auditPaths{dir: cfg.Audit.Dir, key: cfg.Audit.KeyFile}
+	if p.dir == "" {
+		p.dir = filepath.Join(cfg.Server.DataDir, "audit")
+	}
+	keys := filepath.Join(cfg.Server.DataDir, "keys")
+	if p.key == "" {
+		p.key = filepath.Join(keys, audit.KeyFileName)
+	}
+	p.anchor = filepath.Join(keys, audit.AnchorFileName)
+	return p
+}
 
 // runAudit implements "symbi audit". Exit codes: 0 ok, 1 trail not intact, 2 usage.
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -75,43 +95,76 @@ func parseAuditFlags(fs *flag.FlagSet, dir *string, args []string, stderr io.Wri
 	return true
 }
 
-// trustedAuditKey reads --pubkey, or else the public key exported beside the default key
-// locations (the data dir holding the trail, or the trail dir itself). It reports which
-// key it trusts on stderr.
-func trustedAuditKey(dir, path string, stderr io.Writer) (ed25519.PublicKey, bool) {
-	if path != "" {
-		pub, err := audit.ReadPublicKey(path)
-		if err != nil {
+// trustFlags are the verification flags of verify and report.
+type trustFlags struct {
+	dataDir, pubkey *string
+	trustTrail      *bool
+}
+
+func addTrustFlags(fs *flag.FlagSet) trustFlags {
+	return trustFlags{
+		dataDir: fs.String("data-dir", "", "data_dir of the symbi that writes the trail, where its anchor (pinned keys, last head) is kept; default: the directory above --dir"),
+		pubkey:  fs.String("pubkey", "", "trusted Ed25519 public key (PEM) instead of the keys pinned in the anchor"),
+		trustTrail: fs.Bool("trust-trail-key", false, "with no anchor and no --pubkey, check the trail against the key it names itself "+
+			"(proves only that it is self-consistent: anyone can write such a trail)"),
+	}
+}
+
+// auditTrust says what verification trusts: the anchor kept outside the trail (by default
+// <data dir>/keys/audit_anchor.json, the data dir being the one above the trail), and
+// --pubkey if given. Nothing inside the trail is trusted unless --trust-trail-key says so.
+func auditTrust(dir string, tf trustFlags, stderr io.Writer) (audit.VerifyOptions, bool) {
+	var o audit.VerifyOptions
+	dataDir := *tf.dataDir
+	if dataDir == "" {
+		dataDir = filepath.Dir(filepath.Clean(dir))
+	}
+	anchorPath := filepath.Join(dataDir, "keys", audit.AnchorFileName)
+	a, err := audit.ReadAnchor(anchorPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi audit: %v\n", err)
+		return o, false
+	}
+	o.Anchor = a
+	if *tf.pubkey != "" {
+		if o.Trusted, err = audit.ReadPublicKey(*tf.pubkey); err != nil {
 			fmt.Fprintf(stderr, "symbi audit: %v\n", err)
-			return nil, false
-		}
-		return pub, true
-	}
-	for _, p := range []string{
-		filepath.Join(filepath.Dir(filepath.Clean(dir)), audit.KeyFileName+audit.PublicKeySuffix),
-		filepath.Join(dir, audit.KeyFileName+audit.PublicKeySuffix),
-	} {
-		if pub, err := audit.ReadPublicKey(p); err == nil {
-			fmt.Fprintf(stderr, "symbi audit: trusting the public key at %s (pass --pubkey with a copy kept elsewhere for a stronger check)\n", p)
-			return pub, true
+			return o, false
 		}
 	}
-	fmt.Fprintln(stderr, "symbi audit: warning: no public key found; checking against the key the trail itself names")
-	return nil, true
+	switch {
+	case a != nil && o.Trusted == nil:
+		ids := make([]string, len(a.Keys))
+		for i, k := range a.Keys {
+			ids[i] = k.ID
+		}
+		fmt.Fprintf(stderr, "symbi audit: trusting the keys pinned in %s (%s) and the head recorded there\n", anchorPath, strings.Join(ids, " -> "))
+	case a != nil:
+		fmt.Fprintf(stderr, "symbi audit: trusting --pubkey and the head recorded in %s\n", anchorPath)
+	case o.Trusted != nil:
+		fmt.Fprintf(stderr, "symbi audit: warning: no anchor at %s: a truncated tail before the last checkpoint cannot be ruled out\n", anchorPath)
+	case *tf.trustTrail:
+		fmt.Fprintln(stderr, "symbi audit: warning: --trust-trail-key: checking against the key the trail names itself")
+	default:
+		fmt.Fprintf(stderr, "symbi audit: no key pinned outside the trail (no anchor at %s): give --data-dir (the data_dir of the symbi that writes the trail), "+
+			"--pubkey FILE, or --trust-trail-key to check only that the trail is self-consistent\n", anchorPath)
+		return o, false
+	}
+	return o, true
 }
 
 func auditVerify(args []string, stdout, stderr io.Writer) int {
 	fs, dir := auditFlags("verify", stderr)
-	pubPath := fs.String("pubkey", "", "trusted Ed25519 public key (PEM); default: the key exported beside the data dir")
+	tf := addTrustFlags(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if !parseAuditFlags(fs, dir, args, stderr) {
 		return 2
 	}
-	pub, ok := trustedAuditKey(*dir, *pubPath, stderr)
+	vo, ok := auditTrust(*dir, tf, stderr)
 	if !ok {
 		return 2
 	}
-	rep, err := audit.Verify(*dir, pub)
+	rep, err := audit.VerifyWith(*dir, vo)
 	if err != nil {
 		fmt.Fprintf(stderr, "symbi audit verify: %v\n", err)
 		return 2
@@ -278,7 +331,7 @@ func auditReport(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs, dir := auditFlags("report", stderr)
 	since := fs.String("since", "", "RFC 3339 time or duration back from now")
 	until := fs.String("until", "", "RFC 3339 time or duration back from now")
-	pubPath := fs.String("pubkey", "", "trusted Ed25519 public key (PEM) for the integrity check")
+	tf := addTrustFlags(fs)
 	format := fs.String("format", "md", "md or json")
 	if !parseAuditFlags(fs, dir, args, stderr) || !checkFormat(fs, *format, "md", "json") {
 		return 2
@@ -293,11 +346,11 @@ func auditReport(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return 2
 	}
-	pub, ok := trustedAuditKey(*dir, *pubPath, stderr)
+	vo, ok := auditTrust(*dir, tf, stderr)
 	if !ok {
 		return 2
 	}
-	rep, err := audit.Verify(*dir, pub)
+	rep, err := audit.VerifyWith(*dir, vo)
 	if err != nil {
 		fmt.Fprintf(stderr, "symbi audit report: %v\n", err)
 		return 2

@@ -16,12 +16,13 @@ import (
 )
 
 // auditTrail writes a small trail in the layout the gateway uses: <data>/audit with the
-// key in <data>.
+// key and the anchor in <data>/keys.
 func auditTrail(t *testing.T) (dir string) {
 	t.Helper()
 	data := t.TempDir()
 	dir = filepath.Join(data, "audit")
-	l, err := audit.Open(&audit.Options{Dir: dir, KeyPath: filepath.Join(data, audit.KeyFileName)})
+	l, err := audit.Open(&audit.Options{Dir: dir, KeyPath: filepath.Join(data, "keys", audit.KeyFileName),
+		AnchorPath: filepath.Join(data, "keys", audit.AnchorFileName)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,15 +55,35 @@ func runAuditCmd(t *testing.T, args ...string) (code int, stdout, stderr string)
 
 func TestAuditVerifyCommand(t *testing.T) {
 	dir := auditTrail(t)
-	pub := filepath.Join(filepath.Dir(dir), audit.KeyFileName+audit.PublicKeySuffix)
+	pub := filepath.Join(filepath.Dir(dir), "keys", audit.KeyFileName+audit.PublicKeySuffix)
 
 	code, out, errOut := runAuditCmd(t, "verify", "--dir", dir, "--pubkey", pub)
 	if code != 0 || !strings.HasPrefix(out, "intact: 7 entries") {
 		t.Fatalf("intact trail: code %d out %q err %q", code, out, errOut)
 	}
-	// Default key discovery finds the exported key beside the trail.
-	if code, _, errOut := runAuditCmd(t, "verify", "--dir", dir); code != 0 || !strings.Contains(errOut, "trusting the public key") {
+	// By default verify trusts the anchor kept outside the trail, in <data>/keys.
+	if code, _, errOut := runAuditCmd(t, "verify", "--dir", dir); code != 0 || !strings.Contains(errOut, "trusting the keys pinned in") {
 		t.Fatalf("default key: code %d err %q", code, errOut)
+	}
+	// A trail elsewhere finds no anchor: nothing inside the trail is trusted unless asked.
+	moved := filepath.Join(t.TempDir(), "elsewhere", "audit")
+	if err := os.MkdirAll(filepath.Dir(moved), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runAuditCmd(t, "verify", "--dir", moved); code != 2 || !strings.Contains(errOut, "no key pinned outside the trail") {
+		t.Fatalf("no anchor: code %d err %q, want 2", code, errOut)
+	}
+	if code, out, errOut := runAuditCmd(t, "verify", "--dir", moved, "--trust-trail-key"); code != 0 || !strings.Contains(errOut, "--trust-trail-key") {
+		t.Fatalf("--trust-trail-key: code %d out %q err %q", code, out, errOut)
+	}
+	if code, _, errOut := runAuditCmd(t, "verify", "--dir", moved, "--data-dir", filepath.Dir(dir)); code != 0 {
+		t.Fatalf("--data-dir: code %d err %q", code, errOut)
+	}
+	if err := os.Rename(moved, dir); err != nil {
+		t.Fatal(err)
 	}
 
 	seg := filepath.Join(dir, "seg-00000000000000000001.jsonl")
@@ -138,7 +159,7 @@ func TestAuditTailCommand(t *testing.T) {
 	go func() {
 		done <- runAudit(ctx, []string{"tail", "-f", "--dir", dir, "-n", "0", "--format", "json"}, &out2, &out2)
 	}()
-	l, err := audit.Open(&audit.Options{Dir: dir, KeyPath: filepath.Join(filepath.Dir(dir), audit.KeyFileName)})
+	l, err := audit.Open(&audit.Options{Dir: dir, KeyPath: filepath.Join(filepath.Dir(dir), "keys", audit.KeyFileName)})
 	if err != nil {
 		t.Fatal(err)
 	}

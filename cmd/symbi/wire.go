@@ -85,9 +85,12 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		}{st, rt.policy.Engine().CacheInfo()}
 	}
 
-	auditDir := cfg.Audit.Dir
-	if auditDir == "" {
-		auditDir = filepath.Join(cfg.Server.DataDir, "audit")
+	ap := auditPathsOf(cfg)
+	auditDir := ap.dir
+	if moved, err := audit.MoveKey(filepath.Join(auditDir, audit.KeyFileName), ap.key); err != nil {
+		return nil, nil, err
+	} else if moved {
+		log.Info("audit signing key moved out of the trail", "from", auditDir, "to", ap.key)
 	}
 	fsync := audit.FsyncBatch
 	if cfg.Audit.Fsync == "every" {
@@ -114,7 +117,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		sinks = append(sinks, sink)
 		rt.httpSink = sink
 	}
-	if rt.audit, err = audit.Open(&audit.Options{Dir: auditDir, Logger: log.With("component", "audit"), Fsync: fsync,
+	if rt.audit, err = audit.Open(&audit.Options{Dir: auditDir, KeyPath: ap.key, AnchorPath: ap.anchor, Logger: log.With("component", "audit"), Fsync: fsync,
 		RecordArguments: cfg.Audit.FullArguments, SignInterval: cfg.Audit.SignEvery, Sinks: sinks}); err != nil {
 		for _, s := range sinks { // the trail owns its sinks only once it is open
 			_ = s.Close()
