@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -142,12 +143,26 @@ func RequestFrom(ctx context.Context) (*Request, bool) {
 	return r, ok
 }
 
+type sessionCallerKey struct{}
+
+// sessionCaller is who sent a session's initialized notification, and over what.
+type sessionCaller struct {
+	id        Identity
+	transport string
+}
+
 // middleware adapts the SDK's receiving path to the chain.
 func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		ss, _ := req.GetSession().(*mcp.ServerSession)
 		if ss != nil && !g.modernSeen.Load() && !legacyClient(ss) && g.modernSeen.CompareAndSwap(false, true) {
 			g.prepareModern(ss)
+		}
+		if method == "notifications/initialized" {
+			// The SDK hands InitializedHandler no request extra: carry the caller's
+			// identity and transport to sessionOpened through the context.
+			id, transport := g.identify(ss, req.GetExtra())
+			ctx = context.WithValue(ctx, sessionCallerKey{}, sessionCaller{id, transport})
 		}
 		if !gated[method] {
 			return next(ctx, method, req)
@@ -217,6 +232,9 @@ func (g *Gateway) identify(ss *mcp.ServerSession, extra *mcp.RequestExtra) (Iden
 	if ss != nil {
 		if id := ss.ID(); id != "" {
 			if v, ok := g.wsIdentity.Load(id); ok {
+				if strings.HasPrefix(id, "sse-") { // SSE sessions share the map
+					return v.(Identity), "sse"
+				}
 				return v.(Identity), "websocket"
 			}
 		}

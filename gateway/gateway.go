@@ -323,6 +323,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 // sessionOpened records a 2025-11-25 session's start (2026-07-28 has no sessions).
 func (g *Gateway) sessionOpened(ctx context.Context, req *mcp.InitializedRequest) {
 	id, transport := g.identify(req.Session, req.Extra)
+	if c, ok := ctx.Value(sessionCallerKey{}).(sessionCaller); ok {
+		id, transport = c.id, c.transport
+	}
 	ev := audit.Event{Type: audit.TypeSessionOpened, Identity: id.ID, IdentityKind: id.Kind, SessionID: req.Session.ID(), Transport: transport}
 	if ip := req.Session.InitializeParams(); ip != nil && ip.ClientInfo != nil {
 		ev.Detail = map[string]string{"client": ip.ClientInfo.Name, "client_version": ip.ClientInfo.Version, "protocol": ip.ProtocolVersion}

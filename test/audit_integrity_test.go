@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/symbi-dev/symbi/audit"
@@ -228,4 +229,105 @@ func lastSegment(t *testing.T, dir string) string {
 		t.Fatalf("no segments in %s: %v", dir, err)
 	}
 	return segs[len(segs)-1]
+}
+
+// trailEvents returns the events of type typ in the trail.
+func trailEvents(t testing.TB, auditDir string, typ audit.Type) []audit.Event {
+	t.Helper()
+	recs, err := audit.Query(context.Background(), auditDir, audit.Filter{Type: typ})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]audit.Event, len(recs))
+	for i := range recs {
+		evs[i] = recs[i].Event
+	}
+	return evs
+}
+
+// TestAuditOperatorActions: `symbi tools approve|reject` (another process) and policy
+// reloads land in the trail of the running symbi, with who did them.
+func TestAuditOperatorActions(t *testing.T) {
+	spec := filepath.Join(t.TempDir(), "spec.json")
+	writeSpec(t, spec, mutableSpec{Description: "Probe: brand new."})
+	dir := policyDir(t, map[string]string{"authz.rego": "package symbi.authz\n\ndecision := {\"allow\": true}\n"})
+	cfg := mutableConfig(t, spec, `schemapin = { first_seen = "pending" }`+fmt.Sprintf("\n[policy]\ndir = %q\n", dir))
+	auditDir := filepath.Join(dataDirOf(cfg), "audit")
+	s := serve(t, cfg)
+	if out, stderr, code := runCLI(t, "tools", "approve", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
+		t.Fatalf("tools approve: exit %d\n%s%s", code, out, stderr)
+	}
+	waitFor(t, 15*time.Second, "tool.approved in the trail", func() bool {
+		return len(trailEvents(t, auditDir, audit.TypeToolApproved)) > 0
+	})
+	ev := trailEvents(t, auditDir, audit.TypeToolApproved)[0]
+	if ev.Tool != "probe" || ev.Upstream != "mut" || !strings.HasPrefix(ev.Identity, "os:") || ev.Detail["hash"] == "" {
+		t.Errorf("tool.approved = %+v, want the tool, its upstream, the OS user and the hash", ev)
+	}
+
+	writeAtomic(t, filepath.Join(dir, "authz.rego"), []byte("package symbi.authz\n\ndecision := {\"allow\": true, \"reason\": \"v2\"}\n"))
+	waitFor(t, 15*time.Second, "policy.reloaded in the trail", func() bool {
+		return len(trailEvents(t, auditDir, audit.TypePolicyReloaded)) > 0
+	})
+	if ev := trailEvents(t, auditDir, audit.TypePolicyReloaded)[0]; ev.Outcome != audit.OutcomeOK || ev.Detail["revision"] == "" {
+		t.Errorf("policy.reloaded = %+v", ev)
+	}
+	writeAtomic(t, filepath.Join(dir, "authz.rego"), []byte("package symbi.authz\n\ndecision := {\n"))
+	waitFor(t, 15*time.Second, "the failed reload in the trail", func() bool {
+		for _, ev := range trailEvents(t, auditDir, audit.TypePolicyReloaded) {
+			if ev.Outcome == audit.OutcomeInvalid && ev.Error != "" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A decision made while no symbi runs is recorded when the next one starts.
+	writeAtomic(t, filepath.Join(dir, "authz.rego"), []byte("package symbi.authz\n\ndecision := {\"allow\": true}\n"))
+	stopServed(t, s)
+	writeSpec(t, spec, mutableSpec{Description: "Probe: changed."})
+	s2 := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s2.addr + "/mcp"}, nil)
+	_ = listedNow(t, cs, "mut__probe") // the changed definition goes to the quarantine
+	stopServed(t, s2)
+	if out, stderr, code := runCLI(t, "tools", "reject", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
+		t.Fatalf("tools reject: exit %d\n%s%s", code, out, stderr)
+	}
+	serve(t, cfg)
+	if evs := trailEvents(t, auditDir, audit.TypeToolRejected); len(evs) != 1 || evs[0].Tool != "probe" {
+		t.Errorf("tool.rejected after a restart = %+v, want one for probe", evs)
+	}
+}
+
+type bearerTransport struct{ token string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestAuditSessionIdentity: session.opened names the authenticated identity and the
+// transport the session really uses.
+func TestAuditSessionIdentity(t *testing.T) {
+	t.Setenv("SYMBI_TEST_TOKEN", "alice-token-0123456789")
+	cfg := writeConfig(t, "[[server.tokens]]\ntoken = \"env:SYMBI_TEST_TOKEN\"\nidentity = \"alice\"\n")
+	s := serve(t, cfg)
+	hc := &http.Client{Transport: bearerTransport{"alice-token-0123456789"}}
+	// 2025-11-25: the version with sessions (2026-07-28 has none to open).
+	connectVersion(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp", HTTPClient: hc}, nil, "2025-11-25")
+	connectVersion(t, &mcp.SSEClientTransport{Endpoint: "http://" + s.addr + "/sse", HTTPClient: hc}, nil, "2025-11-25")
+	auditDir := filepath.Join(dataDirOf(cfg), "audit")
+	waitFor(t, 10*time.Second, "two session.opened events", func() bool {
+		evs := trailEvents(t, auditDir, audit.TypeSessionOpened)
+		t.Logf("session.opened so far: %+v", evs)
+		return len(evs) >= 2
+	})
+	got := map[string]string{}
+	for _, ev := range trailEvents(t, auditDir, audit.TypeSessionOpened) {
+		got[ev.Transport] = ev.Identity
+	}
+	if diff := cmp.Diff(map[string]string{"http": "alice", "sse": "alice"}, got); diff != "" {
+		t.Errorf("session.opened transport -> identity (-want +got):\n%s", diff)
+	}
 }

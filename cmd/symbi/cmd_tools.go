@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/internal/store"
 	"github.com/symbi-dev/symbi/schemapin"
 )
@@ -144,5 +146,25 @@ func runTools(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	past := map[string]string{"approve": "approved", "reject": "rejected"}[cmd]
 	fmt.Fprintf(stdout, "%s %s %s (sha256:%s)\n", past, p.Upstream, p.Tool, p.Hash)
+	// The trail belongs to the symbi that serves this data_dir: it records the decision
+	// from the outbox within seconds (or at its next start).
+	typ := map[string]audit.Type{"approve": audit.TypeToolApproved, "reject": audit.TypeToolRejected}[cmd]
+	ob, err := audit.NewOutbox(ctx, db)
+	if err == nil {
+		err = ob.Put(ctx, audit.Event{Type: typ, Identity: operatorIdentity(), IdentityKind: "operator",
+			Upstream: p.Upstream, Tool: p.Tool, Detail: map[string]string{"hash": p.Hash, "via": "symbi tools " + cmd}})
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "symbi tools %s: the decision is made but not queued for the audit trail: %v\n", cmd, err)
+		return 1
+	}
 	return 0
+}
+
+// operatorIdentity names the operator of a CLI action in the audit trail: the OS user.
+func operatorIdentity() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "os:" + u.Username
+	}
+	return "os:unknown"
 }

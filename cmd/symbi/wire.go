@@ -35,6 +35,8 @@ type runtime struct {
 	gate    *schemapin.Gate
 	policy  *policy.Watcher
 	audit   *audit.Log
+	outbox  *audit.Outbox // operator actions other processes queue for the trail
+	log     *slog.Logger
 	sandbox *sandbox.Sandbox
 	http    gateway.HTTPOptions
 	// httpSink is the audit trail's HTTP collector sink, if configured (for metrics).
@@ -59,7 +61,7 @@ func (rt *runtime) close() {
 // buildRuntime opens the state and the security parts the configuration asks for and
 // builds the gateway on top of them. On error everything opened so far is closed.
 func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gateway.Gateway, _ *runtime, err error) {
-	rt := &runtime{http: gateway.HTTPOptions{Routes: map[string]http.Handler{}, Public: map[string]http.Handler{}, ReadyChecks: map[string]func() (bool, any){}}}
+	rt := &runtime{log: log, http: gateway.HTTPOptions{Routes: map[string]http.Handler{}, Public: map[string]http.Handler{}, ReadyChecks: map[string]func() (bool, any){}}}
 	defer func() {
 		if err != nil {
 			rt.close()
@@ -134,6 +136,12 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 			return false, map[string]string{"status": "failed", "error": err.Error(), "requests": what}
 		}
 		return true, map[string]string{"status": "recording"}
+	}
+	if rt.outbox, err = audit.NewOutbox(ctx, rt.db); err != nil {
+		return nil, nil, err
+	}
+	if _, err := rt.outbox.Drain(ctx, rt.audit); err != nil {
+		return nil, nil, fmt.Errorf("record queued operator actions: %w", err)
 	}
 	rt.http.Routes["/audit/stream"] = auditStreamGuard(rt.policy, rt.audit, log, rt.audit.Handler())
 
@@ -296,10 +304,12 @@ func builtinSigner(dataDir string) (*selfSigner, error) {
 	return &selfSigner{key: key, fp: fp, wellKnown: schemapin.WellKnownHandler(doc)}, nil
 }
 
-// run runs the runtime's own loops (policy and agents hot reload) until ctx ends.
+// run runs the runtime's own loops (policy and agents hot reload, recording operator
+// actions) until ctx ends.
 func (rt *runtime) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rt.policy.Run(ctx) })
+	g.Go(func() error { rt.recordOperatorActions(ctx, rt.log, operatorPoll); return nil })
 	if rt.agents != nil {
 		g.Go(func() error { return rt.agents.watch(ctx, agentsDirPoll) })
 	}
@@ -307,6 +317,44 @@ func (rt *runtime) run(ctx context.Context) error {
 		g.Go(func() error { rt.context.maintain(ctx); return nil })
 	}
 	return g.Wait()
+}
+
+// operatorPoll is how often a running symbi records operator actions: policy reloads
+// (file changes, SIGHUP) and decisions other processes queued in the audit outbox.
+var operatorPoll = time.Second
+
+// recordOperatorActions writes to the trail every policy reload, successful or not, and
+// every event another process (symbi tools approve|reject) queued in the outbox.
+func (rt *runtime) recordOperatorActions(ctx context.Context, log *slog.Logger, every time.Duration) {
+	last := rt.policy.Status()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := rt.policy.Status()
+		if st.Reloads != last.Reloads || st.Errors != last.Errors {
+			ev := audit.Event{Type: audit.TypePolicyReloaded, Identity: "symbi", IdentityKind: "operator", Outcome: audit.OutcomeOK,
+				Detail: map[string]string{"dir": st.Dir, "revision": st.Revision, "files": strings.Join(st.Files, ","),
+					"reloads": fmt.Sprint(st.Reloads - last.Reloads), "failed": fmt.Sprint(st.Errors - last.Errors)}}
+			if st.Errors != last.Errors {
+				ev.Outcome, ev.Error = audit.OutcomeInvalid, st.LastError
+				ev.Reason = "policy reload failed; the previous policy keeps serving"
+			}
+			last = st
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if err := rt.audit.Append(actx, ev); err != nil {
+				log.Error("append audit event", "type", string(ev.Type), "err", err)
+			}
+			cancel()
+		}
+		if _, err := rt.outbox.Drain(ctx, rt.audit); err != nil && ctx.Err() == nil {
+			log.Error("record queued operator actions", "err", err)
+		}
+	}
 }
 
 // agentsDirPoll is how often agents_dir is checked for changed agent files.
