@@ -29,6 +29,12 @@ commands:
          [--decision allow|deny] [--type TYPE] [--limit N] [--format table|json]
   report --dir DIR [--since T] [--until T] [--data-dir D] [--pubkey FILE] [--format md|json]
 
+  rotate-key [--config FILE]
+         replace the trail's signing key: the trail records a key.rotated entry,
+         signed by the old key, that names the new one, and the new key is pinned in
+         the anchor before it signs; a verifier that trusts the old key follows the
+         chain to the new one. Run it while no symbi serves the trail.
+
 T is an RFC 3339 time or a duration back from now (90m, 24h, 7d).
 `
 
@@ -64,6 +70,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return auditQuery(ctx, args[1:], stdout, stderr)
 	case "report":
 		return auditReport(ctx, args[1:], stdout, stderr)
+	case "rotate-key":
+		return auditRotateKey(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, auditUsage)
 		return 0
@@ -373,5 +381,48 @@ func auditReport(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "symbi audit report: trail NOT INTACT: %s\n", rep.Problem)
 		return 1
 	}
+	return 0
+}
+
+func auditRotateKey(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("symbi audit rotate-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (its data_dir and [audit] settings); default: the built-in configuration")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 2
+	}
+	ap := auditPathsOf(cfg)
+	if _, err := audit.MoveKey(filepath.Join(ap.dir, audit.KeyFileName), ap.key); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	l, err := audit.Open(&audit.Options{Dir: ap.dir, KeyPath: ap.key, AnchorPath: ap.anchor})
+	if err != nil {
+		if errors.Is(err, audit.ErrLocked) {
+			fmt.Fprintf(stderr, "%s: a running symbi holds the trail %s: stop it, rotate, and start it again\n", fs.Name(), ap.dir)
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		}
+		return 1
+	}
+	old := audit.KeyID(l.PublicKey())
+	err = l.RotateKey(ctx)
+	if cerr := l.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "rotated audit key %s -> %s (public key %s)\n", old, audit.KeyID(l.PublicKey()), ap.key+audit.PublicKeySuffix)
 	return 0
 }

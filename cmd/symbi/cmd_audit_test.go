@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -216,4 +217,36 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestAuditRotateKeyCommand: rotate-key signs a rotation with the old key naming the new
+// one, pins the new key outside the trail, and the trail still verifies by default; while
+// a writer holds the trail it refuses.
+func TestAuditRotateKeyCommand(t *testing.T) {
+	data := t.TempDir()
+	cfgPath := filepath.Join(data, "symbi.toml")
+	if err := os.WriteFile(cfgPath, []byte("version = 1\n[server]\ndata_dir = "+strconv.Quote(filepath.Join(data, "data"))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	auditDir := filepath.Join(data, "data", "audit")
+	code, out, errOut := runAuditCmd(t, "rotate-key", "--config", cfgPath)
+	if code != 0 || !strings.Contains(out, "rotated audit key") {
+		t.Fatalf("rotate-key: code %d out %q err %q", code, out, errOut)
+	}
+	code, out, errOut = runAuditCmd(t, "verify", "--dir", auditDir)
+	if code != 0 || !strings.Contains(out, " -> ") {
+		t.Fatalf("verify after rotate-key: code %d out %q err %q (want two keys)", code, out, errOut)
+	}
+	recs, err := audit.Query(context.Background(), auditDir, audit.Filter{Type: audit.TypeKeyRotated})
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("key.rotated entries = %d, %v", len(recs), err)
+	}
+	l, err := audit.Open(&audit.Options{Dir: auditDir, KeyPath: filepath.Join(data, "data", "keys", audit.KeyFileName)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if code, _, errOut := runAuditCmd(t, "rotate-key", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "running symbi holds the trail") {
+		t.Errorf("rotate-key on a held trail: code %d err %q", code, errOut)
+	}
 }
