@@ -30,6 +30,7 @@ func (c *Config) ResolvePaths(base string) {
 	abs(&c.Server.TLSClientCA)
 	abs(&c.Policy.Dir)
 	abs(&c.Audit.Dir)
+	abs(&c.Audit.KeyFile)
 	abs(&c.AgentsDir)
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
