@@ -98,14 +98,6 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 	}
 }
 
-// stopServed stops a `symbi serve` and waits for it (its cleanup then finds it ended).
-func stopServed(t testing.TB, s *served) {
-	t.Helper()
-	_ = s.cmd.Process.Signal(os.Interrupt)
-	err := <-s.done
-	s.done <- err
-}
-
 // echoSession serves cfg, makes n calls and stops symbi.
 func echoSession(t testing.TB, cfg string, n int) {
 	t.Helper()
@@ -117,7 +109,7 @@ func echoSession(t testing.TB, cfg string, n int) {
 		}
 	}
 	_ = cs.Close()
-	stopServed(t, s)
+	_, _ = stopServed(t, s)
 }
 
 // TestAuditKeyOutsideTrail: the signing key lives in <data_dir>/keys, not in the trail;
@@ -286,12 +278,12 @@ func TestAuditOperatorActions(t *testing.T) {
 
 	// A decision made while no symbi runs is recorded when the next one starts.
 	writeAtomic(t, filepath.Join(dir, "authz.rego"), []byte("package symbi.authz\n\ndecision := {\"allow\": true}\n"))
-	stopServed(t, s)
+	_, _ = stopServed(t, s)
 	writeSpec(t, spec, mutableSpec{Description: "Probe: changed."})
 	s2 := serve(t, cfg)
 	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s2.addr + "/mcp"}, nil)
 	_ = listedNow(t, cs, "mut__probe") // the changed definition goes to the quarantine
-	stopServed(t, s2)
+	_, _ = stopServed(t, s2)
 	if out, stderr, code := runCLI(t, "tools", "reject", "--data-dir", dataDirOf(cfg), "probe"); code != 0 {
 		t.Fatalf("tools reject: exit %d\n%s%s", code, out, stderr)
 	}
