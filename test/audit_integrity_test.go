@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,16 +84,17 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 			res, err := call(t, cs, "mg__echo", map[string]any{"message": "after"})
 			if tc.refuse {
 				wantRefused(t, "call while the trail is broken", res, err, "audit trail cannot record")
-				if v := metricValue(t, s.addr, "symbi_audit_refused_total"); v != "1" {
-					t.Errorf("symbi_audit_refused_total = %q, want 1", v)
+				// At least this call (a client may send other requests meanwhile).
+				if v, err := strconv.ParseFloat(metricValue(t, s.addr, "symbi_audit_refused_total"), 64); err != nil || v < 1 {
+					t.Errorf("symbi_audit_refused_total = %v (%v), want at least 1", v, err)
 				}
 				return
 			}
 			if err != nil || res.IsError || resultText(res) != "echo: after" {
 				t.Errorf("on_failure = continue: call = %v, %v; want it served", res, err)
 			}
-			if v := metricValue(t, s.addr, "symbi_audit_unrecorded_total"); v != "1" {
-				t.Errorf("symbi_audit_unrecorded_total = %q, want 1", v)
+			if v, err := strconv.ParseFloat(metricValue(t, s.addr, "symbi_audit_unrecorded_total"), 64); err != nil || v < 1 {
+				t.Errorf("symbi_audit_unrecorded_total = %v (%v), want at least 1", v, err)
 			}
 		})
 	}
