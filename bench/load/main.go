@@ -9,6 +9,11 @@
 //
 //	go run ./bench/load -n 5000 -c 16
 //
+// With -payload SIZE (e.g. 4MB, with -kind mcpgo) every measured call carries an argument
+// of that size, and calls that symbi refuses for load (HTTP 429/503, retryable) are
+// counted and retried after -refused-wait; its peak and final RSS show what the in-flight
+// byte limits bound. -server-toml adds keys to symbi's [server] table (e.g. raised limits).
+//
 // Binaries are built into a temporary directory unless -symbi / -upstream name them.
 // Every run is bounded by -n calls and -timeout per phase; all processes are stopped on
 // exit (also on Ctrl-C).
@@ -52,6 +57,10 @@ type config struct {
 	protocols            []string
 	keep                 bool
 	policyDir            string
+	payload              int64         // size of the echo argument of each measured call; 0: the small default call
+	refusedWait          time.Duration // wait before retrying a call refused with 429/503
+	serverTOML           string        // extra lines for symbi's [server] table, written only when set
+	noDirect             bool          // skip the direct target
 }
 
 func main() {
@@ -59,12 +68,30 @@ func main() {
 }
 
 func run() int {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "load:", err)
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags parses the command line into a config; usage and flag errors go to errOut.
+func parseFlags(args []string, errOut io.Writer) (*config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.IntVar(&cfg.n, "n", 5000, "calls in the concurrent phase (per target and protocol)")
 	fs.IntVar(&cfg.c, "c", 16, "concurrent clients, each its own session")
 	fs.IntVar(&cfg.serial, "serial", 1000, "calls in the serial (one at a time) phase; 0 skips it")
-	fs.IntVar(&cfg.warmup, "warmup", 50, "warm-up calls per session before measuring")
+	fs.IntVar(&cfg.warmup, "warmup", 50, "warm-up calls per session before measuring (small calls, also with -payload)")
 	fs.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "time bound of each phase")
 	fs.StringVar(&cfg.symbiBin, "symbi", "", "symbi binary (default: go build ./cmd/symbi)")
 	fs.StringVar(&cfg.upBin, "upstream", "", "upstream server binary; must accept -http ADDR (default: go build the go-sdk everything-server, or ./test/servers/mcpgo with -kind mcpgo)")
@@ -72,42 +99,78 @@ func run() int {
 	proto := fs.String("protocols", "2026-07-28,2025-11-25", "client protocol versions to measure, comma-separated")
 	fs.StringVar(&cfg.policyDir, "policy-dir", "", "symbi [policy] dir (default: the built-in policy)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (binaries, config, audit trail)")
-	fs.SetOutput(os.Stderr)
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		return 2
+	payload := fs.String("payload", "0", "argument size of each measured call (bytes, or with a unit: 4MB = 4000000, 4MiB = 4194304); needs -kind mcpgo; 0: the small default call")
+	fs.DurationVar(&cfg.refusedWait, "refused-wait", time.Second, "with -payload: wait before retrying a call refused with HTTP 429/503 (symbi sends Retry-After: 1)")
+	fs.StringVar(&cfg.serverTOML, "server-toml", "", "extra TOML lines for symbi's [server] table, e.g. 'max_inflight_bytes = 1073741824' (none by default)")
+	fs.BoolVar(&cfg.noDirect, "no-direct", false, "measure symbi only, not the upstream called directly")
+	fs.SetOutput(errOut)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if cfg.n <= 0 || cfg.c <= 0 {
-		fmt.Fprintln(os.Stderr, "load: -n and -c must be positive")
-		return 2
+		return nil, errors.New("-n and -c must be positive")
+	}
+	if cfg.refusedWait < 0 {
+		return nil, errors.New("-refused-wait must not be negative")
+	}
+	var err error
+	if cfg.payload, err = parseSize(*payload); err != nil {
+		return nil, fmt.Errorf("parse -payload: %w", err)
 	}
 	switch cfg.kind {
 	case "everything":
+		if cfg.payload > 0 {
+			return nil, errors.New("-payload needs -kind mcpgo (its echo tool takes the argument)")
+		}
 		cfg.tool, cfg.args = "test_simple_text", map[string]any{}
 	case "mcpgo":
 		cfg.tool, cfg.args = "echo", map[string]any{"message": "hello"}
 	default:
-		fmt.Fprintf(os.Stderr, "load: unknown -kind %q\n", cfg.kind)
-		return 2
+		return nil, fmt.Errorf("unknown -kind %q", cfg.kind)
 	}
 	for _, p := range strings.Split(*proto, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			cfg.protocols = append(cfg.protocols, p)
 		}
 	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := bench(ctx, &cfg, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "load:", err)
-		return 1
+	if len(cfg.protocols) == 0 {
+		return nil, errors.New("-protocols names no version")
 	}
-	return 0
+	return &cfg, nil
+}
+
+var sizeUnits = map[string]int64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+// parseSize parses a byte count: a non-negative integer with an optional unit (B, KB, MB,
+// GB decimal; KiB, MiB, GiB binary), at most 1 GiB.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(s)
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional unit (B, KB, MB, GB, KiB, MiB, GiB)", s)
+	}
+	unit, ok := sizeUnits[strings.TrimSpace(s[i:])]
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit %q (want B, KB, MB, GB, KiB, MiB or GiB)", s, strings.TrimSpace(s[i:]))
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil || n > (1<<30)/unit {
+		return 0, fmt.Errorf("size %q: more than 1 GiB", s)
+	}
+	return n * unit, nil
 }
 
 // result is one measured phase.
 type result struct {
 	target, protocol, phase string
 	calls, errors           int
+	refused429, refused503  int // retryable refusals (each retried; not in calls or errors)
 	p50, p99, mean          time.Duration
 	elapsed                 time.Duration
 	cpuPerCall              time.Duration // of the server process measured (symbi, or the direct upstream)
@@ -148,6 +211,9 @@ func bench(ctx context.Context, cfg *config, out io.Writer) error {
 
 	// Direct: the upstream serving streamable HTTP itself.
 	for _, p := range cfg.protocols {
+		if cfg.noDirect {
+			break
+		}
 		args := []string{"-http", ""}
 		if cfg.kind == "everything" && p < "2026-07-28" {
 			args = append(args, "-stateless=false") // the stateful generation, as a real server would
@@ -195,16 +261,24 @@ func bench(ctx context.Context, cfg *config, out io.Writer) error {
 	}
 	sym.stop()
 
-	fmt.Fprintf(out, "tools/call %s (%s upstream), %d serial calls, %d calls with %d concurrent sessions\n\n", cfg.tool, cfg.kind, cfg.serial, cfg.n, cfg.c)
+	fmt.Fprintf(out, "tools/call %s (%s upstream), %d serial calls, %d calls with %d concurrent sessions", cfg.tool, cfg.kind, cfg.serial, cfg.n, cfg.c)
+	if cfg.payload > 0 {
+		fmt.Fprintf(out, ", argument of %d bytes per call", cfg.payload)
+	}
+	fmt.Fprintln(out)
+	if cfg.serverTOML != "" {
+		fmt.Fprintf(out, "symbi [server] extra: %s\n", strings.ReplaceAll(cfg.serverTOML, "\n", "; "))
+	}
+	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tprotocol\tphase\tcalls\terrors\tp50\tp99\tmean\tcalls/s\tCPU/call\tupstream CPU/call\t")
+	fmt.Fprintln(tw, "target\tprotocol\tphase\tcalls\terrors\trefused 429/503\tp50\tp99\tmean\tcalls/s\tCPU/call\tupstream CPU/call\t")
 	for _, r := range results {
 		child := "-"
 		if r.target == "symbi" {
 			child = us(r.childCPUPerCall)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%.0f\t%s\t%s\t\n", r.target, r.protocol, r.phase, r.calls, r.errors,
-			us(r.p50), us(r.p99), us(r.mean), r.rate(), us(r.cpuPerCall), child)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d/%d\t%s\t%s\t%s\t%.0f\t%s\t%s\t\n", r.target, r.protocol, r.phase, r.calls, r.errors,
+			r.refused429, r.refused503, us(r.p50), us(r.p99), us(r.mean), r.rate(), us(r.cpuPerCall), child)
 	}
 	tw.Flush()
 
@@ -230,6 +304,9 @@ func bench(ctx context.Context, cfg *config, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", m.when, m.mem.rss, m.mem.hwm)
 	}
 	tw.Flush()
+	if cfg.payload > 0 {
+		fmt.Fprintln(out, "\n(refused: attempts symbi answered with HTTP 429 or 503, each retried after -refused-wait; latency is from the first attempt to the answer.)")
+	}
 	fmt.Fprintln(out, "\n(CPU/call: user+system time of the server process over the phase per call: the upstream's for direct, symbi's own for symbi; symbi's stdio upstreams are the last column. USER_HZ resolution, 10 ms per phase. The load generator shares the machine's cores.)")
 	return nil
 }
@@ -262,9 +339,22 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 		}
 		sessions[i] = cs
 	}
+	args := cfg.args
+	if cfg.payload > 0 {
+		args = map[string]any{"message": strings.Repeat("x", int(cfg.payload))}
+	}
+	var callArgs func(ctx context.Context, cs *mcp.ClientSession, args map[string]any) error
 	call := func(ctx context.Context, cs *mcp.ClientSession) error {
+		return callArgs(ctx, cs, args)
+	}
+	// Warm-up calls are the small default ones also with -payload: they open the
+	// sessions and the upstream, they are not the load.
+	warm := func(ctx context.Context, cs *mcp.ClientSession) error {
+		return callArgs(ctx, cs, cfg.args)
+	}
+	callArgs = func(ctx context.Context, cs *mcp.ClientSession, args map[string]any) error {
 		// Fresh params per call: the SDK writes the request's _meta into them.
-		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: cfg.args})
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
 		if err != nil {
 			return err
 		}
@@ -281,7 +371,7 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 		go func() {
 			defer wg.Done()
 			for range cfg.warmup {
-				if err := call(ctx, cs); err != nil {
+				if err := warm(ctx, cs); err != nil {
 					errs[i] = err
 					return
 				}
@@ -321,6 +411,7 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 	var next atomic.Int64
 	lats := make([][]time.Duration, len(sessions))
 	nerrs := make([]int, len(sessions))
+	refused := make([][2]int, len(sessions))
 	cpu0 := cpuTime(pid)
 	start := time.Now()
 	for i, cs := range sessions {
@@ -330,7 +421,22 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 			lat := make([]time.Duration, 0, cfg.n/len(sessions)+1)
 			for next.Add(1) <= int64(cfg.n) && pctx.Err() == nil {
 				t := time.Now()
-				if err := call(pctx, cs); err != nil {
+				err := call(pctx, cs)
+				for cfg.payload > 0 && err != nil && pctx.Err() == nil {
+					k := refusal(err)
+					if k < 0 {
+						break
+					}
+					refused[i][k]++
+					select {
+					case <-time.After(cfg.refusedWait):
+					case <-pctx.Done():
+					}
+					if pctx.Err() == nil {
+						err = call(pctx, cs)
+					}
+				}
+				if err != nil {
 					nerrs[i]++
 					continue
 				}
@@ -348,8 +454,26 @@ func measure(ctx context.Context, cfg *config, hc *http.Client, target, protocol
 		all = append(all, lats[i]...)
 		nerr += nerrs[i]
 	}
-	out = append(out, summarize(target, protocol, fmt.Sprintf("c=%d", cfg.c), all, nerr, el, cpu))
+	r := summarize(target, protocol, fmt.Sprintf("c=%d", cfg.c), all, nerr, el, cpu)
+	for _, k := range refused {
+		r.refused429 += k[0]
+		r.refused503 += k[1]
+	}
+	out = append(out, r)
 	return out, nil
+}
+
+// refusal classifies a call error: 0 for HTTP 429, 1 for HTTP 503 (the go-sdk client
+// reports these transient statuses by their status text, keeping the session), -1 for
+// anything else.
+func refusal(err error) int {
+	switch msg := err.Error(); {
+	case strings.Contains(msg, http.StatusText(http.StatusTooManyRequests)):
+		return 0
+	case strings.Contains(msg, http.StatusText(http.StatusServiceUnavailable)):
+		return 1
+	}
+	return -1
 }
 
 func summarize(target, protocol, phase string, lat []time.Duration, nerr int, el time.Duration, cpu cpuUsage) result {
@@ -434,8 +558,12 @@ func startSymbi(ctx context.Context, cfg *config, tmp string) (*proc, string, er
 	if cfg.policyDir != "" {
 		policy = fmt.Sprintf("[policy]\ndir = %q\n", cfg.policyDir)
 	}
-	toml := fmt.Sprintf("version = 1\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\n%s\n[[upstreams]]\nname = \"up\"\ncommand = [%q]\nprefix = \"up\"\n",
-		filepath.Join(tmp, "data"), policy, cfg.upBin)
+	server := ""
+	if cfg.serverTOML != "" {
+		server = cfg.serverTOML + "\n" // only when asked: older symbi binaries reject keys they do not know
+	}
+	toml := fmt.Sprintf("version = 1\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = %q\n%s%s\n[[upstreams]]\nname = \"up\"\ncommand = [%q]\nprefix = \"up\"\n",
+		filepath.Join(tmp, "data"), server, policy, cfg.upBin)
 	path := filepath.Join(tmp, "symbi.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		return nil, "", fmt.Errorf("write config: %w", err)
