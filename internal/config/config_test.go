@@ -855,7 +855,7 @@ func TestExampleConfigCommentedExamples(t *testing.T) {
 	}
 	c, err := Parse("example-uncommented.toml", []byte(strings.Join(out, "\n")), env(map[string]string{
 		"SYMBI_TOKEN": "example-token-0123456789", "SYMBI_CI_TOKEN": "example-ci-token-0123456789",
-		"EVERYTHING_KEY": "k", "REMOTE_TOKEN": "Bearer r", "SIEM_TOKEN": "Splunk s",
+		"EVERYTHING_KEY": "k", "EMBEDDINGS_KEY": "e", "REMOTE_TOKEN": "Bearer r", "SIEM_TOKEN": "Splunk s",
 	}))
 	if err != nil {
 		t.Fatalf("the example's commented-out keys do not validate: %v", err)

@@ -66,8 +66,11 @@ func (c *Context) validate(add func(key, format string, args ...any)) {
 		add("context.knowledge_retention", "must not be negative")
 	}
 	for i, r := range c.IngestRoots {
-		if !filepath.IsAbs(r) {
-			add("context.ingest_roots", "entry %d (%q) must be an absolute path", i, r)
+		// Relative roots are resolved against the configuration file (ResolvePaths).
+		if strings.TrimSpace(r) == "" {
+			add("context.ingest_roots", "entry %d is empty", i)
+		} else if filepath.Clean(r) == "/" {
+			add("context.ingest_roots", "entry %d is the whole filesystem; name the directories clients may read", i)
 		}
 	}
 	if c.ChunkChars != 0 && (c.ChunkChars < 200 || c.ChunkChars > 20000) {

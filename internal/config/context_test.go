@@ -47,7 +47,7 @@ store = "mysql://x"
 embedder = "ollama"
 embedder_url = "ftp://x"
 knowledge_retention = "-1h"
-ingest_roots = ["docs"]
+ingest_roots = ["/"]
 chunk_chars = 10
 vector_index = "hnsw"
 `

@@ -32,6 +32,9 @@ func (c *Config) ResolvePaths(base string) {
 	abs(&c.Audit.Dir)
 	abs(&c.Audit.KeyFile)
 	abs(&c.AgentsDir)
+	for i := range c.Context.IngestRoots {
+		abs(&c.Context.IngestRoots[i])
+	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if c.hostTier(u) {

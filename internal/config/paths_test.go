@@ -189,3 +189,15 @@ func TestResolvePathsCoversEveryPathKey(t *testing.T) {
 	}
 	check(reflect.ValueOf(c).Elem(), "")
 }
+
+// TestIngestRootsRelativeToConfig: a relative [context] ingest_roots entry names a
+// directory beside the configuration file, like every other host path.
+func TestIngestRootsRelativeToConfig(t *testing.T) {
+	c, err := Parse("/etc/symbi/symbi.toml", []byte("version = 1\n[context]\ningest_roots = [\"./docs\", \"/srv/kb\"]\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"/etc/symbi/docs", "/srv/kb"}, c.Context.IngestRoots); diff != "" {
+		t.Errorf("ingest_roots (-want +got):\n%s", diff)
+	}
+}
