@@ -164,6 +164,12 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 			id, transport := g.identify(ss, req.GetExtra())
 			ctx = context.WithValue(ctx, sessionCallerKey{}, sessionCaller{id, transport})
 		}
+		if method == "subscriptions/listen" {
+			// Not gated, but a built-in resource's SubscribeCheck needs the caller.
+			r := &Request{Method: method, Raw: req, Session: ss}
+			r.Identity, r.Transport = g.identify(ss, req.GetExtra())
+			ctx = context.WithValue(ctx, requestKey{}, r)
+		}
 		if !gated[method] {
 			return next(ctx, method, req)
 		}

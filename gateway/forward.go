@@ -481,6 +481,9 @@ func (g *Gateway) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.
 // count. The SDK keeps track of which sessions are subscribed.
 func (g *Gateway) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error {
 	uri := req.Params.URI
+	if handled, err := g.subscribeBuiltin(ctx, uri); handled {
+		return err
+	}
 	u := g.byName[g.resourceUpstream(uri)]
 	if u == nil {
 		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("no upstream serves %q", uri)}

@@ -156,8 +156,9 @@ type Gateway struct {
 	templates map[string]string    // uri template -> upstream
 	subs      map[string]int       // uri -> subscriber count
 
-	wsIdentity sync.Map // session id -> Identity (WebSocket sessions)
-	builtinRes sync.Map // URI -> struct{}: symbi's own resources
+	wsIdentity  sync.Map // session id -> Identity (WebSocket sessions)
+	builtinRes  sync.Map // URI -> struct{}: symbi's own resources
+	builtinSubs sync.Map // URI template -> SubscribeCheck: built-in resources clients may subscribe to
 
 	chain   func(Handler) Handler
 	bridge  bridge

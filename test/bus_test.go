@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -276,6 +278,143 @@ func TestBusRefusesAnonymous(t *testing.T) {
 		res, err := call(t, cs, tc.tool, tc.args)
 		if err != nil || !res.IsError || !strings.Contains(resultText(res), "authenticated identity") {
 			t.Errorf("%s as anonymous = %v %v, want refused", tc.tool, err, res)
+		}
+	}
+}
+
+// TestBusNotifications: a client subscribed to its queue's resource, symbi://bus/{identity},
+// is told when a message arrives for it (direct or on a topic it subscribed to) without
+// polling; the resource lists the pending messages without their payload; nobody may
+// subscribe to or read another identity's queue. Both protocol generations: 2025-11-25
+// (resources/subscribe) and 2026-07-28 (subscriptions/listen).
+func TestBusNotifications(t *testing.T) {
+	const aliceToken, bobToken = "bus-alice-token-notify-0123", "bus-bob-token-notify-012345"
+	cfg := writeConfig(t, fmt.Sprintf("[[server.tokens]]\ntoken = %q\nidentity = \"alice\"\n\n[[server.tokens]]\ntoken = %q\nidentity = \"bob\"\n\n",
+		aliceToken, bobToken))
+	s := serve(t, cfg)
+	for _, version := range []string{"", "2025-11-25"} {
+		t.Run("version="+version, func(t *testing.T) {
+			ctx := context.Background()
+			client := func(token string, updated chan<- string) *mcp.ClientSession {
+				return connectVersion(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp",
+					HTTPClient: &http.Client{Transport: bearer{token: token, next: http.DefaultTransport}}},
+					&mcp.ClientOptions{ResourceUpdatedHandler: func(_ context.Context, req *mcp.ResourceUpdatedNotificationRequest) {
+						updated <- req.Params.URI
+					}}, version)
+			}
+			bobUpdated, aliceUpdated := make(chan string, 16), make(chan string, 16)
+			bob, alice := client(bobToken, bobUpdated), client(aliceToken, aliceUpdated)
+
+			// Alice may neither read nor follow bob's queue. Under 2026-07-28 a refused
+			// subscription is not reported to Subscribe's caller: alice must just hear nothing.
+			if err := alice.Subscribe(ctx, &mcp.SubscribeParams{URI: "symbi://bus/bob"}); err == nil && version != "" {
+				t.Error("alice subscribed to bob's queue")
+			}
+			if _, err := alice.ReadResource(ctx, &mcp.ReadResourceParams{URI: "symbi://bus/bob"}); err == nil {
+				t.Error("alice read bob's queue")
+			}
+			if err := bob.Subscribe(ctx, &mcp.SubscribeParams{URI: "symbi://bus/bob"}); err != nil {
+				t.Fatalf("bob subscribes to his queue: %v", err)
+			}
+			topic := "news" + version
+			var sub struct{ Topic string }
+			busCall(t, bob, "subscribe", map[string]any{"topic": topic}, &sub)
+
+			// The listen stream of 2026-07-28 is opened in the background: send until the
+			// first notification comes (each send is a new message, counted below).
+			const secret = "canary-notify-5e8d21"
+			var sent []string
+			deadline := time.Now().Add(10 * time.Second)
+		first:
+			for {
+				sent = append(sent, busSend(t, alice, "bob", secret))
+				select {
+				case uri := <-bobUpdated:
+					if uri != "symbi://bus/bob" {
+						t.Fatalf("bob notified of %s", uri)
+					}
+					break first
+				case <-time.After(200 * time.Millisecond):
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("direct message: no notification within 10s")
+				}
+			}
+			if version != "" && len(sent) != 1 {
+				t.Errorf("resources/subscribe had returned but %d sends were needed for a notification", len(sent))
+			}
+			drain(bobUpdated, 500*time.Millisecond)
+			var pub struct{ Recipients int }
+			busCall(t, alice, "publish", map[string]any{"topic": topic, "payload": "headline"}, &pub)
+			select {
+			case uri := <-bobUpdated:
+				if uri != "symbi://bus/bob" {
+					t.Fatalf("bob notified of %s", uri)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("topic message: no notification within 10s")
+			}
+			if n := drain(aliceUpdated, 300*time.Millisecond); n != 0 {
+				t.Errorf("alice was notified %d times of bob's queue", n)
+			}
+
+			res, err := bob.ReadResource(ctx, &mcp.ReadResourceParams{URI: "symbi://bus/bob"})
+			if err != nil || len(res.Contents) != 1 {
+				t.Fatalf("read bob's queue: %v %v", err, res)
+			}
+			text := res.Contents[0].Text
+			if strings.Contains(text, secret) || strings.Contains(text, "headline") {
+				t.Errorf("the queue resource shows a payload: %s", text)
+			}
+			var q struct {
+				Identity string `json:"identity"`
+				Pending  []struct {
+					ID, Kind, From, Topic string
+				} `json:"pending"`
+			}
+			if err := json.Unmarshal([]byte(text), &q); err != nil {
+				t.Fatalf("decode %s: %v", text, err)
+			}
+			last := len(q.Pending) - 1
+			if q.Identity != "bob" || len(q.Pending) != len(sent)+1 || q.Pending[0].ID != sent[0] || q.Pending[0].From != "alice" ||
+				q.Pending[last].Kind != "topic" || q.Pending[last].Topic != topic {
+				t.Errorf("bob's queue after %d sends and a publish = %s", len(sent), text)
+			}
+
+			// Once unsubscribed, bob is told nothing more.
+			if err := bob.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: "symbi://bus/bob"}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // the 2026-07-28 listen ends asynchronously
+			busSend(t, alice, "bob", "after unsubscribe")
+			if n := drain(bobUpdated, time.Second); n != 0 {
+				t.Errorf("bob was notified %d times after unsubscribing", n)
+			}
+			// Empty the queue for the next version.
+			for {
+				got := busReceive(t, bob, 0)
+				if len(got) == 0 {
+					break
+				}
+				for _, m := range got {
+					busCall(t, bob, "ack", map[string]any{"id": m.ID}, &struct{}{})
+				}
+			}
+		})
+	}
+}
+
+// drain empties ch, waiting up to wait for stragglers, and says how many it took.
+func drain(ch <-chan string, wait time.Duration) int {
+	n := 0
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ch:
+			n++
+		case <-t.C:
+			return n
 		}
 	}
 }

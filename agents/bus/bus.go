@@ -42,14 +42,15 @@ var (
 
 // Options tunes a Bus. The zero value gives the defaults.
 type Options struct {
-	Logger      *slog.Logger     // nil: discard
-	Visibility  time.Duration    // how long a delivered, unacknowledged message stays hidden; 0: 30s
-	MaxAttempts int              // deliveries before a message is dead-lettered; 0: 5
-	TTL         time.Duration    // a message's lifetime; 0: 24h
-	MaxPayload  int              // bytes; 0: 1 MiB
-	Poll        time.Duration    // how often a waiting Receive or Request rereads the state (other processes may write it); 0: 200ms
-	Record      func(Event)      // every message's metadata, for the audit trail; nil: none
-	Now         func() time.Time // clock for timestamps (tests); nil: time.Now
+	Logger      *slog.Logger          // nil: discard
+	Visibility  time.Duration         // how long a delivered, unacknowledged message stays hidden; 0: 30s
+	MaxAttempts int                   // deliveries before a message is dead-lettered; 0: 5
+	TTL         time.Duration         // a message's lifetime; 0: 24h
+	MaxPayload  int                   // bytes; 0: 1 MiB
+	Poll        time.Duration         // how often a waiting Receive or Request rereads the state (other processes may write it); 0: 200ms
+	Record      func(Event)           // every message's metadata, for the audit trail; nil: none
+	Notify      func(identity string) // called once a message for identity is committed (it must not block); nil: none
+	Now         func() time.Time      // clock for timestamps (tests); nil: time.Now
 }
 
 // Event is what the bus reports about a message: metadata and the payload's SHA-256,
@@ -390,12 +391,16 @@ func (b *Bus) checkPayload(p []byte) error {
 }
 
 // notify wakes whoever waits for identity's messages in this process.
+// It also tells Options.Notify.
 func (b *Bus) notify(identity string) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if ch, ok := b.wake[identity]; ok {
 		close(ch)
 		delete(b.wake, identity)
+	}
+	b.mu.Unlock()
+	if b.o.Notify != nil {
+		b.o.Notify(identity)
 	}
 }
 
@@ -655,6 +660,50 @@ func (b *Bus) DeadLetters(ctx context.Context, identity string, limit int) ([]De
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list dead letters of %s: %w", identity, err)
+	}
+	return out, nil
+}
+
+// Pending describes a message waiting in an identity's queue, without its payload.
+type Pending struct {
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"`
+	From     string    `json:"from"`
+	Topic    string    `json:"topic,omitempty"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+	Attempts int       `json:"attempts"` // deliveries so far
+	Due      bool      `json:"due"`      // false while a delivery awaits its acknowledgement
+}
+
+// Pending lists up to limit (0: 100) of identity's queued messages (direct, topic and
+// requests, delivered or not, not yet acknowledged), oldest first: metadata only.
+func (b *Bus) Pending(ctx context.Context, identity string, limit int) ([]Pending, error) {
+	if err := checkName("identity", identity); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	now := b.o.Now().UnixNano()
+	rows, err := b.db.QueryContext(ctx, `SELECT id, kind, sender, topic, created_ns, expires_ns, attempts, visible_ns FROM bus_messages
+		WHERE recipient = ? AND state = 'ready' AND kind != 'reply' AND expires_ns > ? ORDER BY created_ns, id LIMIT ?`, identity, now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list pending messages of %s: %w", identity, err)
+	}
+	defer rows.Close()
+	out := []Pending{}
+	for rows.Next() {
+		var p Pending
+		var created, expires, visible int64
+		if err := rows.Scan(&p.ID, &p.Kind, &p.From, &p.Topic, &created, &expires, &p.Attempts, &visible); err != nil {
+			return nil, fmt.Errorf("list pending messages of %s: %w", identity, err)
+		}
+		p.Created, p.Expires, p.Due = time.Unix(0, created).UTC(), time.Unix(0, expires).UTC(), visible <= now
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list pending messages of %s: %w", identity, err)
 	}
 	return out, nil
 }

@@ -660,3 +660,57 @@ func BenchmarkSendReceiveAck(b *testing.B) {
 		}
 	}
 }
+
+// TestNotifyAndPending: Notify is told of every identity a committed message is for, and
+// Pending lists an identity's queue (due or awaiting its acknowledgement) without payloads.
+func TestNotifyAndPending(t *testing.T) {
+	var mu sync.Mutex
+	var told []string
+	f := newFixture(t, Options{Notify: func(identity string) {
+		mu.Lock()
+		told = append(told, identity)
+		mu.Unlock()
+	}})
+	ctx := context.Background()
+	if err := f.bus.Subscribe(ctx, "carol", "news"); err != nil {
+		t.Fatal(err)
+	}
+	first := f.send(t, "alice", "bob", "one")
+	f.clock.add(time.Millisecond)
+	second := f.send(t, "alice", "bob", "two")
+	if _, err := f.bus.Publish(ctx, "alice", "news", []byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := append([]string(nil), told...)
+	mu.Unlock()
+	if diff := cmp.Diff([]string{"bob", "bob", "carol"}, got); diff != "" {
+		t.Errorf("notified (-want +got):\n%s", diff)
+	}
+	if msgs, err := f.bus.Receive(ctx, "bob", 1, 0); err != nil || len(msgs) != 1 || msgs[0].ID != first {
+		t.Fatalf("receive: %v %v", msgs, err)
+	}
+	for _, tc := range []struct {
+		identity string
+		want     []Pending
+	}{
+		{"bob", []Pending{
+			{ID: first, Kind: KindDirect, From: "alice", Attempts: 1, Due: false},
+			{ID: second, Kind: KindDirect, From: "alice", Attempts: 0, Due: true},
+		}},
+		{"carol", []Pending{{Kind: KindTopic, From: "alice", Topic: "news", Due: true}}},
+		{"dave", []Pending{}},
+	} {
+		ps, err := f.bus.Pending(ctx, tc.identity, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ignore := cmp.FilterPath(func(p cmp.Path) bool {
+			n := p.Last().String()
+			return n == ".Created" || n == ".Expires" || (tc.identity == "carol" && n == ".ID")
+		}, cmp.Ignore())
+		if diff := cmp.Diff(tc.want, ps, ignore); diff != "" {
+			t.Errorf("pending of %s (-want +got):\n%s", tc.identity, diff)
+		}
+	}
+}

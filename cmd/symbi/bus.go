@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -29,13 +32,17 @@ const (
 	busMaxTimeout = 5 * time.Minute
 )
 
-// openBus opens the agent bus on the state database; its events go to the audit trail.
-func openBus(ctx context.Context, rt *runtime, dataDir string, log *slog.Logger, record func(audit.Event)) (*bus.Bus, error) {
+// busResourcePrefix names an identity's queue as a resource: symbi://bus/{identity}.
+const busResourcePrefix = "symbi://bus/"
+
+// openBus opens the agent bus on the state database; its events go to the audit trail
+// and the arrival of a message to notify.
+func openBus(ctx context.Context, rt *runtime, dataDir string, log *slog.Logger, record func(audit.Event), notify func(string)) (*bus.Bus, error) {
 	key, err := bus.LoadKey(filepath.Join(dataDir, busKeyFile))
 	if err != nil {
 		return nil, err
 	}
-	return bus.Open(ctx, rt.db, key, &bus.Options{Logger: log, Record: func(ev bus.Event) {
+	return bus.Open(ctx, rt.db, key, &bus.Options{Logger: log, Notify: notify, Record: func(ev bus.Event) {
 		d := map[string]string{"id": ev.ID}
 		for k, v := range map[string]string{"kind": ev.Kind, "from": ev.From, "to": ev.To, "topic": ev.Topic,
 			"reply_to": ev.ReplyTo, "payload_sha256": ev.PayloadSHA256} {
@@ -289,5 +296,109 @@ func addBusBuiltins(gw *gateway.Gateway, bt *busTools) {
 			return nil, busIDOut{}, bt.failure("reply", err)
 		}
 		return nil, busIDOut{ID: mid}, nil
+	})
+}
+
+// busNotifier sends notifications/resources/updated for symbi://bus/{identity} when a
+// message arrives for identity, from a goroutine of its own so that the bus never waits
+// for a slow client. Arrivals for the same identity before the goroutine gets to them
+// are one notification.
+type busNotifier struct {
+	gw  *gateway.Gateway
+	log *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]struct{}
+	wake    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func newBusNotifier(gw *gateway.Gateway, log *slog.Logger) *busNotifier {
+	n := &busNotifier{gw: gw, log: log, pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go n.run()
+	return n
+}
+
+// arrived notes a message for identity; it never blocks.
+func (n *busNotifier) arrived(identity string) {
+	n.mu.Lock()
+	n.pending[identity] = struct{}{}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *busNotifier) run() {
+	defer close(n.done)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.wake:
+		}
+		n.mu.Lock()
+		ids := n.pending
+		n.pending = map[string]struct{}{}
+		n.mu.Unlock()
+		for id := range ids {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := n.gw.ResourceUpdated(ctx, busResourcePrefix+id); err != nil {
+				n.log.Warn("bus notification", "identity", id, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Close stops the goroutine and waits for it.
+func (n *busNotifier) Close() error {
+	close(n.stop)
+	<-n.done
+	return nil
+}
+
+type busQueueOut struct {
+	Identity string        `json:"identity"`
+	Pending  []bus.Pending `json:"pending"`
+}
+
+// addBusResource registers symbi://bus/{identity}: the caller's queue (metadata of the
+// pending messages, no payload), readable and subscribable by that identity only.
+func addBusResource(gw *gateway.Gateway, bt *busTools) {
+	own := func(ctx context.Context, uri string) (gateway.Identity, error) {
+		id, err := bt.caller(ctx)
+		if err != nil {
+			return gateway.Identity{}, err
+		}
+		if strings.TrimPrefix(uri, busResourcePrefix) != id.ID {
+			return gateway.Identity{}, fmt.Errorf("%s is not your queue (yours is %s%s)", uri, busResourcePrefix, id.ID)
+		}
+		return id, nil
+	}
+	gw.AddBuiltinResourceTemplate(&mcp.ResourceTemplate{URITemplate: busResourcePrefix + "{identity}", Name: "bus-queue",
+		Title: "Your bus queue", MIMEType: "application/json",
+		Description: "The messages waiting for you on symbi's bus (metadata, no payload; receive them with symbi__bus_receive). Subscribe to it to be notified when one arrives.",
+	}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		id, err := own(ctx, req.Params.URI)
+		if err != nil {
+			return nil, &gateway.Error{Kind: gateway.Denied, Public: err.Error()}
+		}
+		ps, err := bt.bus.Pending(ctx, id.ID, 0)
+		if err != nil {
+			return nil, bt.failure("list queue", err)
+		}
+		b, err := json.MarshalIndent(busQueueOut{Identity: id.ID, Pending: ps}, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "application/json", Text: string(b)}}}, nil
+	})
+	gw.AllowBuiltinSubscribe(busResourcePrefix+"{identity}", func(ctx context.Context, uri string) error {
+		_, err := own(ctx, uri)
+		return err
 	})
 }
