@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/symbi-dev/symbi/internal/store"
@@ -416,5 +418,45 @@ func drain(ch <-chan string, wait time.Duration) int {
 		case <-t.C:
 			return n
 		}
+	}
+}
+
+// TestBusRateLimit: a sender over its [bus] rate is refused with a retryable JSON-RPC
+// error that says when to retry; another sender is not affected; after the wait the
+// sender is served again. [bus] keys reach the bus (ttl_ms over max_ttl is refused).
+func TestBusRateLimit(t *testing.T) {
+	const aliceToken, bobToken = "bus-alice-token-rate-012345", "bus-bob-token-rate-01234567"
+	cfg := writeConfig(t, fmt.Sprintf("[[server.tokens]]\ntoken = %q\nidentity = \"alice\"\n\n[[server.tokens]]\ntoken = %q\nidentity = \"bob\"\n\n[bus]\nrate = 2.0\nburst = 2\ndefault_ttl = \"30s\"\nmax_ttl = \"1m\"\n",
+		aliceToken, bobToken))
+	s := serve(t, cfg)
+	alice, bob := busClient(t, s, aliceToken), busClient(t, s, bobToken)
+	busSend(t, alice, "bob", "1")
+	busSend(t, alice, "bob", "2")
+	_, err := alice.CallTool(context.Background(), &mcp.CallToolParams{Name: "symbi__bus_send", Arguments: map[string]any{"to": "bob", "payload": "3"}})
+	var rpc *jsonrpc.Error
+	if !errors.As(err, &rpc) {
+		t.Fatalf("third send in a burst of 2 = %v, want a JSON-RPC error", err)
+	}
+	var data struct {
+		Retryable    bool  `json:"retryable"`
+		RetryAfterMS int64 `json:"retry_after_ms"`
+	}
+	if err := json.Unmarshal(rpc.Data, &data); err != nil {
+		t.Fatalf("error data %s: %v", rpc.Data, err)
+	}
+	if rpc.Code != -32002 || !data.Retryable || data.RetryAfterMS <= 0 || data.RetryAfterMS > 500 || !strings.Contains(rpc.Message, "retry after") {
+		t.Errorf("refusal = %d %q %s, want -32002, retryable, retry within 500ms", rpc.Code, rpc.Message, rpc.Data)
+	}
+	busSend(t, bob, "alice", "bob is not limited by alice's rate")
+	time.Sleep(time.Duration(data.RetryAfterMS) * time.Millisecond)
+	busSend(t, alice, "bob", "3")
+
+	time.Sleep(time.Second) // a fresh token for the refusal below to be about the TTL
+	res, err := call(t, alice, "symbi__bus_send", map[string]any{"to": "bob", "payload": "x", "ttl_ms": 120000})
+	if err != nil || !res.IsError || !strings.Contains(resultText(res), "exceeds the maximum") {
+		t.Errorf("ttl_ms over max_ttl = %v %v, want refused", err, res)
+	}
+	if got := busReceive(t, bob, 0); len(got) != 3 {
+		t.Errorf("bob received %d messages, want 3", len(got))
 	}
 }

@@ -50,6 +50,9 @@ type Options struct {
 	Poll        time.Duration         // how often a waiting Receive or Request rereads the state (other processes may write it); 0: 200ms
 	Record      func(Event)           // every message's metadata, for the audit trail; nil: none
 	Notify      func(identity string) // called once a message for identity is committed (it must not block); nil: none
+	MaxTTL      time.Duration         // the longest TTL a sender may ask for (SendOptions.TTL); 0: 7 days
+	Rate        float64               // messages a second each sender may send (a token bucket per sender); 0: unlimited
+	Burst       int                   // tokens a sender may save up; 0: Rate rounded up (at least 1)
 	Now         func() time.Time      // clock for timestamps (tests); nil: time.Now
 }
 
@@ -97,6 +100,8 @@ type Bus struct {
 	aead cipher.AEAD
 	o    Options
 	log  *slog.Logger
+
+	limit *limiter
 
 	mu   sync.Mutex
 	keys map[string]ed25519.PrivateKey // identity -> its private key (unsealed)
@@ -169,6 +174,15 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 	if o.TTL <= 0 {
 		o.TTL = 24 * time.Hour
 	}
+	if o.MaxTTL <= 0 {
+		o.MaxTTL = 7 * 24 * time.Hour
+	}
+	if o.TTL > o.MaxTTL {
+		return nil, fmt.Errorf("open bus: TTL %s exceeds MaxTTL %s", o.TTL, o.MaxTTL)
+	}
+	if o.Rate < 0 || o.Burst < 0 {
+		return nil, fmt.Errorf("open bus: negative rate limit")
+	}
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = 1 << 20
 	}
@@ -185,9 +199,15 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("migrate bus tables: %w", err)
 	}
-	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{},
+	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, limit: newLimiter(o.Rate, o.Burst),
 		wake: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
 }
+
+// Visibility is how long a delivered, unacknowledged message stays hidden.
+func (b *Bus) Visibility() time.Duration { return b.o.Visibility }
+
+// MaxAttempts is how many deliveries a message gets before it is dead-lettered.
+func (b *Bus) MaxAttempts() int { return b.o.MaxAttempts }
 
 // Close wakes every waiting Receive and Request (they return ErrClosed). It does not
 // close the database. Safe to call twice.
@@ -435,13 +455,43 @@ func (b *Bus) await(ctx context.Context, ch <-chan struct{}, deadline time.Time)
 	return true, nil
 }
 
-// Send stores a direct message from one identity to another and returns its id.
+// checkTTL returns the TTL a message asked for, ttl (0: Options.TTL), unless it exceeds
+// Options.MaxTTL.
+func (b *Bus) checkTTL(ttl time.Duration) (time.Duration, error) {
+	switch {
+	case ttl == 0:
+		return b.o.TTL, nil
+	case ttl < 0:
+		return 0, fmt.Errorf("%w: ttl must be positive", ErrInvalid)
+	case ttl > b.o.MaxTTL:
+		return 0, fmt.Errorf("%w: ttl %s exceeds the maximum %s", ErrInvalid, ttl, b.o.MaxTTL)
+	}
+	return ttl, nil
+}
+
+// admit spends one of from's tokens, or refuses with a *RateLimitError.
+func (b *Bus) admit(from string) error {
+	return b.limit.take(from, b.o.Now())
+}
+
+// Send stores a direct message from one identity to another, with the default TTL, and
+// returns its id.
 func (b *Bus) Send(ctx context.Context, from, to string, payload []byte) (string, error) {
-	if err := errors.Join(checkName("sender", from), checkName("recipient", to), b.checkPayload(payload)); err != nil {
+	return b.SendTTL(ctx, from, to, payload, 0)
+}
+
+// SendTTL is Send with a TTL of the sender's choosing (0: the default; at most
+// Options.MaxTTL).
+func (b *Bus) SendTTL(ctx context.Context, from, to string, payload []byte, ttl time.Duration) (string, error) {
+	ttl, terr := b.checkTTL(ttl)
+	if err := errors.Join(checkName("sender", from), checkName("recipient", to), b.checkPayload(payload), terr); err != nil {
+		return "", err
+	}
+	if err := b.admit(from); err != nil {
 		return "", err
 	}
 	now := b.o.Now().UnixNano()
-	e := envelope{id: newID(), kind: KindDirect, from: from, to: to, created: now, expires: now + int64(b.o.TTL)}
+	e := envelope{id: newID(), kind: KindDirect, from: from, to: to, created: now, expires: now + int64(ttl)}
 	ev, err := b.put(ctx, b.db, e, payload, "bus/send")
 	if err != nil {
 		return "", err
@@ -471,9 +521,20 @@ func (b *Bus) Unsubscribe(ctx context.Context, identity, topic string) error {
 }
 
 // Publish puts a copy of payload, signed by from, in the queue of every subscriber of
-// topic, and returns how many there were.
+// topic, with the default TTL, and returns how many there were.
 func (b *Bus) Publish(ctx context.Context, from, topic string, payload []byte) (int, error) {
-	if err := errors.Join(checkName("sender", from), checkName("topic", topic), b.checkPayload(payload)); err != nil {
+	return b.PublishTTL(ctx, from, topic, payload, 0)
+}
+
+// PublishTTL is Publish with a TTL of the sender's choosing (0: the default; at most
+// Options.MaxTTL). A publish spends one of the sender's tokens, whatever the number of
+// subscribers.
+func (b *Bus) PublishTTL(ctx context.Context, from, topic string, payload []byte, ttl time.Duration) (int, error) {
+	ttl, terr := b.checkTTL(ttl)
+	if err := errors.Join(checkName("sender", from), checkName("topic", topic), b.checkPayload(payload), terr); err != nil {
+		return 0, err
+	}
+	if err := b.admit(from); err != nil {
 		return 0, err
 	}
 	if _, err := b.signingKey(ctx, from); err != nil { // outside the transaction: it writes on its own
@@ -504,7 +565,7 @@ func (b *Bus) Publish(ctx context.Context, from, topic string, payload []byte) (
 	now := b.o.Now().UnixNano()
 	evs := make([]Event, 0, len(subs))
 	for _, s := range subs {
-		e := envelope{id: newID(), kind: KindTopic, from: from, to: s, topic: topic, created: now, expires: now + int64(b.o.TTL)}
+		e := envelope{id: newID(), kind: KindTopic, from: from, to: s, topic: topic, created: now, expires: now + int64(ttl)}
 		ev, err := b.put(ctx, tx, e, payload, "bus/publish")
 		if err != nil {
 			return 0, err
@@ -714,8 +775,11 @@ func (b *Bus) Request(ctx context.Context, from, to string, payload []byte, time
 	if err := errors.Join(checkName("sender", from), checkName("recipient", to), b.checkPayload(payload)); err != nil {
 		return Message{}, err
 	}
-	if timeout <= 0 {
-		return Message{}, fmt.Errorf("%w: timeout must be positive", ErrInvalid)
+	if timeout <= 0 || timeout > b.o.MaxTTL {
+		return Message{}, fmt.Errorf("%w: timeout must be positive and at most %s", ErrInvalid, b.o.MaxTTL)
+	}
+	if err := b.admit(from); err != nil {
+		return Message{}, err
 	}
 	now := b.o.Now().UnixNano()
 	e := envelope{id: newID(), kind: KindRequest, from: from, to: to, created: now, expires: now + int64(timeout)}
@@ -806,6 +870,9 @@ func (b *Bus) takeReply(ctx context.Context, requester, id string) (Message, boo
 // Reply answers request id, which identity received; it also acknowledges the request.
 func (b *Bus) Reply(ctx context.Context, identity, id string, payload []byte) (string, error) {
 	if err := errors.Join(checkName("identity", identity), b.checkPayload(payload)); err != nil {
+		return "", err
+	}
+	if err := b.admit(identity); err != nil {
 		return "", err
 	}
 	if _, err := b.signingKey(ctx, identity); err != nil { // outside the transaction: it writes on its own

@@ -31,6 +31,15 @@ func LoadKey(path string) ([]byte, error) {
 }
 
 func create(path string) error {
+	key := make([]byte, KeySize)
+	if _, err := io.ReadFull(rand.Reader, key); err != nil {
+		return fmt.Errorf("generate bus key: %w", err)
+	}
+	return install(path, key)
+}
+
+// install writes key at path (mode 0600) unless a key is there already.
+func install(path string, key []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create bus key dir: %w", err)
@@ -40,11 +49,6 @@ func create(path string) error {
 		return fmt.Errorf("create bus key: %w", err)
 	}
 	defer os.Remove(f.Name())
-	key := make([]byte, KeySize)
-	if _, err := io.ReadFull(rand.Reader, key); err != nil {
-		f.Close()
-		return fmt.Errorf("generate bus key: %w", err)
-	}
 	_, err = f.Write(key)
 	if err == nil {
 		err = f.Sync()
@@ -59,4 +63,36 @@ func create(path string) error {
 		return fmt.Errorf("install bus key %s: %w", path, err)
 	}
 	return nil
+}
+
+// MoveKey moves a master key from an older location (from) to path, for a data
+// directory that an earlier symbi set up. It does nothing when from does not exist, and
+// refuses when both do. It reports whether it moved the key.
+func MoveKey(from, path string) (bool, error) {
+	if _, err := os.Stat(from); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if _, err := os.Stat(path); err == nil {
+		return false, fmt.Errorf("move bus key: both %s and %s exist; keep one", from, path)
+	}
+	key, err := os.ReadFile(from)
+	if err != nil {
+		return false, fmt.Errorf("move bus key: %w", err)
+	}
+	if len(key) != KeySize {
+		return false, fmt.Errorf("move bus key %s: %d bytes, want %d", from, len(key), KeySize)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, fmt.Errorf("move bus key: %w", err)
+	}
+	if err := os.Rename(from, path); err != nil {
+		// Another device: write the copy (it is synced and linked into place), then remove.
+		if err := install(path, key); err != nil {
+			return false, err
+		}
+		if err := os.Remove(from); err != nil {
+			return false, fmt.Errorf("move bus key: %w", err)
+		}
+	}
+	return true, nil
 }

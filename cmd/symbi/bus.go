@@ -6,25 +6,28 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/symbi-dev/symbi/agents/bus"
 	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/internal/config"
 	"github.com/symbi-dev/symbi/policy"
 )
 
 // typeBusMessage is the audit event of a bus message: its metadata and payload hash.
 const typeBusMessage audit.Type = "bus.message"
 
-// busKeyFile is the bus master key in the data directory, beside (not inside) the state
-// file: a copy of symbi.db alone reveals no payload.
-const busKeyFile = "bus.key"
+// legacyBusKeyFile is where an earlier symbi kept the bus master key, beside the state
+// file; it is moved to [bus] key_file.
+const legacyBusKeyFile = "bus.key"
 
 // Bounds of the tools' waits.
 const (
@@ -37,33 +40,44 @@ const busResourcePrefix = "symbi://bus/"
 
 // openBus opens the agent bus on the state database; its events go to the audit trail
 // and the arrival of a message to notify.
-func openBus(ctx context.Context, rt *runtime, dataDir string, log *slog.Logger, record func(audit.Event), notify func(string)) (*bus.Bus, error) {
-	key, err := bus.LoadKey(filepath.Join(dataDir, busKeyFile))
+func openBus(ctx context.Context, rt *runtime, cfg *config.Config, log *slog.Logger, record func(audit.Event), notify func(string)) (*bus.Bus, error) {
+	path := cfg.BusKeyFile()
+	if moved, err := bus.MoveKey(filepath.Join(cfg.Server.DataDir, legacyBusKeyFile), path); err != nil {
+		return nil, err
+	} else if moved {
+		log.Info("moved the bus master key out of the data directory's top level", "to", path)
+	}
+	key, err := bus.LoadKey(path)
 	if err != nil {
 		return nil, err
 	}
-	return bus.Open(ctx, rt.db, key, &bus.Options{Logger: log, Notify: notify, Record: func(ev bus.Event) {
-		d := map[string]string{"id": ev.ID}
-		for k, v := range map[string]string{"kind": ev.Kind, "from": ev.From, "to": ev.To, "topic": ev.Topic,
-			"reply_to": ev.ReplyTo, "payload_sha256": ev.PayloadSHA256} {
-			if v != "" {
-				d[k] = v
+	c := cfg.Bus
+	return bus.Open(ctx, rt.db, key, &bus.Options{Logger: log, Notify: notify,
+		Visibility: c.VisibilityTimeout.Duration, MaxAttempts: c.MaxAttempts, TTL: c.DefaultTTL.Duration, MaxTTL: c.MaxTTL.Duration,
+		MaxPayload: int(c.MaxPayload), Rate: c.Rate, Burst: c.Burst,
+		Record: func(ev bus.Event) {
+			d := map[string]string{"id": ev.ID}
+			for k, v := range map[string]string{"kind": ev.Kind, "from": ev.From, "to": ev.To, "topic": ev.Topic,
+				"reply_to": ev.ReplyTo, "payload_sha256": ev.PayloadSHA256} {
+				if v != "" {
+					d[k] = v
+				}
 			}
-		}
-		if ev.PayloadSHA256 != "" {
-			d["size"] = strconv.Itoa(ev.Size)
-		}
-		who := ev.From
-		if ev.Action == "bus/ack" || ev.Action == "bus/deliver" || ev.Action == "bus/dead_letter" {
-			who = ev.To
-		}
-		record(audit.Event{Type: typeBusMessage, Action: ev.Action, Identity: who, Reason: ev.Reason, Detail: d})
-	}})
+			if ev.PayloadSHA256 != "" {
+				d["size"] = strconv.Itoa(ev.Size)
+			}
+			who := ev.From
+			if ev.Action == "bus/ack" || ev.Action == "bus/deliver" || ev.Action == "bus/dead_letter" {
+				who = ev.To
+			}
+			record(audit.Event{Type: typeBusMessage, Action: ev.Action, Identity: who, Reason: ev.Reason, Detail: d})
+		}})
 }
 
 type busSendIn struct {
 	To      string `json:"to" jsonschema:"the recipient identity"`
 	Payload string `json:"payload" jsonschema:"the message"`
+	TTLMS   int64  `json:"ttl_ms,omitempty" jsonschema:"how long the message may wait for delivery, in milliseconds (default: the bus's default TTL; at most its max_ttl)"`
 }
 
 type busIDOut struct {
@@ -100,6 +114,7 @@ type busTopicIn struct {
 type busPublishIn struct {
 	Topic   string `json:"topic" jsonschema:"the topic"`
 	Payload string `json:"payload" jsonschema:"the message"`
+	TTLMS   int64  `json:"ttl_ms,omitempty" jsonschema:"how long each copy may wait for delivery, in milliseconds (default: the bus's default TTL; at most its max_ttl)"`
 }
 
 type busPublishOut struct {
@@ -127,6 +142,9 @@ type busTools struct {
 	policy policy.Engine
 	log    *slog.Logger
 	record func(audit.Event)
+
+	visibility  time.Duration // for the tools' descriptions
+	maxAttempts int
 }
 
 // caller returns the identity the bus acts for, refusing unauthenticated callers: an
@@ -164,6 +182,11 @@ func (bt *busTools) allow(ctx context.Context, id gateway.Identity, action strin
 // failure is what a failed bus operation tells the client: what went wrong with the
 // request, or only that the bus failed.
 func (bt *busTools) failure(op string, err error) error {
+	if rl, ok := errors.AsType[*bus.RateLimitError](err); ok {
+		bt.record(audit.Event{Type: typeBusMessage, Action: "bus/rate_limited", Identity: rl.Sender, Outcome: audit.OutcomeDenied,
+			Reason: "rate limit", Detail: map[string]string{"op": op, "retry_after_ms": strconv.FormatInt(rl.RetryAfter.Milliseconds(), 10)}})
+		return rateLimited(rl)
+	}
 	for _, known := range []error{bus.ErrInvalid, bus.ErrNotFound, bus.ErrTimeout} {
 		if errors.Is(err, known) {
 			return err
@@ -171,6 +194,22 @@ func (bt *busTools) failure(op string, err error) error {
 	}
 	bt.log.Error("bus operation", "op", op, "err", err)
 	return fmt.Errorf("%s failed: internal error", op)
+}
+
+// rateLimited is the JSON-RPC error of a sender over its rate: retryable, with the wait.
+func rateLimited(rl *bus.RateLimitError) error {
+	ms := max(1, (rl.RetryAfter + time.Millisecond - 1).Milliseconds())
+	data, _ := json.Marshal(map[string]any{"retryable": true, "retry_after_ms": ms})
+	return &jsonrpc.Error{Code: gateway.CodeUnavailable, Data: data,
+		Message: fmt.Sprintf("rate limit: %s sends too fast; retry after %d ms", rl.Sender, ms)}
+}
+
+// ttlOf reads a ttl_ms argument (0: the default).
+func ttlOf(ms int64) (time.Duration, error) {
+	if ms < 0 || ms > int64(math.MaxInt64/time.Millisecond) {
+		return 0, fmt.Errorf("%w: ttl_ms must be a positive number of milliseconds", bus.ErrInvalid)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 func clampMS(ms int, def, limit time.Duration) time.Duration {
@@ -195,14 +234,18 @@ func addBusBuiltins(gw *gateway.Gateway, bt *busTools) {
 		if err := bt.allow(ctx, id, policy.ActionBusSend, map[string]any{"recipient": in.To}); err != nil {
 			return nil, busIDOut{}, err
 		}
-		mid, err := bt.bus.Send(ctx, id.ID, in.To, []byte(in.Payload))
+		ttl, err := ttlOf(in.TTLMS)
+		if err != nil {
+			return nil, busIDOut{}, err
+		}
+		mid, err := bt.bus.SendTTL(ctx, id.ID, in.To, []byte(in.Payload), ttl)
 		if err != nil {
 			return nil, busIDOut{}, bt.failure("send", err)
 		}
 		return nil, busIDOut{ID: mid}, nil
 	})
 	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "bus_receive", Title: "Receive messages",
-		Description: "Receive your messages (direct, topic and requests), waiting up to wait_ms for the first. Acknowledge each with symbi__bus_ack once handled: an unacknowledged message is delivered again after 30s, and dead-lettered after 5 deliveries.",
+		Description: fmt.Sprintf("Receive your messages (direct, topic and requests), waiting up to wait_ms for the first. Acknowledge each with symbi__bus_ack once handled: an unacknowledged message is delivered again after %s, and dead-lettered after %d deliveries.", bt.visibility, bt.maxAttempts),
 		Annotations: act,
 	}, func(ctx context.Context, _ *mcp.CallToolRequest, in busReceiveIn) (*mcp.CallToolResult, busReceiveOut, error) {
 		id, err := bt.caller(ctx)
@@ -244,7 +287,11 @@ func addBusBuiltins(gw *gateway.Gateway, bt *busTools) {
 		if err := bt.allow(ctx, id, policy.ActionBusPublish, map[string]any{"topic": in.Topic}); err != nil {
 			return nil, busPublishOut{}, err
 		}
-		n, err := bt.bus.Publish(ctx, id.ID, in.Topic, []byte(in.Payload))
+		ttl, err := ttlOf(in.TTLMS)
+		if err != nil {
+			return nil, busPublishOut{}, err
+		}
+		n, err := bt.bus.PublishTTL(ctx, id.ID, in.Topic, []byte(in.Payload), ttl)
 		if err != nil {
 			return nil, busPublishOut{}, bt.failure("publish", err)
 		}

@@ -230,12 +230,13 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	}
 	bn := newBusNotifier(gw, log.With("component", "bus"))
 	rt.closers = append(rt.closers, bn.Close)
-	b, err := openBus(ctx, rt, cfg.Server.DataDir, log.With("component", "bus"), record, bn.arrived)
+	b, err := openBus(ctx, rt, cfg, log.With("component", "bus"), record, bn.arrived)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open bus: %w", err)
 	}
 	rt.closers = append(rt.closers, b.Close)
-	bt := &busTools{bus: b, policy: rt.policy, log: log.With("component", "bus"), record: record}
+	bt := &busTools{bus: b, policy: rt.policy, log: log.With("component", "bus"), record: record,
+		visibility: b.Visibility(), maxAttempts: b.MaxAttempts()}
 	addBusBuiltins(gw, bt)
 	addBusResource(gw, bt)
 	if rt.agents, err = startAgents(ctx, rt, cfg, gw, log, record); err != nil {

@@ -38,6 +38,7 @@ type Config struct {
 	Agents    []Agent    `toml:"agents"`
 	AgentsDir string     `toml:"agents_dir"` // *.toml files of [[agents]], hot-reloaded
 	Context   Context    `toml:"context"`
+	Bus       Bus        `toml:"bus"`
 }
 
 // Server configures the listeners and the state directory.
@@ -655,6 +656,7 @@ func (c *Config) validate() []Problem {
 	}
 	probs = append(probs, c.validateAgents()...)
 	c.Context.validate(add)
+	c.Bus.validate(add)
 	return probs
 }
 

@@ -31,6 +31,7 @@ func (c *Config) ResolvePaths(base string) {
 	abs(&c.Policy.Dir)
 	abs(&c.Audit.Dir)
 	abs(&c.Audit.KeyFile)
+	abs(&c.Bus.KeyFile)
 	abs(&c.AgentsDir)
 	for i := range c.Context.IngestRoots {
 		abs(&c.Context.IngestRoots[i])
