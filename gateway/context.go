@@ -31,9 +31,7 @@ func (g *Gateway) ToolVisible(ctx context.Context, id Identity, name string) boo
 // serves the URI.
 func (g *Gateway) ReadUpstreamResource(ctx context.Context, uri string) (_ *mcp.ReadResourceResult, upstream string, ok bool, _ error) {
 	upstream = g.resourceUpstream(uri)
-	g.mu.RLock()
-	u := g.byName[upstream]
-	g.mu.RUnlock()
+	u := g.upstream(upstream)
 	if u == nil {
 		return nil, "", false, nil
 	}

@@ -454,7 +454,7 @@ func (g *Gateway) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "completion needs a ref"}
 	}
 	rt := g.completionRoute(req.Params.Ref)
-	u := g.byName[rt.upstream]
+	u := g.upstream(rt.upstream)
 	if u == nil {
 		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
 	}
@@ -484,7 +484,7 @@ func (g *Gateway) subscribe(ctx context.Context, req *mcp.SubscribeRequest) erro
 	if handled, err := g.subscribeBuiltin(ctx, uri); handled {
 		return err
 	}
-	u := g.byName[g.resourceUpstream(uri)]
+	u := g.upstream(g.resourceUpstream(uri))
 	if u == nil {
 		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("no upstream serves %q", uri)}
 	}
@@ -518,7 +518,7 @@ func (g *Gateway) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) 
 		delete(g.subs, uri)
 	}
 	g.mu.Unlock()
-	u := g.byName[g.resourceUpstream(uri)]
+	u := g.upstream(g.resourceUpstream(uri))
 	if !last || u == nil {
 		return nil
 	}

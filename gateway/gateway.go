@@ -146,8 +146,12 @@ type Gateway struct {
 	server  *mcp.Server
 	started time.Time
 
-	upstreams []*upstream
-	byName    map[string]*upstream
+	// ups is the set of upstreams, replaced whole (copy-on-write) by UpdateUpstreams, so
+	// readers take a snapshot without locking; upMu serialises the changes and guards
+	// running (Run has started the upstreams in the set).
+	ups     atomic.Pointer[upstreamSet]
+	upMu    sync.Mutex
+	running bool
 
 	mu        sync.RWMutex
 	tools     map[string]*ToolInfo // exposed name -> tool
@@ -229,7 +233,6 @@ func New(opts *Options) *Gateway {
 		log:       o.Logger,
 		metrics:   o.Metrics,
 		started:   time.Now(),
-		byName:    map[string]*upstream{},
 		tools:     map[string]*ToolInfo{},
 		prompts:   map[string]route{},
 		resources: map[string]string{},
@@ -267,15 +270,11 @@ func New(opts *Options) *Gateway {
 		Name: "symbi_bridged_calls_pending", Help: "Calls of 2026-07-28 clients pending in the bridge (waiting for the upstream or for the client's input).",
 	}, func() float64 { return float64(g.BridgeStatus().Pending) }))
 	g.addBuiltins()
+	set := &upstreamSet{byName: map[string]*upstream{}}
 	for _, c := range o.Upstreams {
-		if c.Timeout == 0 {
-			c.Timeout = 60 * time.Second
-		}
-		u := newUpstream(g, c)
-		g.upstreams = append(g.upstreams, u)
-		g.byName[c.Name] = u
-		g.metrics.upstreamUp.WithLabelValues(c.Name).Set(0)
+		set.add(g.newUpstream(c))
 	}
+	g.ups.Store(set)
 	return g
 }
 
@@ -304,9 +303,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		ctx, cancel = context.WithCancel(ctx)
 		context.AfterFunc(g.life, cancel) // Close ends Run
 		g.runCtxV.Store(&ctx)
-		for _, u := range g.upstreams {
-			g.goOwned(func() { u.run(ctx) }) // ends when ctx ends
+		g.upMu.Lock()
+		g.running = true
+		for _, u := range g.upstreamList() {
+			g.startUpstream(ctx, u)
 		}
+		g.upMu.Unlock()
 		g.goOwned(func() { g.sampleResources(ctx, 15*time.Second) })
 	})
 	if !started {
@@ -356,7 +358,7 @@ func (g *Gateway) rebuildChain() {
 
 // upstreamTier is the sandbox tier the named upstream runs in ("" for builtins).
 func (g *Gateway) upstreamTier(name string) string {
-	u := g.byName[name]
+	u := g.upstream(name)
 	if u == nil {
 		return ""
 	}
@@ -397,7 +399,7 @@ func (g *Gateway) sampleResources(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		for _, u := range g.upstreams {
+		for _, u := range g.upstreamList() {
 			u.primary.mu.Lock()
 			p, ok := u.primary.proc.(StatsProcess)
 			u.primary.mu.Unlock()
@@ -431,7 +433,7 @@ func (g *Gateway) sampleResources(ctx context.Context, interval time.Duration) {
 func (g *Gateway) WaitReady(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.InitialWait)
 	defer cancel()
-	for _, u := range g.upstreams {
+	for _, u := range g.upstreamList() {
 		select {
 		case <-u.firstTry:
 		case <-ctx.Done():
@@ -496,8 +498,9 @@ type UpstreamStatus struct {
 
 // Status reports every upstream, in configuration order.
 func (g *Gateway) Status() []UpstreamStatus {
-	out := make([]UpstreamStatus, 0, len(g.upstreams))
-	for _, u := range g.upstreams {
+	ups := g.upstreamList()
+	out := make([]UpstreamStatus, 0, len(ups))
+	for _, u := range ups {
 		out = append(out, u.status())
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -60,6 +61,7 @@ type StderrTail struct {
 	mu    sync.Mutex
 	lines []string // ring of at most StderrLines
 	next  int      // where the next line goes once the ring is full
+	total uint64   // lines added since the start
 	done  chan struct{}
 }
 
@@ -102,6 +104,7 @@ func (t *StderrTail) Consume(r io.Reader, each func(line string)) {
 func (t *StderrTail) add(s string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.total++
 	if len(t.lines) < StderrLines {
 		t.lines = append(t.lines, s)
 		return
@@ -120,6 +123,27 @@ func (t *StderrTail) Lines() []string {
 	out := make([]string, 0, len(t.lines))
 	out = append(out, t.lines[t.next:]...)
 	return append(out, t.lines[:t.next]...)
+}
+
+// Since returns the kept lines numbered n and later (the first line written is 0), oldest
+// first, and the number of the next line to come: a follower passes it back to get only
+// what is new. Lines that have already left the ring are skipped.
+func (t *StderrTail) Since(n uint64) (lines []string, next uint64) {
+	if t == nil {
+		return nil, n
+	}
+	t.mu.Lock()
+	all := append(slices.Clone(t.lines[t.next:]), t.lines[:t.next]...)
+	total := t.total
+	t.mu.Unlock()
+	first := total - uint64(len(all)) // the number of all[0]
+	if n < first {
+		n = first
+	}
+	if n > total {
+		return nil, total
+	}
+	return all[n-first:], total
 }
 
 // Drained returns the kept lines once the stream has ended, or those kept so far when ctx

@@ -78,7 +78,7 @@ func TestSyncsOfOneUpstreamApplyInOrder(t *testing.T) {
 	}
 	g := New(&Options{ToolFilter: filter, Upstreams: []UpstreamConfig{{Name: "up", Prefix: "up"}}})
 	t.Cleanup(func() { _ = g.Close() }) // ends what the test's clients start (goleak)
-	u := g.byName["up"]
+	u := g.upstream("up")
 	schema := map[string]any{"type": "object"}
 	older, newer := u.listing(featTools), u.listing(featTools)
 

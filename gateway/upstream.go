@@ -63,6 +63,14 @@ type upstream struct {
 	listSeq [numFeatures]atomic.Uint64
 	syncMu  sync.Mutex
 	applied [numFeatures]uint64
+	gone    bool // removed from the gateway (guarded by syncMu): listings no longer apply
+
+	// life is the upstream's own context (a child of Run's), ended when the upstream is
+	// removed or the gateway stops; stop ends it and done is closed when run returns.
+	// They are set by startUpstream under g.upMu.
+	life atomic.Pointer[context.Context]
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // Features an upstream lists.
@@ -79,6 +87,10 @@ func (u *upstream) listing(f int) uint64 { return u.listSeq[f].Add(1) }
 // applies reports whether the listing seq of feature f is newer than every one applied
 // so far, and records it as applied; u.syncMu must be held.
 func (u *upstream) applies(f int, seq uint64) bool {
+	if u.gone {
+		u.log.Debug("listing of a removed upstream dropped", "feature", f, "seq", seq)
+		return false
+	}
 	if seq <= u.applied[f] {
 		u.log.Debug("stale listing dropped", "feature", f, "seq", seq, "applied", u.applied[f])
 		return false
@@ -189,7 +201,7 @@ func (u *upstream) connFor(ctx context.Context, ss *mcp.ServerSession) *conn {
 		c = u.newConn("2026-07-28")
 		u.modernC = c
 		started := u.g.goOwned(func() { // ends with the gateway or the session
-			err := c.session(u.g.runCtx(), nil, func(cs *mcp.ClientSession) error {
+			err := c.session(u.runCtx(), nil, func(cs *mcp.ClientSession) error {
 				if !c.modern() {
 					u.mu.Lock()
 					u.noModern = true
@@ -229,12 +241,12 @@ var errNoModern = errors.New("upstream does not speak 2026-07-28")
 // connection is older gets its 2026-07-28 connection started (or is found not to speak
 // it), so the client's first call does not wait for a process start and a probe.
 func (g *Gateway) prepareModern(ss *mcp.ServerSession) {
-	for _, u := range g.upstreams {
+	for _, u := range g.upstreamList() {
 		if u.primary.modern() {
 			continue
 		}
 		g.goOwned(func() { // bounded by the upstream timeout; nothing to prepare once stopping
-			ctx, cancel := context.WithTimeout(g.runCtx(), u.cfg.Timeout)
+			ctx, cancel := context.WithTimeout(u.runCtx(), u.cfg.Timeout)
 			defer cancel()
 			// Wait for the primary first: its protocol decides whether a second
 			// connection is needed at all.
@@ -881,7 +893,7 @@ func (u *upstream) refreshLater(kind string, c *conn) {
 		return
 	}
 	u.g.goOwned(func() { // ends with the gateway at the latest; no refresh once stopping
-		ctx, cancel := context.WithTimeout(u.g.runCtx(), u.cfg.Timeout)
+		ctx, cancel := context.WithTimeout(u.runCtx(), u.cfg.Timeout)
 		defer cancel()
 		var err error
 		switch kind {
@@ -900,8 +912,8 @@ func (u *upstream) refreshLater(kind string, c *conn) {
 
 // Refresh re-lists the tools of the named upstream now (after an approval, say).
 func (g *Gateway) Refresh(ctx context.Context, name string) error {
-	u, ok := g.byName[name]
-	if !ok {
+	u := g.upstream(name)
+	if u == nil {
 		return fmt.Errorf("refresh upstream %s: no such upstream", name)
 	}
 	cs := u.primarySession()
@@ -997,7 +1009,7 @@ type ProbeResult struct {
 // ctx bounds the whole probe; so does cfg.Timeout (0 = 60s) each request.
 func Probe(ctx context.Context, cfg UpstreamConfig, log *slog.Logger) (ProbeResult, error) {
 	g := New(&Options{Upstreams: []UpstreamConfig{cfg}, Logger: log})
-	c := g.upstreams[0].primary
+	c := g.upstreamList()[0].primary
 	cs, proc, err := c.connect(ctx, "2025-11-25")
 	if err != nil && ctx.Err() == nil {
 		cs, proc, err = c.connect(ctx, "")

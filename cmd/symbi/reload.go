@@ -3,17 +3,20 @@ package main
 import (
 	"context"
 	"errors"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/symbi-dev/symbi/audit"
+	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/internal/config"
 )
 
-// liveKeys are the configuration keys a SIGHUP applies to a running symbi. Every other
-// key that changed needs a restart, and the reload says so.
+// liveKeys are the configuration keys a SIGHUP applies to a running symbi, besides the
+// upstreams ("upstreams.NAME": added, removed or changed ones are started, stopped or
+// restarted). Every other key that changed needs a restart, and the reload says so.
 var liveKeys = map[string]bool{
 	"server.tokens": true,
 }
@@ -31,7 +34,7 @@ type configDiff struct {
 func diffConfig(old, cur *config.Config) configDiff {
 	var d configDiff
 	add := func(key string) {
-		if liveKeys[key] {
+		if liveKeys[key] || strings.HasPrefix(key, "upstreams.") {
 			d.Live = append(d.Live, key)
 		} else {
 			d.Restart = append(d.Restart, key)
@@ -128,6 +131,7 @@ func (a *app) reloadConfig(ctx context.Context) {
 		a.gw.SetTokens(tokens)
 		a.running.Server.Tokens = cfg.Server.Tokens
 	}
+	ups := a.reloadUpstreams(ctx, cfg)
 	if len(d.Live) > 0 {
 		a.log.Info("configuration reloaded", "file", a.configPath, "applied", strings.Join(d.Live, ", "))
 	} else {
@@ -139,8 +143,110 @@ func (a *app) reloadConfig(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	ev := audit.Event{Type: audit.TypeConfigLoaded, Reason: "reload (SIGHUP)", Detail: map[string]string{
-		"applied": strings.Join(d.Live, ","), "needs_restart": strings.Join(d.Restart, ",")}}
+		"applied": strings.Join(d.Live, ","), "needs_restart": strings.Join(d.Restart, ","),
+		"upstreams_added": strings.Join(ups.added, ","), "upstreams_removed": strings.Join(ups.removed, ","),
+		"upstreams_restarted": strings.Join(ups.restarted, ","), "upstreams_failed": strings.Join(ups.failed, ",")}}
+	if len(ups.failed) > 0 {
+		ev.Outcome, ev.Error = audit.OutcomeInvalid, "upstreams not applied: "+strings.Join(ups.failed, ",")
+	}
 	if err := a.rt.audit.Append(actx, ev); err != nil {
 		a.log.Error("append audit event", "type", string(audit.TypeConfigLoaded), "err", err)
 	}
+}
+
+// upstreamReload is what a reload did to the upstreams, by name.
+type upstreamReload struct {
+	added, removed, restarted, failed []string
+}
+
+// reloadUpstreams makes the running upstreams match cfg: the added ones are started,
+// the removed ones stopped (their tools withdrawn) and the changed ones restarted;
+// clients are told their lists changed. An upstream that cannot be set up (a sandbox
+// tier without an image, a manifest that cannot be fetched) keeps its previous state and
+// is reported as failed; a.running records what is in force.
+func (a *app) reloadUpstreams(ctx context.Context, cfg *config.Config) upstreamReload {
+	var r upstreamReload
+	names := upstreamChanges(a.running.Upstreams, cfg.Upstreams)
+	if len(names) == 0 {
+		return r
+	}
+	find := func(us []config.Upstream, name string) (config.Upstream, bool) {
+		for _, u := range us {
+			if u.Name == name {
+				return u, true
+			}
+		}
+		return config.Upstream{}, false
+	}
+	pins := maps.Clone(*a.rt.pins.Load())
+	var remove []string
+	var add []gateway.UpstreamConfig
+	applied := map[string]bool{}
+	for _, name := range names {
+		old, hadOld := find(a.running.Upstreams, name)
+		cur, hasCur := find(cfg.Upstreams, name)
+		wasOn, isOn := hadOld && !old.Disabled, hasCur && !cur.Disabled
+		if isOn {
+			uc, po, err := a.rt.upstreamConfig(ctx, cfg, cur, a.log)
+			if err != nil {
+				a.log.Error("upstream not applied; keeping it as it was", "upstream", name, "err", err)
+				r.failed = append(r.failed, name)
+				continue
+			}
+			add = append(add, uc)
+			pins[name] = po
+		} else {
+			delete(pins, name)
+		}
+		if wasOn {
+			remove = append(remove, name)
+		}
+		applied[name] = true
+		switch {
+		case wasOn && isOn:
+			r.restarted = append(r.restarted, name)
+		case isOn:
+			r.added = append(r.added, name)
+		case wasOn:
+			r.removed = append(r.removed, name)
+		}
+	}
+	// Tiers chosen by risk assessment for the new upstreams.
+	for _, ev := range a.rt.tierEvents {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := a.rt.audit.Append(actx, ev); err != nil {
+			a.log.Error("append audit event", "type", string(ev.Type), "err", err)
+		}
+		cancel()
+	}
+	a.rt.tierEvents = nil
+	// The new settings are in place before a new upstream lists its tools.
+	a.rt.pins.Store(&pins)
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := a.gw.UpdateUpstreams(sctx, remove, add); err != nil {
+		a.log.Error("upstreams not applied", "err", err)
+		return upstreamReload{failed: names}
+	}
+	// What is in force: the new configuration's upstreams, except those not applied,
+	// which stay as they were.
+	var next []config.Upstream
+	for _, u := range cfg.Upstreams {
+		if applied[u.Name] || !slices.Contains(names, u.Name) {
+			next = append(next, u)
+		} else if old, ok := find(a.running.Upstreams, u.Name); ok {
+			next = append(next, old)
+		}
+	}
+	for _, u := range a.running.Upstreams {
+		if _, ok := find(cfg.Upstreams, u.Name); !ok && !applied[u.Name] {
+			next = append(next, u)
+		}
+	}
+	a.running.Upstreams = next
+	if len(r.added)+len(r.removed)+len(r.restarted) > 0 {
+		a.log.Info("upstreams reloaded", "added", strings.Join(r.added, ","), "removed", strings.Join(r.removed, ","),
+			"restarted", strings.Join(r.restarted, ","))
+	}
+	return r
 }

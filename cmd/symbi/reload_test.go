@@ -52,9 +52,9 @@ command = ["true"]
 		{"policy", replace(base, `"1s"`, `"2s"`), configDiff{Restart: []string{"policy.eval_timeout"}}},
 		{"audit", base + "[audit]\nfsync = \"every\"\n", configDiff{Restart: []string{"audit.fsync"}}},
 		{"upstream changed", replace(base, "name = \"two\"\ncommand = [\"true\"]", "name = \"two\"\ncommand = [\"false\"]"),
-			configDiff{Restart: []string{"upstreams.two"}}},
-		{"upstream added", base + "[[upstreams]]\nname = \"three\"\ncommand = [\"true\"]\n", configDiff{Restart: []string{"upstreams.three"}}},
-		{"upstream removed and renamed", replace(base, `name = "one"`, `name = "uno"`), configDiff{Restart: []string{"upstreams.one", "upstreams.uno"}}},
+			configDiff{Live: []string{"upstreams.two"}}},
+		{"upstream added", base + "[[upstreams]]\nname = \"three\"\ncommand = [\"true\"]\n", configDiff{Live: []string{"upstreams.three"}}},
+		{"upstream removed and renamed", replace(base, `name = "one"`, `name = "uno"`), configDiff{Live: []string{"upstreams.one", "upstreams.uno"}}},
 		{"upstreams reordered", `version = 1
 [server]
 listen = "127.0.0.1:8080"

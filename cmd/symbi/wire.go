@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/symbi-dev/symbi/audit"
@@ -47,6 +49,12 @@ type runtime struct {
 	tierEvents []audit.Event   // tiers chosen by risk assessment, recorded once the trail is open
 	reaped     bool            // stale containers removed (once, when a container tier is used)
 	tiers      []sandbox.Tier  // container tiers in use, for /readyz
+	// pins are the SchemaPin settings of each upstream, swapped whole when a reload
+	// changes the upstreams.
+	pins atomic.Pointer[map[string]schemapin.UpstreamOptions]
+	// serving is set once the HTTP options are handed to the server: from then on
+	// rt.http may not change (a reload that needs a new sandbox tier says so).
+	serving bool
 
 	closers []func() error
 }
@@ -171,33 +179,14 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		if u.Disabled {
 			continue
 		}
-		uc := gateway.UpstreamConfig{
-			Name: u.Name, Prefix: *u.Prefix, URL: u.URL, SSE: u.Transport == "sse",
-			Headers: u.Headers, Timeout: u.Timeout.Duration,
-		}
-		if len(u.Command) > 0 {
-			launch, tier, err := rt.launcher(ctx, cfg, u, log)
-			if err != nil {
-				return nil, nil, err
-			}
-			uc.Launch, uc.Tier = launch, tier
+		uc, po, err := rt.upstreamConfig(ctx, cfg, u, log)
+		if err != nil {
+			return nil, nil, err
 		}
 		opts.Upstreams = append(opts.Upstreams, uc)
-		if p := u.SchemaPin; p != nil {
-			manifest := p.Manifest
-			if manifest != "" {
-				if manifest, err = manifestFile(ctx, http.DefaultClient, cfg.Server.DataDir, u.Name, manifest, log); err != nil {
-					return nil, nil, err
-				}
-			}
-			pinOpts[u.Name] = schemapin.UpstreamOptions{
-				Mode: schemapin.Mode(p.Mode), Domain: p.Domain, DiscoveryFile: p.DiscoveryFile, BundleFile: p.BundleFile,
-				ManifestFile: manifest, FirstSeen: schemapin.FirstSeen(p.FirstSeen),
-			}
-		} else {
-			pinOpts[u.Name] = schemapin.UpstreamOptions{}
-		}
+		pinOpts[u.Name] = po
 	}
+	rt.pins.Store(&pinOpts)
 	record := func(ev audit.Event) {
 		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -205,7 +194,11 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 			log.Error("append audit event", "err", err)
 		}
 	}
-	opts.ToolFilter = gateway.VerificationFilter(rt.gate, pinOpts, log.With("component", "schemapin"), record)
+	pinLog := log.With("component", "schemapin")
+	opts.ToolFilter = func(ctx context.Context, upstream string, raw []json.RawMessage) []gateway.ToolDecision {
+		// The settings in force: a reload that adds an upstream swaps them (reload.go).
+		return gateway.VerificationFilter(rt.gate, *rt.pins.Load(), pinLog, record)(ctx, upstream, raw)
+	}
 	opts.OnUpstreamState = func(name, state, reason string) {
 		typ := audit.TypeUpstreamUp
 		if state != gateway.StateUp {
@@ -247,7 +240,39 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		record(ev)
 	}
 	record(audit.Event{Type: audit.TypeConfigLoaded, Detail: map[string]string{"upstreams": upstreamNames(cfg), "policy_dir": cfg.Policy.Dir}})
+	rt.serving = true
 	return gw, rt, nil
+}
+
+// upstreamConfig builds the gateway's configuration of one upstream and its SchemaPin
+// settings, at start-up and when a reload adds or changes the upstream.
+func (rt *runtime) upstreamConfig(ctx context.Context, cfg *config.Config, u config.Upstream, log *slog.Logger) (gateway.UpstreamConfig, schemapin.UpstreamOptions, error) {
+	uc := gateway.UpstreamConfig{
+		Name: u.Name, Prefix: *u.Prefix, URL: u.URL, SSE: u.Transport == "sse",
+		Headers: u.Headers, Timeout: u.Timeout.Duration,
+	}
+	if len(u.Command) > 0 {
+		launch, tier, err := rt.launcher(ctx, cfg, u, log)
+		if err != nil {
+			return uc, schemapin.UpstreamOptions{}, err
+		}
+		uc.Launch, uc.Tier = launch, tier
+	}
+	p := u.SchemaPin
+	if p == nil {
+		return uc, schemapin.UpstreamOptions{}, nil
+	}
+	manifest := p.Manifest
+	if manifest != "" {
+		var err error
+		if manifest, err = manifestFile(ctx, http.DefaultClient, cfg.Server.DataDir, u.Name, manifest, log); err != nil {
+			return uc, schemapin.UpstreamOptions{}, err
+		}
+	}
+	return uc, schemapin.UpstreamOptions{
+		Mode: schemapin.Mode(p.Mode), Domain: p.Domain, DiscoveryFile: p.DiscoveryFile, BundleFile: p.BundleFile,
+		ManifestFile: manifest, FirstSeen: schemapin.FirstSeen(p.FirstSeen),
+	}, nil
 }
 
 // selfSigner holds symbi's own SchemaPin key, which signs the built-in tools.
@@ -404,7 +429,9 @@ func (rt *runtime) launcher(ctx context.Context, cfg *config.Config, u config.Up
 			log.Info("removed stale sandbox containers", "count", n)
 		}
 	}
-	if tier != "none" && !slices.Contains(rt.tiers, sandbox.Tier(tier)) {
+	if tier != "none" && !slices.Contains(rt.tiers, sandbox.Tier(tier)) && rt.serving {
+		log.Warn("/readyz checks this sandbox tier after a restart", "upstream", u.Name, "tier", tier)
+	} else if tier != "none" && !slices.Contains(rt.tiers, sandbox.Tier(tier)) {
 		// /readyz checks every tier in use, not only the first one configured.
 		rt.tiers = append(rt.tiers, sandbox.Tier(tier))
 		rt.http.ReadyChecks["sandbox"] = tierReadyCheck(rt.sandbox, slices.Clone(rt.tiers))
