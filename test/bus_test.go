@@ -171,6 +171,14 @@ func TestBus(t *testing.T) {
 	_ = bob.Close()
 	s.stop(t)
 
+	// The master key is kept apart from the state file (which holds only wrapped keys).
+	if _, err := os.Stat(filepath.Join(data, "keys", "bus_master.key")); err != nil {
+		t.Errorf("bus master key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "bus.key")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a bus key beside the state file: %v", err)
+	}
+
 	// No payload in clear anywhere in data_dir; the trail holds each message's hash.
 	var trail []byte
 	err = filepath.WalkDir(data, func(p string, d fs.DirEntry, err error) error {

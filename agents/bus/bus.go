@@ -105,6 +105,7 @@ type Bus struct {
 
 	mu   sync.Mutex
 	keys map[string]ed25519.PrivateKey // identity -> its private key (unsealed)
+	deks map[string]cipher.AEAD        // identity -> its data key (unwrapped)
 	wake map[string]chan struct{}      // identity -> closed when a message arrives for it
 
 	closed    chan struct{}
@@ -139,6 +140,10 @@ CREATE TABLE IF NOT EXISTS bus_subscriptions (
 	topic    TEXT NOT NULL,
 	identity TEXT NOT NULL,
 	PRIMARY KEY (topic, identity)
+);
+CREATE TABLE IF NOT EXISTS bus_data_keys (
+	identity TEXT PRIMARY KEY,
+	wrapped  BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bus_requests (
 	id         TEXT PRIMARY KEY,
@@ -199,7 +204,10 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("migrate bus tables: %w", err)
 	}
-	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, limit: newLimiter(o.Rate, o.Burst),
+	if err := addDEKColumn(ctx, db); err != nil {
+		return nil, err
+	}
+	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, deks: map[string]cipher.AEAD{}, limit: newLimiter(o.Rate, o.Burst),
 		wake: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
 }
 
@@ -338,24 +346,33 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// put signs, encrypts and stores one message. It returns the event to record once the
-// message is committed.
-func (b *Bus) put(ctx context.Context, x execer, e envelope, payload []byte, action string) (Event, error) {
+type dbtx interface {
+	execer
+	querier
+}
+
+// put signs, encrypts (under the recipient's data key) and stores one message. It
+// returns the event to record once the message is committed.
+func (b *Bus) put(ctx context.Context, x dbtx, e envelope, payload []byte, action string) (Event, error) {
 	key, err := b.signingKey(ctx, e.from)
+	if err != nil {
+		return Event{}, err
+	}
+	dek, err := b.dataKeyOf(ctx, x, e.to, dekRecipient, true)
 	if err != nil {
 		return Event{}, err
 	}
 	hdr := e.header()
 	sum := sha256.Sum256(payload)
 	sig := ed25519.Sign(key, signed(hdr, sum))
-	nonce := make([]byte, b.aead.NonceSize())
+	nonce := make([]byte, dek.NonceSize())
 	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
 		return Event{}, fmt.Errorf("store message: %w", err)
 	}
-	ct := b.aead.Seal(nil, nonce, payload, hdr)
-	if _, err := x.ExecContext(ctx, `INSERT INTO bus_messages (id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, visible_ns, nonce, ciphertext, signature)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig); err != nil {
+	ct := dek.Seal(nil, nonce, payload, hdr)
+	if _, err := x.ExecContext(ctx, `INSERT INTO bus_messages (id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, visible_ns, nonce, ciphertext, signature, dek)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig, dekRecipient); err != nil {
 		return Event{}, fmt.Errorf("store message %s: %w", e.id, err)
 	}
 	return Event{Action: action, ID: e.id, Kind: e.kind, From: e.from, To: e.to, Topic: e.topic, ReplyTo: e.replyTo,
@@ -373,15 +390,16 @@ type row struct {
 	envelope
 	attempts             int
 	nonce, ct, signature []byte
+	dek                  int
 }
 
-// open decrypts and verifies a stored message with its sender's public key.
-func (b *Bus) open(r *row, pub ed25519.PublicKey) ([]byte, error) {
-	if len(r.nonce) != b.aead.NonceSize() {
+// open decrypts r with dek and verifies it with its sender's public key.
+func (b *Bus) open(r *row, dek cipher.AEAD, pub ed25519.PublicKey) ([]byte, error) {
+	if len(r.nonce) != dek.NonceSize() {
 		return nil, fmt.Errorf("open message %s: bad nonce: %w", r.id, ErrTampered)
 	}
 	hdr := r.header()
-	payload, err := b.aead.Open(nil, r.nonce, r.ct, hdr)
+	payload, err := dek.Open(nil, r.nonce, r.ct, hdr)
 	if err != nil {
 		return nil, fmt.Errorf("open message %s: decrypt: %w", r.id, ErrTampered)
 	}
@@ -400,7 +418,11 @@ func (b *Bus) verify(ctx context.Context, q querier, r *row) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.open(r, pub)
+	dek, err := b.dataKey(ctx, q, r.to, r.dek)
+	if err != nil {
+		return nil, fmt.Errorf("open message %s: %w", r.id, err)
+	}
+	return b.open(r, dek, pub)
 }
 
 func (b *Bus) checkPayload(p []byte) error {
@@ -582,11 +604,11 @@ func (b *Bus) PublishTTL(ctx context.Context, from, topic string, payload []byte
 	return len(subs), nil
 }
 
-const selectRow = `SELECT id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, attempts, nonce, ciphertext, signature FROM bus_messages`
+const selectRow = `SELECT id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, attempts, nonce, ciphertext, signature, dek FROM bus_messages`
 
 func scanRow(sc interface{ Scan(...any) error }) (*row, error) {
 	r := &row{}
-	err := sc.Scan(&r.id, &r.kind, &r.from, &r.to, &r.topic, &r.replyTo, &r.created, &r.expires, &r.attempts, &r.nonce, &r.ct, &r.signature)
+	err := sc.Scan(&r.id, &r.kind, &r.from, &r.to, &r.topic, &r.replyTo, &r.created, &r.expires, &r.attempts, &r.nonce, &r.ct, &r.signature, &r.dek)
 	return r, err
 }
 

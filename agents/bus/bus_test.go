@@ -594,10 +594,14 @@ func FuzzOpen(f *testing.F) {
 	}
 	f.Add(orig.nonce, orig.ct, orig.signature)
 	f.Add([]byte{}, []byte{}, []byte{})
+	dek, err := b.dataKey(ctx, db, "bob", dekRecipient)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, nonce, ct, sig []byte) {
 		r := *orig
 		r.nonce, r.ct, r.signature = nonce, ct, sig
-		p, err := b.open(&r, pub)
+		p, err := b.open(&r, dek, pub)
 		same := bytes.Equal(nonce, orig.nonce) && bytes.Equal(ct, orig.ct) && bytes.Equal(sig, orig.signature)
 		if err == nil && !same {
 			t.Fatalf("an altered message opened: %q", p)
