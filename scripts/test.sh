@@ -5,7 +5,8 @@
 #
 # setup installs what the tests need on a fresh Debian 12 machine: Docker (runc) and
 # gVisor (runsc) from Debian, started and registered (.ci/docker.sh, needs root), and
-# Node 22 plus the pinned npm peers into test/.cache/node (.ci/node.sh). Nothing is
+# Node 22 plus the pinned npm peers into test/.cache/node (.ci/node.sh), PostgreSQL 15
+# with pgvector built from source (.ci/postgres.sh). Nothing is
 # skipped silently: without Docker or Node the stages that need them fail, and so do tests
 # that need the reference fixtures in ../shared (SYMBI_REQUIRE_NODE, SYMBI_REQUIRE_SHARED).
 set -euo pipefail
@@ -18,6 +19,9 @@ GO=${GO:-go}
 # nothing (go.dev/issue/75804, fixed in Go 1.27). A count has no deadline to race.
 FUZZTIME=${FUZZTIME:-30000x}
 export SYMBI_NODE_CACHE=${SYMBI_NODE_CACHE:-$root/test/.cache/node}
+# The rag store suite runs on a real PostgreSQL (a throwaway cluster the tests start):
+# without it, those tests fail rather than skip.
+export SYMBI_REQUIRE_POSTGRES=${SYMBI_REQUIRE_POSTGRES:-1}
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -27,6 +31,13 @@ stage_setup() {
 		sh .ci/docker.sh
 	elif ! docker info >/dev/null 2>&1; then
 		echo "Docker is not running and this is not root: start Docker (with the runsc runtime) first, see .ci/docker.sh" >&2
+		exit 1
+	fi
+	log "setup: PostgreSQL and pgvector"
+	if [ "$(id -u)" = 0 ]; then
+		sh .ci/postgres.sh
+	elif ! ls /usr/share/postgresql/*/extension/vector.control >/dev/null 2>&1; then
+		echo "PostgreSQL with pgvector is not installed and this is not root: see .ci/postgres.sh" >&2
 		exit 1
 	fi
 	log "setup: Node 22 and the npm peers"

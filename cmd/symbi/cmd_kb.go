@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -86,17 +87,15 @@ func runKB(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "symbi kb: %v\n", err)
 		return 2
 	}
-	if cfg.Context.Store != "" {
-		fmt.Fprintln(stderr, "symbi kb: context.store: PostgreSQL (pgvector) is not available in this build")
-		return 2
+	var db *sql.DB
+	if cfg.Context.Store == "" {
+		if db, err = store.Open(filepath.Join(cfg.Server.DataDir, store.FileName)); err != nil {
+			fmt.Fprintf(stderr, "symbi kb: %v\n", err)
+			return 1
+		}
+		defer db.Close()
 	}
-	db, err := store.Open(filepath.Join(cfg.Server.DataDir, store.FileName))
-	if err != nil {
-		fmt.Fprintf(stderr, "symbi kb: %v\n", err)
-		return 1
-	}
-	defer db.Close()
-	st, err := rag.NewSQLite(ctx, db)
+	st, err := openContextStore(ctx, cfg.Context, db)
 	if err != nil {
 		fmt.Fprintf(stderr, "symbi kb: %v\n", err)
 		return 1

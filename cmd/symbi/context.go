@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -50,13 +51,17 @@ func newContextEngine(ctx context.Context, cfg config.Context, st rag.Store, log
 		Retention: cfg.KnowledgeRetention.Duration, Roots: cfg.IngestRoots})
 }
 
-// openContextStore opens the configured vector store. Only the embedded SQLite store is
-// built in so far.
-func openContextStore(ctx context.Context, cfg config.Context, rt *runtime) (rag.Store, error) {
+// openContextStore opens the configured vector store: PostgreSQL with pgvector for a
+// postgres:// URL, else the embedded SQLite store in db (which the caller owns).
+func openContextStore(ctx context.Context, cfg config.Context, db *sql.DB) (rag.Store, error) {
 	if cfg.Store != "" {
-		return nil, errors.New("context.store: PostgreSQL (pgvector) is not available in this build; leave it empty for SQLite")
+		st, err := rag.NewPostgres(ctx, cfg.Store)
+		if err != nil {
+			return nil, fmt.Errorf("context.store: %w", err)
+		}
+		return st, nil
 	}
-	return rag.NewSQLite(ctx, rt.db)
+	return rag.NewSQLite(ctx, db)
 }
 
 // maintain enforces expiry and retention every few minutes until ctx ends.
@@ -568,7 +573,7 @@ func addContextBuiltins(gw *gateway.Gateway, f *contextFeature) {
 
 // addContext opens the context store and engine and registers their tools.
 func (rt *runtime) addContext(ctx context.Context, gw *gateway.Gateway, cfg config.Context, log *slog.Logger) error {
-	st, err := openContextStore(ctx, cfg, rt)
+	st, err := openContextStore(ctx, cfg, rt.db)
 	if err != nil {
 		return err
 	}
