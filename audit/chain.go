@@ -26,8 +26,9 @@ type Record struct {
 	Hash        string `json:"hash"`
 	Sig         string `json:"sig"`
 	Event       Event  `json:"event"`
-	File        string `json:"-"` // segment file name (base name)
-	Line        int    `json:"-"` // 1-based line in File
+	Writer      string `json:"writer,omitempty"` // the writer's chain; "" for the main one
+	File        string `json:"-"`                // segment file name (base name)
+	Line        int    `json:"-"`                // 1-based line in File
 }
 
 // entryHeader is the part of a line that the chain covers besides the event bytes.

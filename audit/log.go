@@ -51,6 +51,11 @@ type Options struct {
 	AnchorPath string
 	Logger     *slog.Logger // nil: discard
 
+	// Exclusive opens only the main chain and fails with ErrLocked while another
+	// process holds it; otherwise a process that finds it held writes a chain of its
+	// own in a writer slot of the same trail (see WriterDir).
+	Exclusive bool
+
 	Fsync           FsyncMode
 	FsyncMaxDelay   time.Duration // FsyncBatch: 0 means 100ms
 	FsyncMaxEntries int           // FsyncBatch: 0 means 1000
@@ -156,6 +161,7 @@ type item struct {
 	ev     Event
 	body   []byte
 	newKey ed25519.PrivateKey
+	keep   bool // kindRotate: leave the key file to RotateKeyAll
 	done   chan error
 }
 
@@ -165,6 +171,13 @@ type Log struct {
 	opts Options
 	log  *slog.Logger
 	lock *os.File // flock held while the log is open
+
+	root       string // the trail directory (opts.Dir is this writer's chain in it)
+	writer     string // MainWriter or a slot name; fixed for the log's lifetime
+	mainAnchor string // the main chain's anchor path (opts.AnchorPath is this writer's)
+	// next is the key an unfinished rotation of every chain is moving to (RotateKeyAll);
+	// a chain already rotated to it opens with it.
+	next ed25519.PrivateKey
 
 	mu     sync.RWMutex // held for reading while enqueueing, for writing by Close
 	closed bool
@@ -221,26 +234,43 @@ func Open(opts *Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(o.KeyPath), 0o700); err != nil {
 		return nil, fmt.Errorf("create key dir: %w", err)
 	}
-	// One writer per trail: a second process appending to the same segment would fork
-	// the chain. The lock is released by Close (or by the kernel when the process dies).
-	lock, err := lockDir(o.Dir)
+	// One writer per chain: a second process appending to the same segment would fork
+	// it. A process that finds the main chain held writes a chain of its own in a
+	// writer slot. The lock is released by Close (or by the kernel when the process dies).
+	lock, writer, err := claimWriter(o.Dir, o.Exclusive)
 	if err != nil {
 		return nil, err
 	}
+	return openChain(o, lock, writer, nil)
+}
+
+// openChain opens writer's chain in the trail o.Dir, whose lock the caller took; it
+// closes the lock on error.
+func openChain(o Options, lock *os.File, writer string, next ed25519.PrivateKey) (_ *Log, err error) {
 	ok := false
 	defer func() {
 		if !ok {
 			lock.Close()
 		}
 	}()
+	root, mainAnchor := o.Dir, o.AnchorPath
+	o.Dir, o.AnchorPath = WriterDir(root, writer), AnchorPathFor(mainAnchor, writer)
 	l := &Log{
-		lock:  lock,
-		opts:  o,
-		log:   o.Logger,
-		queue: make(chan item, o.QueueSize),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
-		rec:   newRing(o.RecentSize),
+		lock:       lock,
+		root:       root,
+		writer:     writer,
+		mainAnchor: mainAnchor,
+		next:       next,
+		opts:       o,
+		log:        o.Logger,
+		queue:      make(chan item, o.QueueSize),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		rec:        newRing(o.RecentSize),
+	}
+	if writer != MainWriter {
+		l.log = l.log.With("writer", writer)
+		l.log.Info("audit main chain held by another process: writing a chain of its own", "writer", writer, "dir", o.Dir)
 	}
 	l.hub = newHub(l.log, o.SubscriberBuffer)
 	priv, created, err := loadOrCreateKey(o.KeyPath)
@@ -302,6 +332,11 @@ func (l *Log) setKey(priv ed25519.PrivateKey) {
 	l.pub.Store(&pub)
 }
 
+// Writer names this process's chain in the trail: MainWriter, or the writer slot it
+// took because another process writes the main chain. It does not change while the log
+// is open.
+func (l *Log) Writer() string { return l.writer }
+
 // Err is nil while the trail records events, and the write error that broke it after
 // one: from then on every Append fails. It is one atomic load, cheap enough to check
 // before every call (see BenchmarkErrCheck).
@@ -328,6 +363,16 @@ func (l *Log) openAnchor() ([]Event, error) {
 	var notices []Event
 	cur := hex.EncodeToString(l.head[:])
 	if a == nil {
+		if l.writer != MainWriter {
+			// A new writer's chain is signed by the key the main chain's anchor pinned.
+			ma, err := ReadAnchor(l.mainAnchor)
+			if err != nil {
+				return nil, fmt.Errorf("open audit log: %w", err)
+			}
+			if ma != nil && !ma.hasKey(l.kid) {
+				return nil, fmt.Errorf("open audit log: signing key %s is not pinned in the audit anchor %s", l.kid, l.mainAnchor)
+			}
+		}
 		a = &Anchor{Version: 1, Trail: l.opts.Dir}
 		if abs, err := filepath.Abs(l.opts.Dir); err == nil {
 			a.Trail = abs
@@ -470,7 +515,15 @@ func (l *Log) Flush(ctx context.Context) error {
 // RotateKey generates a new signing key and appends a key rotation entry, signed by the
 // current key, that names the new public key; later entries are signed by the new key.
 // The old public key stays exported as KeyPath+".<key id>.pub".
+//
+// With several writers' chains in the trail every chain must move to the new key at
+// once: RotateKey then refuses, and RotateKeyAll does it.
 func (l *Log) RotateKey(ctx context.Context) error {
+	if ws, err := Writers(l.root); err != nil {
+		return err
+	} else if l.writer != MainWriter || len(ws) > 0 {
+		return fmt.Errorf("rotate audit key: the trail holds several writers' chains: rotate them all at once (RotateKeyAll, symbi audit rotate-key)")
+	}
 	_, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		return fmt.Errorf("generate audit key: %w", err)
@@ -559,7 +612,7 @@ func lockDir(dir string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("open audit trail %s: %w (one symbi process per data_dir; give each its own data_dir or [audit] dir)", dir, ErrLocked)
+			return nil, fmt.Errorf("open audit trail %s: %w", dir, ErrLocked)
 		}
 		return nil, fmt.Errorf("lock audit trail %s: %w", dir, err)
 	}
@@ -644,6 +697,7 @@ type pending struct {
 	written   bool
 	newSeg    string // open this segment before writing the entry
 	rotateTo  ed25519.PrivateKey
+	keepKey   bool
 	ev        *Event
 }
 
@@ -710,7 +764,7 @@ func (l *Log) process(batch []item) {
 		p.signer = signer
 		p.ev = &it.ev
 		if it.kind == kindRotate {
-			p.rotateTo = it.newKey
+			p.rotateTo, p.keepKey = it.newKey, it.keep
 			signer = it.newKey
 		}
 		l.seq, l.head = p.hdr.Seq, p.hash
@@ -814,7 +868,7 @@ func (l *Log) write(pend []pending) {
 			}
 		}
 		if p.rotateTo != nil {
-			l.promoteKey(p.rotateTo)
+			l.promoteKey(p.rotateTo, !p.keepKey)
 		}
 	}
 	flush()
@@ -889,20 +943,28 @@ func (l *Log) sync() {
 	l.cpSeq = l.seq
 }
 
-// promoteKey makes a rotated-to key current once its rotation entry is durable.
-func (l *Log) promoteKey(priv ed25519.PrivateKey) {
+// promoteKey makes a rotated-to key current once its rotation entry is durable; with
+// install it also moves the key file (RotateKeyAll installs once, after every chain).
+func (l *Log) promoteKey(priv ed25519.PrivateKey, install bool) {
 	old := l.priv.Public().(ed25519.PublicKey)
 	if err := writePublicKey(l.opts.KeyPath+"."+KeyID(old)+PublicKeySuffix, old); err != nil {
 		l.log.Warn("audit old public key not archived", "err", err)
 	}
-	if err := os.Rename(l.opts.KeyPath+".next", l.opts.KeyPath); err != nil {
-		l.fail(fmt.Errorf("install rotated audit key: %w", err))
-		return
-	}
-	if err := writePublicKey(l.opts.KeyPath+PublicKeySuffix, priv.Public().(ed25519.PublicKey)); err != nil {
-		l.fail(err)
-		return
+	if install {
+		if err := installKey(l.opts.KeyPath, priv); err != nil {
+			l.fail(err)
+			return
+		}
 	}
 	l.setKey(priv)
 	l.log.Info("audit key rotated", "key", l.kid)
+}
+
+// installKey moves the rotated-to key from KeyPath.next to KeyPath and exports its
+// public half.
+func installKey(keyPath string, priv ed25519.PrivateKey) error {
+	if err := os.Rename(keyPath+".next", keyPath); err != nil {
+		return fmt.Errorf("install rotated audit key: %w", err)
+	}
+	return writePublicKey(keyPath+PublicKeySuffix, priv.Public().(ed25519.PublicKey))
 }

@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -60,22 +62,55 @@ func (f *Filter) Apply(recs []Record) []Record {
 	return out
 }
 
-// Scan reads every record of the trail in dir in order and calls fn. It reads; it does
+// Scan reads every record of the trail in dir and calls fn: the main chain in order,
+// then each other writer's chain in order (Record.Writer names it). It reads; it does
 // not verify (use Verify): lines that do not decode are skipped and counted in the
 // returned number, and an incomplete last line is ignored.
 func Scan(ctx context.Context, dir string, fn func(Record) error) (skipped int, err error) {
-	segs, err := listSegments(dir)
+	ws, err := Writers(dir)
 	if err != nil {
 		return 0, err
 	}
-	for _, name := range segs {
-		n, _, err := scanSegment(ctx, dir, name, 0, fn)
+	for _, w := range append([]string{""}, ws...) {
+		n, err := scanChain(ctx, dir, w, fn)
 		skipped += n
 		if err != nil {
 			return skipped, err
 		}
 	}
 	return skipped, nil
+}
+
+// scanChain reads writer w's chain ("" for the main one) in order.
+func scanChain(ctx context.Context, dir, w string, fn func(Record) error) (skipped int, err error) {
+	cdir := WriterDir(dir, w)
+	segs, err := listSegments(cdir)
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range segs {
+		n, _, err := scanSegment(ctx, cdir, name, 0, tagWriter(w, fn))
+		skipped += n
+		if err != nil {
+			return skipped, err
+		}
+	}
+	return skipped, nil
+}
+
+func tagWriter(w string, fn func(Record) error) func(Record) error {
+	if w == "" || w == MainWriter {
+		return fn
+	}
+	return func(r Record) error {
+		r.Writer = w
+		return fn(r)
+	}
+}
+
+// byTime orders records of several chains by event time, keeping each chain's order.
+func byTime(recs []Record) {
+	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Event.Time.Before(recs[j].Event.Time) })
 }
 
 // scanSegment reads complete lines from offset; it returns the offset after the last
@@ -121,27 +156,65 @@ func scanSegment(ctx context.Context, dir, name string, offset int64, fn func(Re
 	}
 }
 
-// Query returns the records in dir that match f, oldest first.
+// Query returns the records in dir that match f, oldest first; with several writers'
+// chains, merged by event time.
 func Query(ctx context.Context, dir string, f Filter) ([]Record, error) {
-	var out []Record
-	_, err := Scan(ctx, dir, func(r Record) error {
-		if f.Match(&r.Event) {
-			out = append(out, r)
-			if f.Limit > 0 && len(out) >= 2*f.Limit {
-				out = append(out[:0], out[len(out)-f.Limit:]...)
-			}
-		}
-		return nil
-	})
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[len(out)-f.Limit:]
+	ws, err := Writers(dir)
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	var all []Record
+	for _, w := range append([]string{""}, ws...) {
+		var out []Record
+		_, err := scanChain(ctx, dir, w, func(r Record) error {
+			if f.Match(&r.Event) {
+				out = append(out, r)
+				if f.Limit > 0 && len(out) >= 2*f.Limit {
+					out = append(out[:0], out[len(out)-f.Limit:]...)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, out...)
+	}
+	if len(ws) > 0 {
+		byTime(all)
+	}
+	if f.Limit > 0 && len(all) > f.Limit {
+		all = all[len(all)-f.Limit:]
+	}
+	return all, nil
 }
 
-// Tail returns the last n records of the trail, oldest first, reading only the newest
-// segments it needs.
+// Tail returns the last n records of the trail, oldest first (with several writers'
+// chains, the last n by event time), reading only the newest segments it needs.
 func Tail(ctx context.Context, dir string, n int) ([]Record, error) {
+	ws, err := Writers(dir)
+	if err != nil {
+		return nil, err
+	}
+	var all []Record
+	for _, w := range append([]string{""}, ws...) {
+		out, err := tailChain(ctx, dir, w, n)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, out...)
+	}
+	if len(ws) > 0 {
+		byTime(all)
+	}
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return all, nil
+}
+
+func tailChain(ctx context.Context, dir, w string, n int) ([]Record, error) {
+	dir = WriterDir(dir, w)
 	segs, err := listSegments(dir)
 	if err != nil {
 		return nil, err
@@ -149,10 +222,10 @@ func Tail(ctx context.Context, dir string, n int) ([]Record, error) {
 	var out []Record
 	for i := len(segs) - 1; i >= 0 && len(out) < n; i-- {
 		var part []Record
-		if _, _, err := scanSegment(ctx, dir, segs[i], 0, func(r Record) error {
+		if _, _, err := scanSegment(ctx, dir, segs[i], 0, tagWriter(w, func(r Record) error {
 			part = append(part, r)
 			return nil
-		}); err != nil {
+		})); err != nil {
 			return nil, err
 		}
 		out = append(part, out...)
@@ -227,6 +300,64 @@ func Follow(ctx context.Context, dir string, after uint64, poll time.Duration, f
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// FollowAll is Follow over every writer's chain in the trail, including chains that
+// appear while it runs: after[w] is the last seq already seen of writer w ("" for the
+// main chain). fn is called from one goroutine at a time, in each chain's order.
+func FollowAll(ctx context.Context, dir string, after map[string]uint64, poll time.Duration, fn func(Record) error) error {
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		first   error
+		started = map[string]bool{}
+	)
+	serial := func(r Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return fn(r)
+	}
+	start := func(w string) {
+		started[w] = true
+		wg.Go(func() { // owned: ends with ctx
+			err := Follow(ctx, WriterDir(dir, w), after[w], poll, tagWriter(w, serial))
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				cancel()
+			}
+		})
+	}
+	start("")
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		ws, err := Writers(dir)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		for _, w := range ws {
+			if !started[w] {
+				start(w)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return first
 		case <-t.C:
 		}
 	}

@@ -76,6 +76,11 @@ func (l *Log) openTail() ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	others, err := Writers(l.root)
+	if err != nil {
+		return nil, err
+	}
+	shared := l.writer != MainWriter || len(others) > 0
 	var notices []Event
 	var head *parsedLine
 	for len(segs) > 0 {
@@ -124,11 +129,20 @@ func (l *Log) openTail() ([]Event, error) {
 			l.lastSigned = head.header.Seq
 		}
 		want := headKeyID(head)
+		if l.next != nil && want == KeyID(l.next.Public().(ed25519.PublicKey)) {
+			// RotateKeyAll resumes a rotation this chain already took part in.
+			l.setKey(l.next)
+		}
+		if want != l.kid && shared {
+			l.closeFiles()
+			return nil, fmt.Errorf("open audit log: writer %s: signing key %s does not match key %s of the chain head: "+
+				"a key rotation of several writers' chains was interrupted; run `symbi audit rotate-key` to complete it", l.writer, l.kid, want)
+		}
 		if want != l.kid {
 			if b, err := os.ReadFile(next); err == nil {
 				if priv, err := parsePrivateKey(b); err == nil && KeyID(priv.Public().(ed25519.PublicKey)) == want {
 					// A rotation entry was written but the crash came before the key moved.
-					l.promoteKey(priv)
+					l.promoteKey(priv, true)
 					if p := l.broken.Load(); p != nil {
 						l.closeFiles()
 						return nil, *p
@@ -141,7 +155,11 @@ func (l *Log) openTail() ([]Event, error) {
 			return nil, fmt.Errorf("open audit log: signing key %s does not match key %s of the trail head; restore the key or move the trail aside", l.kid, want)
 		}
 	}
-	os.Remove(next)
+	if !shared && l.next == nil {
+		// Left by a rotation that crashed before its entry was written. With several
+		// chains only RotateKeyAll removes it: it may still have chains to rotate.
+		os.Remove(next)
+	}
 	cp, err := readCheckpoint(dir)
 	if err != nil {
 		l.log.Error("audit checkpoint unreadable", "err", err)

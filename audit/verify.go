@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +41,7 @@ const (
 
 // Problem is the first bad entry found: where it is and what is wrong.
 type Problem struct {
+	Writer string      `json:"writer,omitempty"` // the chain, when the trail holds several
 	File   string      `json:"file"`
 	Line   int         `json:"line"`
 	Seq    uint64      `json:"seq"`
@@ -47,6 +50,9 @@ type Problem struct {
 }
 
 func (p *Problem) String() string {
+	if p.Writer != "" {
+		return fmt.Sprintf("writer %s: %s:%d seq %d: %s: %s", p.Writer, p.File, p.Line, p.Seq, p.Kind, p.Detail)
+	}
 	return fmt.Sprintf("%s:%d seq %d: %s: %s", p.File, p.Line, p.Seq, p.Kind, p.Detail)
 }
 
@@ -67,6 +73,20 @@ type Report struct {
 	Losses     []Loss      `json:"losses,omitempty"`
 	Problem    *Problem    `json:"problem,omitempty"`
 	Warnings   []string    `json:"warnings,omitempty"`
+	// Writer names the chain this report is about, in Writers. Writers are the reports
+	// on the other writers' chains when several processes wrote the trail; the report
+	// itself is about the main chain, and is intact only if every chain is.
+	Writer  string   `json:"writer,omitempty"`
+	Writers []Report `json:"writers,omitempty"`
+}
+
+// TotalEntries is the number of entries checked in every chain.
+func (r *Report) TotalEntries() uint64 {
+	n := r.Entries
+	for i := range r.Writers {
+		n += r.Writers[i].Entries
+	}
+	return n
 }
 
 // ErrNoTrail is returned by Verify when dir holds neither segments nor a checkpoint.
@@ -91,13 +111,81 @@ type VerifyOptions struct {
 	// trail must reach the head it recorded, hold the entry it recorded there, carry a
 	// checkpoint no older than it, and have no recorded loss.
 	Anchor *Anchor
+	// Writers are the anchors of the other writers' chains (ReadAnchors), by writer.
+	// Each chain is held to its own anchor as the main chain is to Anchor; with Anchor
+	// set, a chain without one fails.
+	Writers map[string]*Anchor
 }
 
-// VerifyWith is Verify with an anchor kept outside the trail.
+// VerifyWith is Verify with anchors kept outside the trail. It checks the main chain
+// and every other writer's chain in the trail (and each one an anchor names, so a
+// deleted chain is found); the report is intact only if all of them are, and its
+// Problem names the writer whose chain is damaged.
 func VerifyWith(dir string, o VerifyOptions) (Report, error) {
-	v := &verifier{trusted: o.Trusted, anchor: o.Anchor}
-	if v.trusted == nil && o.Anchor != nil {
-		keys, err := o.Anchor.PublicKeys()
+	ws, err := Writers(dir)
+	if err != nil {
+		return Report{}, err
+	}
+	for w := range o.Writers {
+		if !slices.Contains(ws, w) {
+			ws = append(ws, w)
+		}
+	}
+	sortWriters(ws)
+	rep, err := verifyChain(dir, o.Trusted, o.Anchor)
+	if err != nil && !(errors.Is(err, ErrNoTrail) && len(ws) > 0) {
+		return rep, err
+	}
+	if len(ws) == 0 {
+		return rep, nil
+	}
+	if err != nil { // no main chain, only other writers': it is missing
+		rep.Problem = &Problem{Kind: ProblemTruncated, Detail: "the main chain is gone (no segments, no checkpoint) while other writers' chains remain"}
+	}
+	if rep.Problem != nil {
+		rep.Problem.Writer = MainWriter
+	}
+	for _, w := range ws {
+		wr := verifyWriter(dir, w, o)
+		wr.Writer = w
+		if wr.Problem != nil {
+			wr.Problem.Writer = w
+			if rep.Problem == nil {
+				rep.Problem = wr.Problem
+			}
+		}
+		rep.Writers = append(rep.Writers, wr)
+	}
+	rep.Intact = rep.Problem == nil
+	return rep, nil
+}
+
+// verifyWriter checks writer w's chain against its anchor.
+func verifyWriter(dir, w string, o VerifyOptions) Report {
+	a := o.Writers[w]
+	if a == nil && o.Anchor != nil {
+		return Report{Keys: []string{}, Problem: &Problem{Kind: ProblemCheckpoint,
+			Detail: "no anchor outside the trail for this writer's chain: it cannot be trusted"}}
+	}
+	rep, err := verifyChain(WriterDir(dir, w), o.Trusted, a)
+	if errors.Is(err, ErrNoTrail) || errors.Is(err, fs.ErrNotExist) {
+		detail := "the chain is gone (no segments, no checkpoint)"
+		if a != nil && a.Head != nil {
+			detail = fmt.Sprintf("the chain is gone, but symbi recorded seq %d (%s) outside the trail", a.Head.Seq, a.Head.Time.UTC().Format(time.RFC3339))
+		}
+		return Report{Keys: []string{}, Problem: &Problem{Seq: 1, Kind: ProblemTruncated, Detail: detail}}
+	}
+	if err != nil {
+		return Report{Keys: []string{}, Problem: &Problem{Kind: ProblemMalformed, Detail: err.Error()}}
+	}
+	return rep
+}
+
+// verifyChain checks one chain: the main one in dir, or a writer's in its directory.
+func verifyChain(dir string, trusted ed25519.PublicKey, a *Anchor) (Report, error) {
+	v := &verifier{trusted: trusted, anchor: a}
+	if v.trusted == nil && a != nil {
+		keys, err := a.PublicKeys()
 		if err != nil {
 			return Report{}, err
 		}
