@@ -21,17 +21,23 @@ const (
 
 // loadOrCreateKey reads the PKCS#8 PEM signing key at path, or generates one (0600) when
 // the file does not exist. Either way the public key is (re)exported to path+".pub".
+// Processes that start together agree on one key: the key file is created with a hard
+// link that fails if another process created it first, and then that key is used.
 func loadOrCreateKey(path string) (ed25519.PrivateKey, bool, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, false, fmt.Errorf("generate audit key: %w", err)
+		_, priv, gerr := ed25519.GenerateKey(rand.Reader)
+		if gerr != nil {
+			return nil, false, fmt.Errorf("generate audit key: %w", gerr)
 		}
-		if err := writePrivateKey(path, priv); err != nil {
-			return nil, false, err
+		created, cerr := createPrivateKey(path, priv)
+		if cerr != nil {
+			return nil, false, cerr
 		}
-		return priv, true, writePublicKey(path+PublicKeySuffix, priv.Public().(ed25519.PublicKey))
+		if created {
+			return priv, true, writePublicKey(path+PublicKeySuffix, priv.Public().(ed25519.PublicKey))
+		}
+		b, err = os.ReadFile(path) // another process created it first
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("read audit key: %w", err)
@@ -77,6 +83,40 @@ func writePrivateKey(path string, priv ed25519.PrivateKey) error {
 		return fmt.Errorf("encode audit key: %w", err)
 	}
 	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// createPrivateKey installs the key at path unless a file is there already (then it
+// reports false and leaves it): written to a temporary file, synced, then hard-linked,
+// so path is never seen half written and never replaced.
+func createPrivateKey(path string, priv ed25519.PrivateKey) (bool, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return false, fmt.Errorf("encode audit key: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new*")
+	if err != nil {
+		return false, fmt.Errorf("create audit key: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("write audit key: %w", err)
+	}
+	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("install audit key %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return false, fmt.Errorf("sync audit key dir: %w", err)
+	}
+	return true, nil
 }
 
 func writePublicKey(path string, pub ed25519.PublicKey) error {
@@ -179,6 +219,9 @@ func MoveKey(from, to string) (bool, error) {
 		}
 	}
 	if err := moveFile(from, to, 0o600); err != nil {
+		if _, serr := os.Stat(to); errors.Is(err, fs.ErrNotExist) && serr == nil {
+			return false, nil // another process starting at the same time moved it
+		}
 		return false, fmt.Errorf("move audit key: %w", err)
 	}
 	return true, nil

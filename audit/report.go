@@ -143,6 +143,10 @@ func (c *Compliance) Markdown() string {
 		if c.Integrity.Intact {
 			fmt.Fprintf(&b, "- Trail integrity: **intact** (%d entries, seq %d to %d, keys %s, anchored: %v)\n",
 				c.Integrity.Entries, c.Integrity.FirstSeq, c.Integrity.LastSeq, strings.Join(c.Integrity.Keys, ", "), c.Integrity.Anchored)
+			for _, w := range c.Integrity.Writers {
+				fmt.Fprintf(&b, "  - writer %s: **intact** (%d entries, seq %d to %d, keys %s, anchored: %v)\n",
+					md(w.Writer), w.Entries, w.FirstSeq, w.LastSeq, strings.Join(w.Keys, ", "), w.Anchored)
+			}
 		} else {
 			fmt.Fprintf(&b, "- Trail integrity: **NOT INTACT**: %s\n", md(c.Integrity.Problem.String()))
 		}

@@ -189,6 +189,9 @@ func RotateKeyAll(ctx context.Context, opts *Options) (oldID, newID string, err 
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("create audit dir: %w", err)
 	}
+	if err := os.MkdirAll(filepath.Dir(o.KeyPath), 0o700); err != nil {
+		return "", "", fmt.Errorf("create key dir: %w", err)
+	}
 	ws, err := Writers(o.Dir)
 	if err != nil {
 		return "", "", err

@@ -397,3 +397,45 @@ func TestAnchorPathFor(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyCreationRace: processes that start together on a new data dir all end up with
+// the one key that is in the key file.
+func TestKeyCreationRace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys", KeyFileName)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	keys := make([]ed25519.PrivateKey, n)
+	created := make([]bool, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var err error
+			if keys[i], created[i], err = loadOrCreateKey(path); err != nil {
+				t.Errorf("loadOrCreateKey: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	onDisk, _, err := loadOrCreateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := 0
+	for i := range n {
+		if !keys[i].Equal(onDisk) {
+			t.Errorf("caller %d uses key %s; the file holds %s", i, KeyID(keys[i].Public().(ed25519.PublicKey)), KeyID(onDisk.Public().(ed25519.PublicKey)))
+		}
+		if created[i] {
+			made++
+		}
+	}
+	if made != 1 {
+		t.Errorf("%d callers say they created the key; want 1", made)
+	}
+	pub, err := ReadPublicKey(path + PublicKeySuffix)
+	if err != nil || !pub.Equal(onDisk.Public()) {
+		t.Errorf("exported public key %v, %v; want the key in the file", pub, err)
+	}
+}

@@ -23,7 +23,9 @@ commands:
   verify --dir DIR [--data-dir D] [--pubkey FILE] [--json]
          check the trail against the keys and head pinned outside it
          (D/keys/audit_anchor.json, D defaults to the directory above DIR);
-         exit 1 names the first bad entry or a loss symbi recorded
+         every writer's chain is checked (several symbi processes with one
+         configuration each write one); exit 1 names the first bad entry or a
+         loss symbi recorded, and the writer whose chain has it
   tail   --dir DIR [-n N] [-f] [--format table|json]
   query  --dir DIR [--since T] [--until T] [--identity ID] [--tool NAME]
          [--decision allow|deny] [--type TYPE] [--limit N] [--format table|json]
@@ -33,7 +35,8 @@ commands:
          replace the trail's signing key: the trail records a key.rotated entry,
          signed by the old key, that names the new one, and the new key is pinned in
          the anchor before it signs; a verifier that trusts the old key follows the
-         chain to the new one. Run it while no symbi serves the trail.
+         chain to the new one. Every writer's chain rotates to the same key;
+         run it while no symbi serves the trail.
 
 T is an RFC 3339 time or a duration back from now (90m, 24h, 7d).
 `
@@ -128,12 +131,12 @@ func auditTrust(dir string, tf trustFlags, stderr io.Writer) (audit.VerifyOption
 		dataDir = filepath.Dir(filepath.Clean(dir))
 	}
 	anchorPath := filepath.Join(dataDir, "keys", audit.AnchorFileName)
-	a, err := audit.ReadAnchor(anchorPath)
+	a, others, err := audit.ReadAnchors(anchorPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "symbi audit: %v\n", err)
 		return o, false
 	}
-	o.Anchor = a
+	o.Anchor, o.Writers = a, others
 	if *tf.pubkey != "" {
 		if o.Trusted, err = audit.ReadPublicKey(*tf.pubkey); err != nil {
 			fmt.Fprintf(stderr, "symbi audit: %v\n", err)
@@ -182,8 +185,19 @@ func auditVerify(args []string, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else if rep.Intact {
-		fmt.Fprintf(stdout, "intact: %d entries (seq %d to %d) in %d segments, keys %s, checkpoint seq %d\n",
-			rep.Entries, rep.FirstSeq, rep.LastSeq, rep.Segments, strings.Join(rep.Keys, " -> "), rep.Checkpoint.Seq)
+		if len(rep.Writers) > 0 {
+			fmt.Fprintf(stdout, "intact: %d entries in %d writers' chains\n", rep.TotalEntries(), 1+len(rep.Writers))
+			fmt.Fprintf(stdout, "writer %s: ", audit.MainWriter)
+		}
+		for i := -1; i < len(rep.Writers); i++ {
+			r := &rep
+			if i >= 0 {
+				r = &rep.Writers[i]
+				fmt.Fprintf(stdout, "writer %s: ", r.Writer)
+			}
+			fmt.Fprintf(stdout, "intact: %d entries (seq %d to %d) in %d segments, keys %s, checkpoint seq %d\n",
+				r.Entries, r.FirstSeq, r.LastSeq, r.Segments, strings.Join(r.Keys, " -> "), r.Checkpoint.Seq)
+		}
 	} else {
 		fmt.Fprintf(stdout, "NOT INTACT: %s\n", rep.Problem)
 	}
@@ -245,7 +259,11 @@ func writeRow(w io.Writer, r *audit.Record) {
 		}
 		return strings.NewReplacer("\t", " ", "\n", " ").Replace(s)
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, ev.Time.UTC().Format(time.RFC3339), ev.Type,
+	seq := strconv.FormatUint(r.Seq, 10)
+	if r.Writer != "" {
+		seq = r.Writer + ":" + seq // seq counts within the writer's chain
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", seq, ev.Time.UTC().Format(time.RFC3339), ev.Type,
 		dash(ev.Identity), dash(target), dash(string(ev.Decision)), dash(string(ev.Outcome)), dash(ev.Reason))
 }
 
@@ -276,16 +294,16 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if !*follow {
 		return 0
 	}
-	var last uint64
-	if len(recs) > 0 {
-		last = recs[len(recs)-1].Seq
+	last := map[string]uint64{}
+	for _, r := range recs {
+		last[r.Writer] = max(last[r.Writer], r.Seq)
 	}
 	var tw *tabwriter.Writer
 	enc := json.NewEncoder(stdout)
 	if *format == "table" {
 		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	}
-	err = audit.Follow(ctx, *dir, last, 0, func(r audit.Record) error {
+	err = audit.FollowAll(ctx, *dir, last, 0, func(r audit.Record) error {
 		if tw != nil {
 			writeRow(tw, &r)
 			return tw.Flush()
@@ -405,24 +423,15 @@ func auditRotateKey(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return 1
 	}
-	l, err := audit.Open(&audit.Options{Dir: ap.dir, KeyPath: ap.key, AnchorPath: ap.anchor})
+	old, cur, err := audit.RotateKeyAll(ctx, &audit.Options{Dir: ap.dir, KeyPath: ap.key, AnchorPath: ap.anchor})
 	if err != nil {
 		if errors.Is(err, audit.ErrLocked) {
-			fmt.Fprintf(stderr, "%s: a running symbi holds the trail %s: stop it, rotate, and start it again\n", fs.Name(), ap.dir)
+			fmt.Fprintf(stderr, "%s: a running symbi holds the trail %s (%v): stop every symbi using it, rotate, and start them again\n", fs.Name(), ap.dir, err)
 		} else {
 			fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		}
 		return 1
 	}
-	old := audit.KeyID(l.PublicKey())
-	err = l.RotateKey(ctx)
-	if cerr := l.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "rotated audit key %s -> %s (public key %s)\n", old, audit.KeyID(l.PublicKey()), ap.key+audit.PublicKeySuffix)
+	fmt.Fprintf(stdout, "rotated audit key %s -> %s (public key %s)\n", old, cur, ap.key+audit.PublicKeySuffix)
 	return 0
 }

@@ -34,9 +34,20 @@ func manifestFile(ctx context.Context, client *http.Client, dataDir, upstream, r
 	body, err := fetchManifest(ctx, client, u)
 	if err == nil {
 		if err = os.MkdirAll(dir, 0o700); err == nil {
-			tmp := path + ".tmp"
-			if err = os.WriteFile(tmp, body, 0o600); err == nil {
-				err = os.Rename(tmp, path)
+			// A temporary file of its own: another symbi on the same data_dir may be
+			// fetching the same manifest.
+			var f *os.File
+			if f, err = os.CreateTemp(dir, "."+upstream+".json.tmp*"); err == nil {
+				_, err = f.Write(body)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err == nil {
+					err = os.Rename(f.Name(), path)
+				}
+				if err != nil {
+					os.Remove(f.Name())
+				}
 			}
 		}
 	}

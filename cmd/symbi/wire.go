@@ -306,8 +306,12 @@ func builtinSigner(dataDir string) (*selfSigner, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create schemapin key dir: %w", err)
 		}
-		if err := os.WriteFile(path, pemData, 0o600); err != nil {
+		won, err := createExclusive(path, pemData)
+		if err != nil {
 			return nil, fmt.Errorf("write schemapin key: %w", err)
+		}
+		if !won { // another symbi starting on the same data_dir created it first: use that one
+			return builtinSigner(dataDir)
 		}
 		pub, err := schemapin.MarshalPublicKey(&key.PublicKey)
 		if err == nil {
@@ -643,4 +647,31 @@ func registerHTTPSinkMetrics(reg *prometheus.Registry, sink *audit.HTTPSink) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "symbi_audit_http_buffered", Help: "Audit records waiting for the HTTP collector."},
 			func() float64 { return float64(sink.Stats().Buffered) }),
 	)
+}
+
+// createExclusive writes data (0600) to path unless a file is there already: it writes a
+// temporary file and hard-links it, so two processes creating the same key at once
+// agree on one and nobody reads it half written. It reports whether it created path.
+func createExclusive(path string, data []byte) (bool, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new*")
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := os.Link(f.Name(), path); errors.Is(err, os.ErrExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return true, nil
 }
