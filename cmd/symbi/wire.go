@@ -143,7 +143,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 			}
 			return false, map[string]string{"status": "failed", "error": err.Error(), "requests": what}
 		}
-		return true, map[string]string{"status": "recording"}
+		return true, map[string]string{"status": "recording", "writer": rt.audit.Writer()}
 	}
 	if rt.outbox, err = audit.NewOutbox(ctx, rt.db); err != nil {
 		return nil, nil, err
