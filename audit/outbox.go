@@ -49,9 +49,31 @@ func (o *Outbox) Put(ctx context.Context, ev Event) error {
 }
 
 // Drain appends every waiting event to l in the order they were put, flushes, and
-// removes them. It returns how many it recorded.
-func (o *Outbox) Drain(ctx context.Context, l *Log) (int, error) {
-	rows, err := o.db.QueryContext(ctx, `SELECT id, event FROM audit_outbox ORDER BY id`)
+// removes them. It returns how many it recorded. Several processes writing one trail
+// may drain at once: each drain holds the state database's write lock (BEGIN
+// IMMEDIATE) from reading the events to removing them, so an event goes to one writer.
+func (o *Outbox) Drain(ctx context.Context, l *Log) (n int, err error) {
+	var waiting int
+	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM audit_outbox`).Scan(&waiting); err != nil {
+		return 0, fmt.Errorf("read audit outbox: %w", err)
+	}
+	if waiting == 0 {
+		return 0, nil // the common case costs no write lock
+	}
+	conn, err := o.db.Conn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read audit outbox: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return 0, fmt.Errorf("lock audit outbox: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_, _ = conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+		}
+	}()
+	rows, err := conn.QueryContext(ctx, `SELECT id, event FROM audit_outbox ORDER BY id`)
 	if err != nil {
 		return 0, fmt.Errorf("read audit outbox: %w", err)
 	}
@@ -79,8 +101,9 @@ func (o *Outbox) Drain(ctx context.Context, l *Log) (int, error) {
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("read audit outbox: %w", err)
 	}
-	if len(todo) == 0 {
-		return 0, nil
+	if len(todo) == 0 { // another process drained them meanwhile
+		_, err = conn.ExecContext(ctx, `COMMIT`)
+		return 0, err
 	}
 	for _, r := range todo {
 		if err := l.Append(ctx, r.ev); err != nil {
@@ -90,7 +113,10 @@ func (o *Outbox) Drain(ctx context.Context, l *Log) (int, error) {
 	if err := l.Flush(ctx); err != nil {
 		return 0, err
 	}
-	if _, err := o.db.ExecContext(ctx, `DELETE FROM audit_outbox WHERE id <= ?`, todo[len(todo)-1].id); err != nil {
+	if _, err := conn.ExecContext(ctx, `DELETE FROM audit_outbox WHERE id <= ?`, todo[len(todo)-1].id); err != nil {
+		return len(todo), fmt.Errorf("clear audit outbox: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, `COMMIT`); err != nil {
 		return len(todo), fmt.Errorf("clear audit outbox: %w", err)
 	}
 	return len(todo), nil
