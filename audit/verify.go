@@ -132,7 +132,7 @@ func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 		}
 	}
 	sortWriters(ws)
-	rep, err := verifyChain(dir, o.Trusted, o.Anchor)
+	rep, mainKeys, err := verifyChain(dir, o.Trusted, o.Anchor)
 	if err != nil && !(errors.Is(err, ErrNoTrail) && len(ws) > 0) {
 		return rep, err
 	}
@@ -146,7 +146,7 @@ func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 		rep.Problem.Writer = MainWriter
 	}
 	for _, w := range ws {
-		wr := verifyWriter(dir, w, o)
+		wr := verifyWriter(dir, w, o, mainKeys)
 		wr.Writer = w
 		if wr.Problem != nil {
 			wr.Problem.Writer = w
@@ -160,14 +160,21 @@ func VerifyWith(dir string, o VerifyOptions) (Report, error) {
 	return rep, nil
 }
 
-// verifyWriter checks writer w's chain against its anchor.
-func verifyWriter(dir, w string, o VerifyOptions) Report {
+// verifyWriter checks writer w's chain against its anchor. With a trusted key given, a
+// chain begun after a rotation is trusted if the main chain rotated from the trusted key
+// to the key it began with (mainKeys: the keys the main chain trusted, by id).
+func verifyWriter(dir, w string, o VerifyOptions, mainKeys map[string]ed25519.PublicKey) Report {
 	a := o.Writers[w]
 	if a == nil && o.Anchor != nil {
 		return Report{Keys: []string{}, Problem: &Problem{Kind: ProblemCheckpoint,
 			Detail: "no anchor outside the trail for this writer's chain: it cannot be trusted"}}
 	}
-	rep, err := verifyChain(WriterDir(dir, w), o.Trusted, a)
+	rep, _, err := verifyChain(WriterDir(dir, w), o.Trusted, a)
+	if err == nil && o.Trusted != nil && rep.Problem != nil && rep.Problem.Kind == ProblemUntrusted && len(rep.Keys) > 0 {
+		if pub := mainKeys[rep.Keys[0]]; pub != nil {
+			rep, _, err = verifyChain(WriterDir(dir, w), pub, a)
+		}
+	}
 	if errors.Is(err, ErrNoTrail) || errors.Is(err, fs.ErrNotExist) {
 		detail := "the chain is gone (no segments, no checkpoint)"
 		if a != nil && a.Head != nil {
@@ -182,16 +189,24 @@ func verifyWriter(dir, w string, o VerifyOptions) Report {
 }
 
 // verifyChain checks one chain: the main one in dir, or a writer's in its directory.
-func verifyChain(dir string, trusted ed25519.PublicKey, a *Anchor) (Report, error) {
+// It also returns the keys the chain used from the trusted one on, by id.
+func verifyChain(dir string, trusted ed25519.PublicKey, a *Anchor) (Report, map[string]ed25519.PublicKey, error) {
 	v := &verifier{trusted: trusted, anchor: a}
 	if v.trusted == nil && a != nil {
 		keys, err := a.PublicKeys()
 		if err != nil {
-			return Report{}, err
+			return Report{}, nil, err
 		}
 		v.trusted = keys[0]
 	}
-	return v.run(dir)
+	rep, err := v.run(dir)
+	reached := map[string]ed25519.PublicKey{}
+	if v.anchorIdx >= 0 {
+		for _, id := range rep.Keys[v.anchorIdx:] {
+			reached[id] = v.keys[id]
+		}
+	}
+	return rep, reached, err
 }
 
 type sigJob struct {

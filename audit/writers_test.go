@@ -298,26 +298,42 @@ func TestRotateKeyAllWriters(t *testing.T) {
 		t.Fatalf("RotateKeyAll with a chain held = %v; want ErrLocked", err)
 	}
 	closeLog(t, held)
+	oldPub := held.PublicKey()
 	oldID, newID, err := RotateKeyAll(context.Background(), s.options())
 	if err != nil || oldID == newID {
 		t.Fatalf("RotateKeyAll = %s, %s, %v", oldID, newID, err)
 	}
-	a, b := s.open(t), s.open(t)
-	if KeyID(a.PublicKey()) != newID || KeyID(b.PublicKey()) != newID {
-		t.Fatalf("after rotation keys %s, %s; want %s", KeyID(a.PublicKey()), KeyID(b.PublicKey()), newID)
+	a, b, c := s.open(t), s.open(t), s.open(t) // c begins w2 with the new key
+	if KeyID(a.PublicKey()) != newID || KeyID(b.PublicKey()) != newID || c.Writer() != "w2" {
+		t.Fatalf("after rotation keys %s, %s, writer %s; want %s and w2", KeyID(a.PublicKey()), KeyID(b.PublicKey()), c.Writer(), newID)
 	}
-	appendN(t, a, 2)
-	appendN(t, b, 2)
-	closeLog(t, a)
-	closeLog(t, b)
+	for _, l := range []*Log{a, b, c} {
+		appendN(t, l, 2)
+		closeLog(t, l)
+	}
 	rep := s.verify(t)
 	if !rep.Intact {
 		t.Fatalf("after rotating both chains: %v", rep.Problem)
 	}
-	for _, r := range append([]Report{rep}, rep.Writers...) {
+	for _, r := range append([]Report{rep}, rep.Writers[0]) {
 		if len(r.Keys) != 2 || r.Keys[1] != newID {
 			t.Errorf("writer %q keys %v; want old then %s", r.Writer, r.Keys, newID)
 		}
+	}
+	// A verifier that trusts only the old key follows the main chain's rotation to the
+	// key w2 began with.
+	ma, others, err := ReadAnchors(filepath.Join(s.keys, AnchorFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err = VerifyWith(s.dir, VerifyOptions{Trusted: oldPub, Anchor: ma, Writers: others})
+	if err != nil || !rep.Intact || len(rep.Writers) != 2 || !rep.Writers[1].Anchored {
+		t.Fatalf("verify trusting the old key: %v, %v, writers %d", err, rep.Problem, len(rep.Writers))
+	}
+	_, other, _ := ed25519.GenerateKey(nil)
+	rep, err = VerifyWith(s.dir, VerifyOptions{Trusted: other.Public().(ed25519.PublicKey), Anchor: ma, Writers: others})
+	if err != nil || rep.Intact || rep.Problem.Kind != ProblemUntrusted {
+		t.Fatalf("verify trusting an unrelated key: %v, %v", err, rep.Problem)
 	}
 }
 
