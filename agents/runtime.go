@@ -54,6 +54,11 @@ type RuntimeOptions struct {
 	Record func(audit.Event)
 	// OnChange is told when agents are added or removed (for list_changed); nil: none.
 	OnChange func()
+	// OnRunEnd is told the identity of an agent whose last active run ended (succeeded,
+	// failed or was cancelled; not suspended: a resume continues it), so that its working
+	// memory can be dropped; nil: none. It is called with the runtime's lock held and
+	// must not call the Runtime.
+	OnRunEnd func(ctx context.Context, identity string)
 	Logger   *slog.Logger
 	Now      func() time.Time
 	// LeaseTTL bounds how long the schedules of a symbi that stopped without releasing
@@ -607,6 +612,9 @@ func (r *Runtime) finishRun(ctx context.Context, a *agent, rec *RunRecord, out s
 	}
 	r.record(audit.Event{Type: TypeAgentRun, Identity: rec.Identity, IdentityKind: "agent", Outcome: outcome, Reason: out.reason,
 		Detail: map[string]string{"agent": a.def.Name, "run": rec.ID, "trigger": rec.Trigger, "state": string(out.state), "steps": fmt.Sprint(rec.Step)}})
+	if out.state != RunSuspended && len(a.active) == 0 && r.o.OnRunEnd != nil {
+		r.o.OnRunEnd(ctx, rec.Identity)
+	}
 	switch {
 	case out.state == RunSuspended:
 		a.resume = rec

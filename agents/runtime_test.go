@@ -656,3 +656,45 @@ func TestLease(t *testing.T) {
 		t.Error("lease not free after ReleaseLease")
 	}
 }
+
+// TestOnRunEnd: the end of a run is told (to drop working memory), but not a suspension,
+// which a resume continues.
+func TestOnRunEnd(t *testing.T) {
+	f := newFakeCaller()
+	f.setDeny("up__echo", "not now")
+	var mu sync.Mutex
+	var ends []string
+	h := &harness{t: t, sched: NewScheduler(nil), store: openStore(t), caller: f, ev: &events{}}
+	h.rt = NewRuntime(RuntimeOptions{Scheduler: h.sched, Store: h.store, Caller: f, Record: h.ev.record,
+		OnRunEnd: func(_ context.Context, identity string) { mu.Lock(); ends = append(ends, identity); mu.Unlock() }})
+	ctx := context.Background()
+	if err := h.rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.close)
+	if err := h.rt.Sync(ctx, []Definition{twoSteps("a")}); err != nil {
+		t.Fatal(err)
+	}
+	got := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string{}, ends...) }
+	id, err := h.rt.Run(ctx, "a", "manual", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run := h.waitRun("a", id); run.State != RunSuspended {
+		t.Fatalf("run = %+v, want suspended", run)
+	}
+	if e := got(); len(e) != 0 {
+		t.Errorf("a suspended run was told as ended: %v", e)
+	}
+	f.setDeny("up__echo", "")
+	rid, err := h.rt.Resume(ctx, "a", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run := h.waitRun("a", rid); run.State != RunSucceeded {
+		t.Fatalf("resumed run = %+v", run)
+	}
+	if diff := cmp.Diff([]string{"agent:a"}, got()); diff != "" {
+		t.Errorf("run ends told (-want +got):\n%s", diff)
+	}
+}

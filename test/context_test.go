@@ -307,3 +307,45 @@ func TestContextAndKnowledge(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkingMemoryEndsWithAgentRun: an agent's working memory lives for its run and is
+// dropped at its end, so the next run starts without it (its TTL alone would keep it
+// for an hour). Each run writes what it saw to shared memory, which a client reads.
+func TestWorkingMemoryEndsWithAgentRun(t *testing.T) {
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t))+`
+[[agents]]
+name = "scribe"
+steps = [
+  { tool = "symbi__memory_recall", arguments = { kind = "working" }, save = "before" },
+  { tool = "symbi__memory_store", arguments = { kind = "working", content = "scratch xyzzy" } },
+  { tool = "symbi__memory_recall", arguments = { kind = "working" }, save = "during" },
+  { tool = "symbi__memory_store", arguments = { kind = "shared", content = "before=[{{ .before.text }}] during=[{{ .during.text }}]" } },
+]
+`)
+	s := serve(t, cfg)
+	url := "http://" + s.addr + "/mcp"
+	for run := 1; run <= 2; run++ {
+		agentsCLI(t, url, "run", "scribe")
+		waitFor(t, 20*time.Second, fmt.Sprintf("run %d of scribe", run), func() bool {
+			n := 0
+			for _, r := range agentState(t, url, "scribe").Runs {
+				if r.State == "succeeded" {
+					n++
+				}
+			}
+			return n == run
+		})
+	}
+	reader := connect(t, &mcp.StreamableClientTransport{Endpoint: url}, nil)
+	var m memories
+	callJSON(t, reader, "symbi__memory_recall", map[string]any{"kind": "shared", "limit": 10}, &m)
+	if len(m.Memories) != 2 {
+		t.Fatalf("shared memories = %s, want one per run", m.contents())
+	}
+	for _, mem := range m.Memories {
+		before, during, ok := strings.Cut(mem.Content, "during=")
+		if !ok || strings.Contains(before, "xyzzy") || !strings.Contains(during, "xyzzy") {
+			t.Errorf("a run saw %q: want its own working memory during the run and none left by the run before", mem.Content)
+		}
+	}
+}

@@ -69,7 +69,7 @@ func startAgents(ctx context.Context, rt *runtime, cfg *config.Config, gw *gatew
 	ar := &agentsRuntime{sched: agents.NewScheduler(so), gw: gw, cfg: cfg, log: log.With("component", "agents"), resources: map[string]bool{}}
 	ar.rt = agents.NewRuntime(agents.RuntimeOptions{
 		Scheduler: ar.sched, Store: st, Caller: gatewayCaller{gw}, Record: record, Logger: ar.log,
-		OnChange: ar.syncResources,
+		OnChange: ar.syncResources, OnRunEnd: rt.endWorkingMemory,
 	})
 	if err := ar.rt.Recover(ctx); err != nil { // before any run can be queued
 		ar.close(time.Second)

@@ -64,6 +64,18 @@ func openContextStore(ctx context.Context, cfg config.Context, db *sql.DB) (rag.
 	return rag.NewSQLite(ctx, db)
 }
 
+// endWorkingMemory drops an identity's working memory at the end of its agent run.
+func (rt *runtime) endWorkingMemory(ctx context.Context, identity string) {
+	if rt.context == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := rt.context.eng.EndWorking(ctx, identity); err != nil {
+		rt.context.log.Error("drop working memory", "identity", identity, "err", err)
+	}
+}
+
 // maintain enforces expiry and retention every few minutes until ctx ends.
 func (f *contextFeature) maintain(ctx context.Context) {
 	t := time.NewTicker(5 * time.Minute)
