@@ -241,7 +241,12 @@ func Open(opts *Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openChain(o, lock, writer, nil)
+	l, err := openChain(o, lock, writer, nil)
+	if err != nil {
+		return nil, err
+	}
+	l.sealDead(o)
+	return l, nil
 }
 
 // openChain opens writer's chain in the trail o.Dir, whose lock the caller took; it

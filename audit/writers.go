@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -274,4 +275,72 @@ func RotateKeyAll(ctx context.Context, opts *Options) (oldID, newID string, err 
 		oldID = newID
 	}
 	return oldID, newID, nil
+}
+
+// sealDead finishes the chains of writers whose process died in the middle of a write:
+// a chain whose slot nobody holds and whose last line is torn, or not yet covered by a
+// signature, is opened and closed once (the repair of a restart, recorded in that
+// chain), so that a crash of one process does not read as damage while the others run
+// on. Chains that ended cleanly are not touched. Errors are logged: they do not keep
+// this process from writing its own chain.
+func (l *Log) sealDead(o Options) {
+	ws, err := Writers(l.root)
+	if err != nil {
+		l.log.Warn("audit: list writers", "err", err)
+		return
+	}
+	for _, w := range append([]string{MainWriter}, ws...) {
+		if w == l.writer || !tailUnsealed(WriterDir(l.root, w)) {
+			continue
+		}
+		lock, err := lockDir(WriterDir(l.root, w))
+		if err != nil {
+			continue // its process lives (or just took the slot): it repairs its own chain
+		}
+		o := o
+		o.Dir, o.AnchorPath, o.Sinks = l.root, l.mainAnchor, nil
+		o.Logger = l.opts.Logger
+		dead, err := openChain(o, lock, w, nil)
+		if err == nil {
+			err = dead.Close()
+		}
+		if err != nil {
+			l.log.Error("audit: sealing the chain of a writer that died failed", "writer", w, "err", err)
+			continue
+		}
+		l.log.Warn("audit: sealed the chain of a writer whose process died mid-write", "writer", w)
+	}
+}
+
+// tailUnsealed reports whether the chain in dir ends in a torn line or in entries no
+// signature covers yet. It reads only the end of the last segment.
+func tailUnsealed(dir string) bool {
+	segs, err := listSegments(dir)
+	if err != nil || len(segs) == 0 {
+		return false
+	}
+	f, err := os.Open(filepath.Join(dir, segs[len(segs)-1]))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return err == nil
+	}
+	const window = 256 << 10
+	off := max(st.Size()-window, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return false
+	}
+	if buf[len(buf)-1] != '\n' {
+		return true
+	}
+	start := bytes.LastIndexByte(buf[:len(buf)-1], '\n') + 1
+	if start == 0 && off > 0 {
+		return false // a line longer than the window: leave it to the next restart
+	}
+	p, err := parseLine(buf[start : len(buf)-1])
+	return err != nil || p.sig == nil
 }

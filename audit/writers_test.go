@@ -455,3 +455,74 @@ func TestKeyCreationRace(t *testing.T) {
 		t.Errorf("exported public key %v, %v; want the key in the file", pub, err)
 	}
 }
+
+// TestDeadWriterTornTailSealed: a writer killed in the middle of a write leaves a torn
+// line; the next process to start (taking another slot) seals that chain, recording the
+// repair in it, so the trail verifies while the other processes run on.
+func TestDeadWriterTornTailSealed(t *testing.T) {
+	s := newSharedTrail(t, Options{})
+	a, b, c := s.open(t), s.open(t), s.open(t)
+	if c.Writer() != "w2" {
+		t.Fatalf("third writer %q; want w2", c.Writer())
+	}
+	appendN(t, c, 3)
+	closeLog(t, c)
+	segs := writerSegments(t, s.dir, "w2")
+	f, err := os.OpenFile(segs[len(segs)-1], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"seq":5,"prev_hash":"00`); err != nil { // died mid-line
+		t.Fatal(err)
+	}
+	f.Close()
+	closeLog(t, b)
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rep := s.verify(t); rep.Intact || rep.Problem.Writer != "w2" || rep.Problem.Kind != ProblemTorn {
+		t.Fatalf("before sealing: %v; want a torn line in w2", rep.Problem)
+	}
+	d := s.open(t)
+	if d.Writer() != "w1" {
+		t.Fatalf("next process took %q; want the free w1", d.Writer())
+	}
+	rep := s.verify(t)
+	if !rep.Intact {
+		t.Fatalf("after the dead writer's chain was sealed: %v", rep.Problem)
+	}
+	recs, err := Query(context.Background(), s.dir, Filter{Type: TypeRecovered})
+	if err != nil || len(recs) != 1 || recs[0].Writer != "w2" {
+		t.Fatalf("recovery events %+v, %v; want one in w2", recs, err)
+	}
+	closeLog(t, d)
+	closeLog(t, a)
+}
+
+// TestWriterOldHeadRestored: putting back an older head.json of one writer's chain
+// (with its tail cut to match) is found through that writer's anchor.
+func TestWriterOldHeadRestored(t *testing.T) {
+	s := newSharedTrail(t, Options{})
+	a, b := s.open(t), s.open(t)
+	appendN(t, b, 3)
+	if err := b.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	head := filepath.Join(WriterDir(s.dir, "w1"), CheckpointFile)
+	old, err := os.ReadFile(head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, b, 3)
+	closeLog(t, b)
+	closeLog(t, a)
+	segs := writerSegments(t, s.dir, "w1")
+	cutLines(t, segs[len(segs)-1], 4) // genesis and 3 calls, as when the old head was made
+	if err := os.WriteFile(head, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := s.verify(t)
+	if rep.Intact || rep.Problem.Writer != "w1" || rep.Problem.Kind != ProblemTruncated {
+		t.Fatalf("after restoring w1's old head: %v; want truncated, naming w1", rep.Problem)
+	}
+}
