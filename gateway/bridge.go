@@ -418,7 +418,19 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			return nil, &Error{Kind: Unavailable, Public: "symbi is shutting down; retry later"}
 		}
 	}
+	var window <-chan time.Time
+	if taskWindowFrom(ctx) { // a task tool: a call that outlives the window becomes a task
+		tm := time.NewTimer(taskWindow)
+		defer tm.Stop()
+		window = tm.C
+	}
 	select {
+	case <-window:
+		res, err := g.adopt(r, u, p) // tasks.go
+		if err != nil {
+			return nil, err
+		}
+		return nil, &taskCreated{res}
 	case <-p.finished:
 		p.mu.Lock()
 		deliver := !p.over

@@ -170,6 +170,9 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 			r.Identity, r.Transport = g.identify(ss, req.GetExtra())
 			ctx = context.WithValue(ctx, requestKey{}, r)
 		}
+		if strings.HasPrefix(method, "tasks/") {
+			return g.serveTasks(ctx, ss, method, req) // tasks.go
+		}
 		if !gated[method] {
 			return next(ctx, method, req)
 		}
@@ -183,8 +186,17 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		final := func(ctx context.Context, r *Request) (mcp.Result, error) {
 			if p, ok := req.GetParams().(*mcp.CallToolParamsRaw); ok {
 				p.Arguments = r.Arguments
+				var err error
+				if ctx, err = g.taskCall(ctx, r); err != nil { // tasks.go
+					return nil, err
+				}
 			}
-			return next(context.WithValue(ctx, requestKey{}, r), method, req)
+			res, err := next(context.WithValue(ctx, requestKey{}, r), method, req)
+			var tc *taskCreated
+			if errors.As(err, &tc) {
+				return tc.res, nil
+			}
+			return res, err
 		}
 		res, err := g.chain(final)(ctx, r)
 		var ge *Error

@@ -58,7 +58,8 @@ func (g *Gateway) syncToolsNotify(ctx context.Context, u *upstream, seq uint64, 
 		}
 		exposed := *t
 		exposed.Name = ExposedName(u.cfg.Prefix, t.Name)
-		next[exposed.Name] = newToolInfo(ToolInfo{Name: exposed.Name, Upstream: u.cfg.Name, UpstreamName: t.Name, Tool: &exposed, Verification: d.Verification})
+		next[exposed.Name] = newToolInfo(ToolInfo{Name: exposed.Name, Upstream: u.cfg.Name, UpstreamName: t.Name, Tool: &exposed, Verification: d.Verification,
+			TaskSupport: declaredTaskSupport(raw[t.Name])})
 	}
 
 	g.mu.Lock()
@@ -192,7 +193,8 @@ func forwardMRTR[R interface {
 	comparable
 }](ctx context.Context, g *Gateway, u *upstream, ss *mcp.ServerSession, state string, responses mcp.InputResponseMap,
 	run func(context.Context, inflightCall) (R, error), inputRequired func(mcp.InputRequestMap, string) R) (R, error) {
-	if needsBridge(ctx, u, ss) && (state == "" || strings.HasPrefix(state, bridgeStatePrefix)) {
+	bridge := needsBridge(ctx, u, ss) || taskWindowFrom(ctx) && !u.primary.modern() // tasks run on the bridge
+	if bridge && (state == "" || strings.HasPrefix(state, bridgeStatePrefix)) {
 		res, err := g.bridged(ctx, u, ss, state, responses,
 			func(ctx context.Context, track inflightCall) (mcp.Result, error) { return run(ctx, track) },
 			func(m mcp.InputRequestMap, s string) mcp.Result { return inputRequired(m, s) })

@@ -76,6 +76,10 @@ type Options struct {
 	// symbi's SchemaPin key; the signature is published in the tool's
 	// _meta["schemapin/signature"]. It returns the signature and the key's fingerprint.
 	SignBuiltin func(toolJSON []byte) (signature, fingerprint string, err error)
+	// TaskStore, if set, keeps MCP tasks (tasks.go) across restarts; nil keeps them in
+	// memory only. TaskTTL is how long a finished task stays readable; 0 = DefaultTaskTTL.
+	TaskStore TaskStore
+	TaskTTL   time.Duration
 }
 
 // UpstreamConfig describes one upstream MCP server.
@@ -94,6 +98,9 @@ type UpstreamConfig struct {
 	// Protocol pins the protocol version spoken to the upstream; "" prefers the
 	// stateful 2025-11-25 when the upstream offers it and falls back to the latest.
 	Protocol string
+	// TaskTools and TaskRequired are the upstream tool names (path.Match globs) symbi
+	// runs as MCP tasks, and those a client must call as a task (tasks.go).
+	TaskTools, TaskRequired []string
 }
 
 // Identity is who made a request.
@@ -119,6 +126,9 @@ type ToolInfo struct {
 	Tool         *mcp.Tool // as exposed
 	Verification Verification
 	Builtin      bool
+	// TaskSupport is what the upstream declared in execution.taskSupport ("optional",
+	// "required"), "" if nothing.
+	TaskSupport string
 
 	policyTool *policy.Tool // the tool as policy input, built once
 }
@@ -166,6 +176,7 @@ type Gateway struct {
 
 	chain   func(Handler) Handler
 	bridge  bridge
+	tasks   taskTable
 	policy  *policyStep
 	audit   *AuditOptions
 	runCtxV atomic.Pointer[context.Context]
@@ -259,8 +270,10 @@ func New(opts *Options) *Gateway {
 			Tools:       &mcp.ToolCapabilities{ListChanged: true},
 			Prompts:     &mcp.PromptCapabilities{ListChanged: true},
 			Resources:   &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true},
+			Extensions:  map[string]any{TasksExtension: map[string]any{}},
 		},
 	})
+	registerTaskMethods(g.server)
 	g.rebuildChain()
 	g.server.AddReceivingMiddleware(g.middleware)
 	g.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

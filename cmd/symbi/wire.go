@@ -206,6 +206,10 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		}
 		record(audit.Event{Type: typ, Upstream: name, Reason: reason})
 	}
+	if opts.TaskStore, err = openTaskStore(ctx, rt.db, log); err != nil {
+		return nil, nil, err
+	}
+	opts.TaskTTL = cfg.Scheduler.TaskTTL.Duration
 	gw := gateway.New(opts)
 	// Calls waiting for a client's input are shown, not judged: a full bridge refuses
 	// new such calls with a retryable error, but serves everything else.
@@ -249,7 +253,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 func (rt *runtime) upstreamConfig(ctx context.Context, cfg *config.Config, u config.Upstream, log *slog.Logger) (gateway.UpstreamConfig, schemapin.UpstreamOptions, error) {
 	uc := gateway.UpstreamConfig{
 		Name: u.Name, Prefix: *u.Prefix, URL: u.URL, SSE: u.Transport == "sse",
-		Headers: u.Headers, Timeout: u.Timeout.Duration,
+		Headers: u.Headers, Timeout: u.Timeout.Duration, TaskTools: u.TaskTools, TaskRequired: u.TaskRequired,
 	}
 	if len(u.Command) > 0 {
 		launch, tier, err := rt.launcher(ctx, cfg, u, log)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -101,6 +102,11 @@ type Upstream struct {
 	Disabled  bool              `toml:"disabled"`
 	Sandbox   *UpstreamSandbox  `toml:"sandbox"`
 	SchemaPin *SchemaPin        `toml:"schemapin"`
+	// TaskTools lists upstream tool names (path.Match globs; "*" = all) symbi runs as
+	// MCP tasks for clients that negotiated the tasks extension; TaskRequired, those of
+	// them a client must call as a task.
+	TaskTools    []string `toml:"task_tools"`
+	TaskRequired []string `toml:"task_required"`
 }
 
 // UpstreamSandbox selects the sandbox tier an upstream's command runs in.
@@ -634,6 +640,16 @@ func (c *Config) validate() []Problem {
 			}
 			if s.Pids < 0 {
 				add(key+".sandbox.pids", "must not be negative")
+			}
+		}
+		for j, g := range u.TaskTools {
+			if _, err := path.Match(g, ""); err != nil || g == "" {
+				add(fmt.Sprintf("%s.task_tools[%d]", key, j), "must be a tool name or glob (%q is not)", g)
+			}
+		}
+		for j, g := range u.TaskRequired {
+			if _, err := path.Match(g, ""); err != nil || g == "" {
+				add(fmt.Sprintf("%s.task_required[%d]", key, j), "must be a tool name or glob (%q is not)", g)
 			}
 		}
 		if p := u.SchemaPin; p != nil {
