@@ -526,7 +526,7 @@ func (t *taskRun) deliver(responses map[string]json.RawMessage) {
 	defer t.mu.Unlock()
 	for k, raw := range responses {
 		in := t.inputs[k]
-		if in == nil {
+		if in == nil || !json.Valid(raw) {
 			continue
 		}
 		var m mcp.InputResponseMap

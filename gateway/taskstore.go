@@ -63,14 +63,16 @@ func nullBytes(b []byte) any {
 func (s *SQLTaskStore) LoadTask(ctx context.Context, id string) (*TaskRecord, bool, error) {
 	t := &TaskRecord{ID: id}
 	var created, updated, ttl int64
+	var result, errJSON []byte
 	err := s.db.QueryRowContext(ctx, `SELECT owner, tool, upstream, status, message, created_ns, updated_ns, ttl_ns, result, error
-		FROM mcp_tasks WHERE id = ?`, id).Scan(&t.Owner, &t.Tool, &t.Upstream, &t.Status, &t.Message, &created, &updated, &ttl, &t.Result, &t.Error)
+		FROM mcp_tasks WHERE id = ?`, id).Scan(&t.Owner, &t.Tool, &t.Upstream, &t.Status, &t.Message, &created, &updated, &ttl, &result, &errJSON)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("load task %s: %w", id, err)
 	}
+	t.Result, t.Error = result, errJSON
 	t.Created, t.Updated, t.TTL = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC(), time.Duration(ttl)
 	return t, true, nil
 }

@@ -80,6 +80,7 @@ log "building symbi and everything-server"
 (cd "$root" && timeout 600 go build -o "$work/symbi" ./cmd/symbi)
 (cd "$root" && timeout 600 go build -o "$work/everything-server" \
 	github.com/modelcontextprotocol/go-sdk/conformance/everything-server)
+(cd "$root" && timeout 600 go build -o "$work/slowjobs" ./test/servers/slowjobs)
 
 free_port() {
 	"$NODE" -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
@@ -114,20 +115,24 @@ start_direct() {
 	server_pid=$!
 }
 
-# start_symbi NAME: start symbi serve in front of everything-server (stdio); sets url.
+# start_symbi NAME [UPSTREAM_TOML]: start symbi serve in front of everything-server
+# (stdio), or of the upstream UPSTREAM_TOML describes; sets url.
 start_symbi() {
-	local name=$1 cfg addr=""
+	local name=$1 cfg addr="" upstream=${2:-}
 	cfg="$work/$name.toml"
 	mkdir -p "$work/$name-data"
+	if [ -z "$upstream" ]; then
+		upstream="name = \"everything\"
+command = [\"$work/everything-server\"]
+prefix = \"\""
+	fi
 	cat >"$cfg" <<-EOF
 		version = 1
 		[server]
 		listen = "127.0.0.1:0"
 		data_dir = "$work/$name-data"
 		[[upstreams]]
-		name = "everything"
-		command = ["$work/everything-server"]
-		prefix = ""
+		$upstream
 	EOF
 	"$work/symbi" serve --config "$cfg" --log-level "$log_level" \
 		>"$work/$name.out" 2>"$work/$name.log" &
@@ -189,9 +194,32 @@ for wire in 2025-11-25 2026-07-28; do
 	pairs+=("$wire=$baseline:$work/out-direct-$wire:$work/out-symbi-$wire:$here/known-gaps-$wire.yaml")
 done
 
+# The tasks-* scenarios (extension io.modelcontextprotocol/tasks) call fixture tools
+# the reference server lacks; they run one by name through symbi in front of
+# test/servers/slowjobs, which knows nothing of tasks: symbi adds them (task_tools).
+tasks_scenarios=(tasks-lifecycle tasks-capability-negotiation tasks-wire-fields
+	tasks-request-state-removal tasks-mrtr-input tasks-request-headers
+	tasks-dispatch-and-envelope tasks-status-notifications tasks-required-task-error
+	tasks-mrtr-composition)
+start_symbi symbi-tasks "name = \"jobs\"
+command = [\"$work/slowjobs\"]
+prefix = \"\"
+task_tools = [\"slow_compute\", \"failing_job\", \"protocol_error_job\", \"confirm_delete\", \"multi_input\", \"test_tool_with_task\"]
+task_required = [\"failing_job\", \"test_tool_with_task\"]"
+mkdir -p "$work/out-tasks"
+for s in "${tasks_scenarios[@]}"; do
+	timeout 300 "$NODE" "$CONFORMANCE" server --url "$url" --scenario "$s" \
+		--timeout "$scenario_timeout" -o "$work/out-tasks/$s" \
+		>"$work/suite-tasks-$s.txt" 2>&1 || true
+done
+stop "$server_pid"
+tasks_rc=0
+"$NODE" "$here/tasks.mjs" "$work/out-tasks" "${tasks_scenarios[@]}" || tasks_rc=$?
+
 if [ "${CONFORMANCE_KEEP:-0}" != 1 ]; then
 	log "results are removed on exit; CONFORMANCE_KEEP=1 keeps checks.json and the logs"
 fi
 rc=0
 "$NODE" "$here/compare.mjs" "${pairs[@]}" || rc=$?
+[ "$tasks_rc" = 0 ] || rc=1
 exit "$rc"
