@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -245,7 +246,12 @@ func TestSQLTaskStore(t *testing.T) {
 		t.Errorf("after update: %+v", got)
 	}
 
-	n, err := st.FailUnfinished(ctx, now.Add(time.Second), "symbi stopped")
+	// A task of a symbi that still runs on the same state file is left alone.
+	n, err := st.FailUnfinished(ctx, now.Add(time.Second), "symbi stopped", func(int) bool { return true })
+	if err != nil || n != 0 {
+		t.Fatalf("with its symbi alive: failed %d tasks (%v), want 0", n, err)
+	}
+	n, err = st.FailUnfinished(ctx, now.Add(time.Second), "symbi stopped", func(pid int) bool { return pid != os.Getpid() })
 	if err != nil {
 		t.Fatal(err)
 	}
