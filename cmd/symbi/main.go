@@ -50,6 +50,10 @@ func commands() map[string]command {
 		"audit":     {"verify|tail|query|report: the tamper-evident audit trail", runAudit},
 		"agents":    {"list|status|run|suspend|resume|terminate: the agents of a running symbi", runAgents},
 		"kb":        {"ingest|search|stats: the knowledge base behind symbi__knowledge_search and symbi__rag_answer", runKB},
+		"add":       {"add an upstream to the configuration (a command, a URL, or a catalog name) and reload", runAdd},
+		"remove":    {"remove an upstream from the configuration and reload", runRemove},
+		"ls":        {"list the upstreams of the running symbi: state, tools, tier, verification", runLs},
+		"logs":      {"print an upstream's stderr (-f to follow) from the running symbi", runLogs},
 		"doctor":    {"check that a configuration can run here (state, policy, upstreams, sandbox tiers, risk assessment)", runDoctor},
 	}
 }

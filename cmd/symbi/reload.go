@@ -104,7 +104,10 @@ func tomlName(f reflect.StructField) string {
 // the keys that can change live are applied (the bearer tokens), every changed key that
 // needs a restart is named in one warning, and the reload is recorded in the audit trail.
 // Only the reload goroutine calls it; a.running is the configuration in force.
-func (a *app) reloadConfig(ctx context.Context) {
+func (a *app) reloadConfig(ctx context.Context) { a.reloadConfigAs(ctx, "reload (SIGHUP)") }
+
+// reloadConfigAs is reloadConfig, recorded in the audit trail with reason.
+func (a *app) reloadConfigAs(ctx context.Context, reason string) {
 	if a.configPath == "" {
 		return // built-in defaults: nothing to re-read
 	}
@@ -142,7 +145,7 @@ func (a *app) reloadConfig(ctx context.Context) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	ev := audit.Event{Type: audit.TypeConfigLoaded, Reason: "reload (SIGHUP)", Detail: map[string]string{
+	ev := audit.Event{Type: audit.TypeConfigLoaded, Reason: reason, Detail: map[string]string{
 		"applied": strings.Join(d.Live, ","), "needs_restart": strings.Join(d.Restart, ","),
 		"upstreams_added": strings.Join(ups.added, ","), "upstreams_removed": strings.Join(ups.removed, ","),
 		"upstreams_restarted": strings.Join(ups.restarted, ","), "upstreams_failed": strings.Join(ups.failed, ",")}}

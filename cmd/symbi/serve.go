@@ -76,6 +76,7 @@ type app struct {
 	// the reload goroutine touches running.
 	configPath string
 	running    *config.Config
+	mode       string // serve or mcp
 }
 
 // start runs the gateway and the runtime's loops until the returned stop is called.
@@ -89,11 +90,18 @@ type app struct {
 // ignored its cancellation.
 func (a *app) start() (stop func(ctx context.Context)) {
 	ctx, cancel := context.WithCancel(context.Background())
+	stopControl, err := a.startControl(ctx, a.mode)
+	if err != nil {
+		a.log.Warn("no control socket: symbi ls and symbi logs cannot reach this process", "err", err)
+		stopControl = func() {}
+	}
+	fileChanged := make(chan struct{}, 1)
 	var wg sync.WaitGroup
-	wg.Add(4)
-	go func() { defer wg.Done(); _ = a.gw.Run(ctx) }()                   // owned: ends at cancel
-	go func() { defer wg.Done(); _ = a.rt.run(ctx) }()                   // owned: ends at cancel
-	go func() { defer wg.Done(); a.watchDecisions(ctx, decisionPoll) }() // owned: ends at cancel
+	wg.Add(5)
+	go func() { defer wg.Done(); a.watchConfigFile(ctx, configPoll, fileChanged) }() // owned: ends at cancel
+	go func() { defer wg.Done(); _ = a.gw.Run(ctx) }()                               // owned: ends at cancel
+	go func() { defer wg.Done(); _ = a.rt.run(ctx) }()                               // owned: ends at cancel
+	go func() { defer wg.Done(); a.watchDecisions(ctx, decisionPoll) }()             // owned: ends at cancel
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() { // owned: ends at cancel
@@ -104,12 +112,16 @@ func (a *app) start() (stop func(ctx context.Context)) {
 				return
 			case <-hup:
 				a.reload(ctx)
+			case <-fileChanged:
+				a.log.Info("configuration file changed; reloading it", "file", a.configPath)
+				a.reloadConfigAs(ctx, "reload (file changed)")
 			}
 		}
 	}()
 	return func(ctx context.Context) {
 		signal.Stop(hup)
 		cancel()
+		stopControl()
 		stopped := make(chan struct{})
 		go func() { wg.Wait(); close(stopped) }() // owned: ends when the loops do (or with the process)
 		select {
@@ -132,6 +144,42 @@ func (a *app) reload(ctx context.Context) {
 		r()
 	}
 	a.relist(ctx)
+}
+
+// configPoll is how often a running symbi looks at its configuration file for changes
+// (`symbi add|remove` also send SIGHUP, which is immediate).
+var configPoll = 2 * time.Second
+
+// watchConfigFile signals changed when the configuration file's size or modification
+// time changes, until ctx ends.
+func (a *app) watchConfigFile(ctx context.Context, every time.Duration, changed chan<- struct{}) {
+	if a.configPath == "" {
+		return
+	}
+	stamp := func() string {
+		fi, err := os.Stat(a.configPath)
+		if err != nil {
+			return "missing"
+		}
+		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	}
+	last := stamp()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if cur := stamp(); cur != last {
+			last = cur
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // decisionPoll is how often a running symbi looks for quarantine decisions made by
@@ -215,7 +263,7 @@ func setup(ctx context.Context, name string, args []string, stderr io.Writer) (*
 		return nil, fs, 2
 	}
 	running := *cfg
-	return &app{cfg: cfg, log: log, gw: gw, rt: rt, configPath: cf.config, running: &running}, fs, 0
+	return &app{cfg: cfg, log: log, gw: gw, rt: rt, configPath: cf.config, running: &running, mode: name}, fs, 0
 }
 
 // runMCP serves one client over stdio.
