@@ -102,4 +102,3 @@ func TestAddRemoveFile(t *testing.T) {
 		t.Errorf("after adding and removing, the file is\n%s\nwant\n%s", got, orig)
 	}
 }
-
