@@ -40,6 +40,7 @@ type Config struct {
 	AgentsDir string     `toml:"agents_dir"` // *.toml files of [[agents]], hot-reloaded
 	Context   Context    `toml:"context"`
 	Bus       Bus        `toml:"bus"`
+	OAuth     OAuth      `toml:"oauth"`
 }
 
 // Server configures the listeners and the state directory.
@@ -673,6 +674,7 @@ func (c *Config) validate() []Problem {
 	probs = append(probs, c.validateAgents()...)
 	c.Context.validate(add)
 	c.Bus.validate(add)
+	c.OAuth.validate(add)
 	return probs
 }
 
