@@ -25,6 +25,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/symbi-dev/symbi/audit"
+	"github.com/symbi-dev/symbi/internal/oauth"
 	"github.com/symbi-dev/symbi/policy"
 )
 
@@ -60,6 +61,10 @@ type Options struct {
 	// certificate's first URI SAN (a SPIFFE ID, say), or else its subject common name.
 	// A valid bearer token, when a request also carries one, names the identity instead.
 	ClientCerts bool
+	// OAuth, if set, accepts JWT access tokens from its issuer as bearer tokens (besides
+	// Tokens and ClientCerts), serves the Protected Resource Metadata and names it in
+	// every 401 challenge (see oauth.go).
+	OAuth *oauth.Verifier
 	// OnUpstreamState, if set, is told when an upstream goes up or down (for audit).
 	OnUpstreamState func(upstream, state, reason string)
 	// InputTimeout bounds how long a bridged call (a 2026-07-28 client calling an

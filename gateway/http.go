@@ -88,6 +88,11 @@ func (g *Gateway) handler(opts *HTTPOptions) (http.Handler, *idMap) {
 	for path, h := range o.Public {
 		mux.Handle(path, h)
 	}
+	for path, h := range g.OAuthRoutes() {
+		if _, taken := o.Public[path]; !taken {
+			mux.Handle(path, h)
+		}
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -385,6 +390,9 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 	verify := func(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
+		if ti, ok := ctx.Value(verifiedKey{}).(*auth.TokenInfo); ok {
+			return ti, nil
+		}
 		if id := g.tokenIdentity(token); id != "" {
 			return &auth.TokenInfo{UserID: id, Expiration: time.Now().Add(24 * time.Hour),
 				Extra: map[string]any{claimsKey: map[string]any{"auth": "token"}}}, nil
@@ -395,12 +403,15 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 					Extra: map[string]any{claimsKey: certClaims(r)}}, nil
 			}
 		}
+		if g.opts.OAuth != nil && looksLikeJWT(token) {
+			return g.verifyOAuth(ctx, token)
+		}
 		return nil, auth.ErrInvalidToken
 	}
 	bearer := auth.RequireBearerToken(verify, nil)(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Decided per request: SetTokens may add the first token or remove the last one.
-		if !g.opts.ClientCerts && len(g.tokenMap()) == 0 {
+		if !g.opts.ClientCerts && len(g.tokenMap()) == 0 && g.opts.OAuth == nil {
 			loopbackOnly.ServeHTTP(w, r)
 			return
 		}
@@ -413,14 +424,15 @@ func (g *Gateway) authenticateToken(next http.Handler) http.Handler {
 		// an OAuth server's and starts an authorization flow that cannot succeed.
 		token, present := bearerToken(r)
 		if !present {
-			unauthorized(w, "", "no bearer token")
+			g.unauthorized(w, "", "no bearer token")
 			return
 		}
-		if _, err := verify(r.Context(), token, r); err != nil {
-			unauthorized(w, "invalid_token", "invalid bearer token")
+		ti, err := verify(r.Context(), token, r)
+		if err != nil {
+			g.refuse(w, err)
 			return
 		}
-		bearer.ServeHTTP(w, r)
+		bearer.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, ti)))
 	})
 }
 
@@ -435,13 +447,10 @@ func bearerToken(r *http.Request) (token string, present bool) {
 }
 
 // unauthorized answers 401 with a Bearer challenge for realm "symbi"; errCode (RFC 6750
-// section 3.1, e.g. "invalid_token") is added when a credential was given but refused.
-func unauthorized(w http.ResponseWriter, errCode, msg string) {
-	challenge := `Bearer realm="symbi"`
-	if errCode != "" {
-		challenge += fmt.Sprintf(`, error=%q`, errCode)
-	}
-	w.Header().Set("WWW-Authenticate", challenge)
+// section 3.1, e.g. "invalid_token") is added when a credential was given but refused,
+// and resource_metadata with OAuth configured (see challenge).
+func (g *Gateway) unauthorized(w http.ResponseWriter, errCode, msg string) {
+	w.Header().Set("WWW-Authenticate", g.challenge(errCode))
 	http.Error(w, msg, http.StatusUnauthorized)
 }
 
@@ -463,14 +472,22 @@ func (g *Gateway) trusted(r *http.Request) bool {
 	if g.opts.ClientCerts && certIdentity(r) != "" {
 		return true
 	}
-	if len(g.tokenMap()) == 0 {
+	if len(g.tokenMap()) == 0 && g.opts.OAuth == nil {
 		return !g.opts.ClientCerts && isLoopback(r.RemoteAddr)
 	}
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
-	return g.tokenIdentity(strings.TrimSpace(token)) != ""
+	token = strings.TrimSpace(token)
+	if g.tokenIdentity(token) != "" {
+		return true
+	}
+	if g.opts.OAuth != nil && looksLikeJWT(token) {
+		_, err := g.opts.OAuth.Verify(r.Context(), token)
+		return err == nil
+	}
+	return false
 }
 
 func isLoopback(remote string) bool {
