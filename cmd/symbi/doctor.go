@@ -81,6 +81,11 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		check("TLS certificate", err, cfg.Server.TLSCert)
 	}
 
+	if cfg.OAuth.Enabled() {
+		detail, err := checkOAuthIssuer(ctx, cfg)
+		check("OAuth issuer", err, detail)
+	}
+
 	w, err := policy.NewWatcher(ctx, cfg.Policy.Dir, nil)
 	detail := "built-in default policy"
 	if err == nil && cfg.Policy.Dir != "" {

@@ -316,7 +316,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		})
 	}
 	if !loopbackAddr(ln.Addr()) {
-		if len(a.cfg.Server.Tokens) == 0 && a.cfg.Server.TLSClientCA == "" {
+		if len(a.cfg.Server.Tokens) == 0 && a.cfg.Server.TLSClientCA == "" && !a.cfg.OAuth.Enabled() {
 			a.log.Warn("no tokens configured: only loopback clients will be served", "listen", ln.Addr().String())
 		}
 		if cert == nil {

@@ -174,6 +174,9 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	for _, t := range cfg.Server.Tokens {
 		opts.Tokens[t.Token] = t.Identity
 	}
+	if opts.OAuth, err = oauthVerifier(cfg, log); err != nil {
+		return nil, nil, err
+	}
 	pinOpts := map[string]schemapin.UpstreamOptions{}
 	for _, u := range cfg.Upstreams {
 		if u.Disabled {
