@@ -21,6 +21,11 @@ import (
 // ErrSinkClosed is returned by a sink's Write after Close.
 var ErrSinkClosed = errors.New("audit sink closed")
 
+// HTTPSinkWriterHeader names, on each request of a process that writes a writer slot's
+// chain (not the main one), the writer whose chain the lines belong to: their seq and
+// hashes chain within it.
+const HTTPSinkWriterHeader = "Symbi-Audit-Writer"
+
 // Delivery timing of an HTTPSink.
 const (
 	httpSinkUserAgent    = "symbi-audit/1"
@@ -75,6 +80,7 @@ type HTTPSink struct {
 	mu     sync.Mutex
 	buf    lineRing
 	closed bool
+	writer atomic.Pointer[string] // the writer's chain the records come from, sent as HTTPSinkWriterHeader
 
 	full   chan struct{} // a batch is waiting; capacity 1
 	stop   chan struct{} // closed by Close
@@ -167,6 +173,9 @@ func (s *HTTPSink) Write(_ context.Context, rec Record) error {
 	line, err := appendRecordLine(nil, &rec)
 	if err != nil {
 		return fmt.Errorf("write http sink: %w", err)
+	}
+	if rec.Writer != "" && s.writer.Load() == nil {
+		s.writer.Store(&rec.Writer) // one Log feeds a sink: one writer
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -334,6 +343,9 @@ func (s *HTTPSink) post(body []byte) (status int, retryAfter string, err error) 
 	}
 	req.Header.Set("Content-Type", "application/x-ndjson")
 	req.Header.Set("User-Agent", httpSinkUserAgent)
+	if w := s.writer.Load(); w != nil {
+		req.Header.Set(HTTPSinkWriterHeader, *w)
+	}
 	for k, v := range s.o.Headers {
 		if http.CanonicalHeaderKey(k) == "Host" {
 			req.Host = v

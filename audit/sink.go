@@ -146,6 +146,10 @@ func FormatRFC5424(rec *Record, facility int, hostname, app string) ([]byte, err
 	b = append(b, rec.Hash...)
 	b = append(b, `" key="`...)
 	b = append(b, rec.Key...)
+	if rec.Writer != "" { // seq and hash belong to this writer's chain
+		b = append(b, `" writer="`...)
+		b = append(b, header(rec.Writer, 32)...)
+	}
 	b = append(b, `"] `...)
 	b = append(b, "\xef\xbb\xbf"...) // BOM: MSG is UTF-8
 	return append(b, msg...), nil

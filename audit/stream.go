@@ -29,7 +29,7 @@ func (l *Log) fanout(pend []pending) {
 		ev.Seq = p.hdr.Seq
 		recs = append(recs, Record{Seq: p.hdr.Seq, PrevHash: hex.EncodeToString(p.hdr.PrevHash[:]),
 			Key: p.hdr.Key, PrevSegment: p.hdr.PrevSegment, Hash: hex.EncodeToString(p.hash[:]),
-			Sig: encodeSig(p.sig), Event: ev})
+			Sig: encodeSig(p.sig), Event: ev, Writer: l.recWriter()})
 	}
 	l.rec.add(recs)
 	for i := range recs {

@@ -57,6 +57,14 @@ func AnchorPathFor(anchorPath, w string) string {
 	return strings.TrimSuffix(anchorPath, ext) + "." + w + ext
 }
 
+// recWriter is the writer as records name it: "" for the main chain.
+func (l *Log) recWriter() string {
+	if l.writer == MainWriter {
+		return ""
+	}
+	return l.writer
+}
+
 func slotName(i int) string { return "w" + strconv.Itoa(i) }
 
 // validWriter reports whether s is a writer slot name (w1 .. w<maxWriters>).

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // sharedTrail is a trail directory and keys directory that several Logs open, as
@@ -524,5 +525,51 @@ func TestWriterOldHeadRestored(t *testing.T) {
 	rep := s.verify(t)
 	if rep.Intact || rep.Problem.Writer != "w1" || rep.Problem.Kind != ProblemTruncated {
 		t.Fatalf("after restoring w1's old head: %v; want truncated, naming w1", rep.Problem)
+	}
+}
+
+// TestWriterNamedDownstream: a writer slot's records name it in Recent, in the syslog
+// structured data and in the HTTP sink's header, so a collector can tell the chains
+// apart; the main chain's records stay as they were.
+func TestWriterNamedDownstream(t *testing.T) {
+	s := newSharedTrail(t, Options{})
+	a := s.open(t)
+	c, srv := newCollector(t, false, nil)
+	sink := newTestHTTPSink(t, HTTPSinkOptions{URL: srv.URL, BatchSize: 4, FlushInterval: 10 * time.Millisecond})
+	o := s.options()
+	o.Sinks = []Sink{sink}
+	b, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, a, 2)
+	appendN(t, b, 5)
+	closeLog(t, b)
+	for _, r := range b.Recent(10) {
+		if r.Writer != "w1" {
+			t.Fatalf("w1's recent record names writer %q", r.Writer)
+		}
+		msg, err := FormatRFC5424(&r, 1, "h", "symbi")
+		if err != nil || !bytes.Contains(msg, []byte(` writer="w1"]`)) {
+			t.Fatalf("syslog message %q, %v; want writer=\"w1\"", msg, err)
+		}
+	}
+	for _, r := range a.Recent(10) {
+		if r.Writer != "" {
+			t.Fatalf("main chain's record names writer %q", r.Writer)
+		}
+		if msg, _ := FormatRFC5424(&r, 1, "h", "symbi"); bytes.Contains(msg, []byte("writer=")) {
+			t.Fatalf("main chain's syslog message names a writer: %q", msg)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.headers) == 0 {
+		t.Fatal("collector got nothing")
+	}
+	for i, h := range c.headers {
+		if got := h.Get(HTTPSinkWriterHeader); got != "w1" {
+			t.Errorf("request %d: %s = %q; want w1", i, HTTPSinkWriterHeader, got)
+		}
 	}
 }
