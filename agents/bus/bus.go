@@ -103,10 +103,12 @@ type Bus struct {
 
 	limit *limiter
 
-	mu   sync.Mutex
-	keys map[string]ed25519.PrivateKey // identity -> its private key (unsealed)
-	deks map[string]cipher.AEAD        // identity -> its data key (unwrapped)
-	wake map[string]chan struct{}      // identity -> closed when a message arrives for it
+	mu    sync.Mutex
+	keys  map[string]ed25519.PrivateKey // identity -> its private key (unsealed)
+	deks  map[string]cipher.AEAD        // identity -> its data key (unwrapped)
+	pubs  map[string]ed25519.PublicKey  // identity -> its public key, as first read
+	stmts map[string]*sql.Stmt          // query -> prepared statement
+	wake  map[string]chan struct{}      // identity -> closed when a message arrives for it
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -207,7 +209,18 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 	if err := addDEKColumn(ctx, db); err != nil {
 		return nil, err
 	}
-	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, deks: map[string]cipher.AEAD{}, limit: newLimiter(o.Rate, o.Burst),
+	stmts := map[string]*sql.Stmt{}
+	for _, q := range hotQueries {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			for _, st := range stmts {
+				_ = st.Close()
+			}
+			return nil, fmt.Errorf("prepare bus queries: %w", err)
+		}
+		stmts[q] = st
+	}
+	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, deks: map[string]cipher.AEAD{}, pubs: map[string]ed25519.PublicKey{}, stmts: stmts, limit: newLimiter(o.Rate, o.Burst),
 		wake: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
 }
 
@@ -220,7 +233,10 @@ func (b *Bus) MaxAttempts() int { return b.o.MaxAttempts }
 // Close wakes every waiting Receive and Request (they return ErrClosed). It does not
 // close the database. Safe to call twice.
 func (b *Bus) Close() error {
-	b.closeOnce.Do(func() { close(b.closed) })
+	b.closeOnce.Do(func() {
+		close(b.closed)
+		b.closeStmts()
+	})
 	return nil
 }
 
@@ -286,11 +302,11 @@ func (b *Bus) signingKey(ctx context.Context, identity string) (ed25519.PrivateK
 	}
 	sealed := b.aead.Seal(nonce, nonce, priv.Seed(), keyAAD(identity))
 	// Another process may have created it first: the stored key wins.
-	if _, err := b.db.ExecContext(ctx, `INSERT INTO bus_keys (identity, public, sealed) VALUES (?, ?, ?) ON CONFLICT (identity) DO NOTHING`,
+	if _, err := b.x(nil).ExecContext(ctx, `INSERT INTO bus_keys (identity, public, sealed) VALUES (?, ?, ?) ON CONFLICT (identity) DO NOTHING`,
 		identity, []byte(priv.Public().(ed25519.PublicKey)), sealed); err != nil {
 		return nil, fmt.Errorf("store key of %s: %w", identity, err)
 	}
-	pub, stored, err := b.loadKey(ctx, b.db, identity)
+	pub, stored, err := b.loadKey(ctx, b.x(nil), identity)
 	if err != nil {
 		return nil, err
 	}
@@ -304,6 +320,7 @@ func (b *Bus) signingKey(ctx context.Context, identity string) (ed25519.PrivateK
 	}
 	b.mu.Lock()
 	b.keys[identity] = k
+	b.pubs[identity] = pub
 	b.mu.Unlock()
 	return k, nil
 }
@@ -313,7 +330,7 @@ func keyAAD(identity string) []byte { return []byte("symbi-bus-key-v1\x00" + ide
 // loadKey reads identity's stored public key and sealed private key.
 func (b *Bus) loadKey(ctx context.Context, q querier, identity string) (ed25519.PublicKey, []byte, error) {
 	var pub, sealed []byte
-	err := q.QueryRowContext(ctx, `SELECT public, sealed FROM bus_keys WHERE identity = ?`, identity).Scan(&pub, &sealed)
+	err := q.QueryRowContext(ctx, qLoadKey, identity).Scan(&pub, &sealed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, fmt.Errorf("load key of %s: %w", identity, ErrNotFound)
 	}
@@ -324,6 +341,25 @@ func (b *Bus) loadKey(ctx context.Context, q querier, identity string) (ed25519.
 		return nil, nil, fmt.Errorf("load key of %s: %w", identity, ErrTampered)
 	}
 	return ed25519.PublicKey(pub), sealed, nil
+}
+
+// publicKey returns identity's stored public key, read once per process: a key read
+// (or created) earlier is kept, so that changing the stored one later changes nothing.
+func (b *Bus) publicKey(ctx context.Context, q querier, identity string) (ed25519.PublicKey, error) {
+	b.mu.Lock()
+	pub, ok := b.pubs[identity]
+	b.mu.Unlock()
+	if ok {
+		return pub, nil
+	}
+	pub, _, err := b.loadKey(ctx, q, identity)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.pubs[identity] = pub
+	b.mu.Unlock()
+	return pub, nil
 }
 
 // PublicKey returns identity's public signing key (creating the key pair on first use).
@@ -370,8 +406,7 @@ func (b *Bus) put(ctx context.Context, x dbtx, e envelope, payload []byte, actio
 		return Event{}, fmt.Errorf("store message: %w", err)
 	}
 	ct := dek.Seal(nil, nonce, payload, hdr)
-	if _, err := x.ExecContext(ctx, `INSERT INTO bus_messages (id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, visible_ns, nonce, ciphertext, signature, dek)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	if _, err := x.ExecContext(ctx, qInsertMessage,
 		e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig, dekRecipient); err != nil {
 		return Event{}, fmt.Errorf("store message %s: %w", e.id, err)
 	}
@@ -411,7 +446,7 @@ func (b *Bus) open(r *row, dek cipher.AEAD, pub ed25519.PublicKey) ([]byte, erro
 
 // verify opens r with the stored public key of its sender.
 func (b *Bus) verify(ctx context.Context, q querier, r *row) ([]byte, error) {
-	pub, _, err := b.loadKey(ctx, q, r.from)
+	pub, err := b.publicKey(ctx, q, r.from)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("open message %s: sender %s has no key: %w", r.id, r.from, ErrTampered)
 	}
@@ -514,7 +549,7 @@ func (b *Bus) SendTTL(ctx context.Context, from, to string, payload []byte, ttl 
 	}
 	now := b.o.Now().UnixNano()
 	e := envelope{id: newID(), kind: KindDirect, from: from, to: to, created: now, expires: now + int64(ttl)}
-	ev, err := b.put(ctx, b.db, e, payload, "bus/send")
+	ev, err := b.put(ctx, b.x(nil), e, payload, "bus/send")
 	if err != nil {
 		return "", err
 	}
@@ -528,7 +563,7 @@ func (b *Bus) Subscribe(ctx context.Context, identity, topic string) error {
 	if err := errors.Join(checkName("identity", identity), checkName("topic", topic)); err != nil {
 		return err
 	}
-	if _, err := b.db.ExecContext(ctx, `INSERT INTO bus_subscriptions (topic, identity) VALUES (?, ?) ON CONFLICT DO NOTHING`, topic, identity); err != nil {
+	if _, err := b.x(nil).ExecContext(ctx, `INSERT INTO bus_subscriptions (topic, identity) VALUES (?, ?) ON CONFLICT DO NOTHING`, topic, identity); err != nil {
 		return fmt.Errorf("subscribe %s to %s: %w", identity, topic, err)
 	}
 	return nil
@@ -536,7 +571,7 @@ func (b *Bus) Subscribe(ctx context.Context, identity, topic string) error {
 
 // Unsubscribe removes identity from topic's subscribers.
 func (b *Bus) Unsubscribe(ctx context.Context, identity, topic string) error {
-	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_subscriptions WHERE topic = ? AND identity = ?`, topic, identity); err != nil {
+	if _, err := b.x(nil).ExecContext(ctx, `DELETE FROM bus_subscriptions WHERE topic = ? AND identity = ?`, topic, identity); err != nil {
 		return fmt.Errorf("unsubscribe %s from %s: %w", identity, topic, err)
 	}
 	return nil
@@ -567,7 +602,7 @@ func (b *Bus) PublishTTL(ctx context.Context, from, topic string, payload []byte
 		return 0, fmt.Errorf("publish to %s: %w", topic, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	rows, err := tx.QueryContext(ctx, `SELECT identity FROM bus_subscriptions WHERE topic = ? ORDER BY identity`, topic)
+	rows, err := b.x(tx).QueryContext(ctx, `SELECT identity FROM bus_subscriptions WHERE topic = ? ORDER BY identity`, topic)
 	if err != nil {
 		return 0, fmt.Errorf("publish to %s: %w", topic, err)
 	}
@@ -588,7 +623,7 @@ func (b *Bus) PublishTTL(ctx context.Context, from, topic string, payload []byte
 	evs := make([]Event, 0, len(subs))
 	for _, s := range subs {
 		e := envelope{id: newID(), kind: KindTopic, from: from, to: s, topic: topic, created: now, expires: now + int64(ttl)}
-		ev, err := b.put(ctx, tx, e, payload, "bus/publish")
+		ev, err := b.put(ctx, b.x(tx), e, payload, "bus/publish")
 		if err != nil {
 			return 0, err
 		}
@@ -605,6 +640,22 @@ func (b *Bus) PublishTTL(ctx context.Context, from, topic string, payload []byte
 }
 
 const selectRow = `SELECT id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, attempts, nonce, ciphertext, signature, dek FROM bus_messages`
+
+// The queries of every message's path, prepared when the bus opens.
+const (
+	qLoadKey       = `SELECT public, sealed FROM bus_keys WHERE identity = ?`
+	qLoadDataKey   = `SELECT wrapped FROM bus_data_keys WHERE identity = ?`
+	qInsertMessage = `INSERT INTO bus_messages (id, kind, sender, recipient, topic, reply_to, created_ns, expires_ns, visible_ns, nonce, ciphertext, signature, dek)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qExpire = `UPDATE bus_messages SET state = 'dead', reason = 'expired'
+		WHERE recipient = ? AND state = 'ready' AND expires_ns <= ?`
+	qDue = selectRow + ` WHERE recipient = ? AND state = 'ready' AND kind != 'reply' AND visible_ns <= ?
+			ORDER BY created_ns, id LIMIT ?`
+	qDelivered = `UPDATE bus_messages SET attempts = attempts + 1, visible_ns = ? WHERE id = ?`
+	qAck       = `DELETE FROM bus_messages WHERE id = ? AND recipient = ? AND state = 'ready' AND kind != 'reply'`
+)
+
+var hotQueries = []string{qLoadKey, qLoadDataKey, qInsertMessage, qExpire, qDue, qDelivered, qAck}
 
 func scanRow(sc interface{ Scan(...any) error }) (*row, error) {
 	r := &row{}
@@ -646,15 +697,13 @@ func (b *Bus) take(ctx context.Context, identity string, max int) ([]Message, er
 	defer func() { _ = tx.Rollback() }()
 	now := b.o.Now().UnixNano()
 	// A write first, so that the transaction holds the write lock from its start.
-	if _, err := tx.ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = 'expired'
-		WHERE recipient = ? AND state = 'ready' AND expires_ns <= ?`, identity, now); err != nil {
+	if _, err := b.x(tx).ExecContext(ctx, qExpire, identity, now); err != nil {
 		return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
 	}
 	out := []Message{}
 	var dead []Event
 	for len(out) < max {
-		rows, err := tx.QueryContext(ctx, selectRow+` WHERE recipient = ? AND state = 'ready' AND kind != 'reply' AND visible_ns <= ?
-			ORDER BY created_ns, id LIMIT ?`, identity, now, max-len(out))
+		rows, err := b.x(tx).QueryContext(ctx, qDue, identity, now, max-len(out))
 		if err != nil {
 			return nil, fmt.Errorf("receive messages of %s: %w", identity, err)
 		}
@@ -679,20 +728,20 @@ func (b *Bus) take(ctx context.Context, identity string, max int) ([]Message, er
 			var payload []byte
 			if r.attempts >= b.o.MaxAttempts {
 				reason = fmt.Sprintf("not acknowledged after %d deliveries", r.attempts)
-			} else if payload, err = b.verify(ctx, tx, r); errors.Is(err, ErrTampered) {
+			} else if payload, err = b.verify(ctx, b.x(tx), r); errors.Is(err, ErrTampered) {
 				reason = "failed verification"
 				b.log.Warn("bus message failed verification", "id", r.id, "sender", r.from, "recipient", r.to, "err", err)
 			} else if err != nil {
 				return nil, err
 			}
 			if reason != "" {
-				if _, err := tx.ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = ? WHERE id = ?`, reason, r.id); err != nil {
+				if _, err := b.x(tx).ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = ? WHERE id = ?`, reason, r.id); err != nil {
 					return nil, fmt.Errorf("dead-letter message %s: %w", r.id, err)
 				}
 				dead = append(dead, Event{Action: "bus/dead_letter", ID: r.id, Kind: r.kind, From: r.from, To: r.to, Topic: r.topic, Reason: reason})
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE bus_messages SET attempts = attempts + 1, visible_ns = ? WHERE id = ?`,
+			if _, err := b.x(tx).ExecContext(ctx, qDelivered,
 				now+int64(b.o.Visibility), r.id); err != nil {
 				return nil, fmt.Errorf("receive message %s: %w", r.id, err)
 			}
@@ -714,7 +763,7 @@ func (b *Bus) take(ctx context.Context, identity string, max int) ([]Message, er
 
 // Ack removes a message identity received.
 func (b *Bus) Ack(ctx context.Context, identity, id string) error {
-	res, err := b.db.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? AND recipient = ? AND state = 'ready' AND kind != 'reply'`, id, identity)
+	res, err := b.x(nil).ExecContext(ctx, qAck, id, identity)
 	if err != nil {
 		return fmt.Errorf("ack message %s: %w", id, err)
 	}
@@ -727,7 +776,7 @@ func (b *Bus) Ack(ctx context.Context, identity, id string) error {
 
 // DeadLetters lists identity's dead-lettered messages, oldest first.
 func (b *Bus) DeadLetters(ctx context.Context, identity string, limit int) ([]DeadLetter, error) {
-	rows, err := b.db.QueryContext(ctx, `SELECT id, kind, sender, topic, attempts, reason FROM bus_messages
+	rows, err := b.x(nil).QueryContext(ctx, `SELECT id, kind, sender, topic, attempts, reason FROM bus_messages
 		WHERE recipient = ? AND state = 'dead' ORDER BY created_ns, id LIMIT ?`, identity, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters of %s: %w", identity, err)
@@ -769,7 +818,7 @@ func (b *Bus) Pending(ctx context.Context, identity string, limit int) ([]Pendin
 		limit = 100
 	}
 	now := b.o.Now().UnixNano()
-	rows, err := b.db.QueryContext(ctx, `SELECT id, kind, sender, topic, created_ns, expires_ns, attempts, visible_ns FROM bus_messages
+	rows, err := b.x(nil).QueryContext(ctx, `SELECT id, kind, sender, topic, created_ns, expires_ns, attempts, visible_ns FROM bus_messages
 		WHERE recipient = ? AND state = 'ready' AND kind != 'reply' AND expires_ns > ? ORDER BY created_ns, id LIMIT ?`, identity, now, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list pending messages of %s: %w", identity, err)
@@ -813,11 +862,11 @@ func (b *Bus) Request(ctx context.Context, from, to string, payload []byte, time
 		return Message{}, fmt.Errorf("send request: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO bus_requests (id, requester, responder, expires_ns) VALUES (?, ?, ?, ?)`,
+	if _, err := b.x(tx).ExecContext(ctx, `INSERT INTO bus_requests (id, requester, responder, expires_ns) VALUES (?, ?, ?, ?)`,
 		e.id, from, to, e.expires); err != nil {
 		return Message{}, fmt.Errorf("send request: %w", err)
 	}
-	ev, err := b.put(ctx, tx, e, payload, "bus/request")
+	ev, err := b.put(ctx, b.x(tx), e, payload, "bus/request")
 	if err != nil {
 		return Message{}, err
 	}
@@ -847,39 +896,39 @@ func (b *Bus) Request(ctx context.Context, from, to string, payload []byte, time
 func (b *Bus) withdraw(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_requests WHERE id = ?`, id); err != nil {
+	if _, err := b.x(nil).ExecContext(ctx, `DELETE FROM bus_requests WHERE id = ?`, id); err != nil {
 		b.log.Error("withdraw bus request", "id", id, "err", err)
 	}
-	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? OR (kind = 'reply' AND reply_to = ?)`, id, id); err != nil {
+	if _, err := b.x(nil).ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? OR (kind = 'reply' AND reply_to = ?)`, id, id); err != nil {
 		b.log.Error("withdraw bus request", "id", id, "err", err)
 	}
 }
 
 // takeReply removes and returns the reply to request id, if there is one.
 func (b *Bus) takeReply(ctx context.Context, requester, id string) (Message, bool, error) {
-	r, err := scanRow(b.db.QueryRowContext(ctx, selectRow+` WHERE recipient = ? AND kind = 'reply' AND reply_to = ? AND state = 'ready'`, requester, id))
+	r, err := scanRow(b.x(nil).QueryRowContext(ctx, selectRow+` WHERE recipient = ? AND kind = 'reply' AND reply_to = ? AND state = 'ready'`, requester, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Message{}, false, nil
 	}
 	if err != nil {
 		return Message{}, false, fmt.Errorf("read reply to %s: %w", id, err)
 	}
-	payload, verr := b.verify(ctx, b.db, r)
+	payload, verr := b.verify(ctx, b.x(nil), r)
 	if verr != nil && !errors.Is(verr, ErrTampered) {
 		return Message{}, false, verr
 	}
 	if verr != nil {
 		b.log.Warn("bus message failed verification", "id", r.id, "sender", r.from, "recipient", r.to, "err", verr)
-		if _, err := b.db.ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = 'failed verification' WHERE id = ?`, r.id); err != nil {
+		if _, err := b.x(nil).ExecContext(ctx, `UPDATE bus_messages SET state = 'dead', reason = 'failed verification' WHERE id = ?`, r.id); err != nil {
 			return Message{}, false, fmt.Errorf("dead-letter message %s: %w", r.id, err)
 		}
 		b.record(Event{Action: "bus/dead_letter", ID: r.id, Kind: r.kind, From: r.from, To: r.to, ReplyTo: id, Reason: "failed verification"})
 		return Message{}, false, nil
 	}
-	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ?`, r.id); err != nil {
+	if _, err := b.x(nil).ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ?`, r.id); err != nil {
 		return Message{}, false, fmt.Errorf("take reply to %s: %w", id, err)
 	}
-	if _, err := b.db.ExecContext(ctx, `DELETE FROM bus_requests WHERE id = ?`, id); err != nil {
+	if _, err := b.x(nil).ExecContext(ctx, `DELETE FROM bus_requests WHERE id = ?`, id); err != nil {
 		return Message{}, false, fmt.Errorf("take reply to %s: %w", id, err)
 	}
 	sum := sha256.Sum256(payload)
@@ -907,7 +956,7 @@ func (b *Bus) Reply(ctx context.Context, identity, id string, payload []byte) (s
 	}
 	defer func() { _ = tx.Rollback() }()
 	// The write first: it takes the write lock and ends the request, once.
-	res, err := tx.ExecContext(ctx, `UPDATE bus_requests SET responder = responder WHERE id = ? AND responder = ? AND expires_ns > ?`, id, identity, now)
+	res, err := b.x(tx).ExecContext(ctx, `UPDATE bus_requests SET responder = responder WHERE id = ? AND responder = ? AND expires_ns > ?`, id, identity, now)
 	if err != nil {
 		return "", fmt.Errorf("reply to %s: %w", id, err)
 	}
@@ -916,22 +965,22 @@ func (b *Bus) Reply(ctx context.Context, identity, id string, payload []byte) (s
 	}
 	var requester string
 	var expires int64
-	if err := tx.QueryRowContext(ctx, `SELECT requester, expires_ns FROM bus_requests WHERE id = ?`, id).Scan(&requester, &expires); err != nil {
+	if err := b.x(tx).QueryRowContext(ctx, `SELECT requester, expires_ns FROM bus_requests WHERE id = ?`, id).Scan(&requester, &expires); err != nil {
 		return "", fmt.Errorf("reply to %s: %w", id, err)
 	}
 	var replied int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM bus_messages WHERE kind = 'reply' AND reply_to = ?`, id).Scan(&replied); err != nil {
+	if err := b.x(tx).QueryRowContext(ctx, `SELECT count(*) FROM bus_messages WHERE kind = 'reply' AND reply_to = ?`, id).Scan(&replied); err != nil {
 		return "", fmt.Errorf("reply to %s: %w", id, err)
 	}
 	if replied > 0 {
 		return "", fmt.Errorf("reply to %s: %w: already answered", id, ErrInvalid)
 	}
 	e := envelope{id: newID(), kind: KindReply, from: identity, to: requester, replyTo: id, created: now, expires: expires}
-	ev, err := b.put(ctx, tx, e, payload, "bus/reply")
+	ev, err := b.put(ctx, b.x(tx), e, payload, "bus/reply")
 	if err != nil {
 		return "", err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? AND recipient = ?`, id, identity); err != nil {
+	if _, err := b.x(tx).ExecContext(ctx, `DELETE FROM bus_messages WHERE id = ? AND recipient = ?`, id, identity); err != nil {
 		return "", fmt.Errorf("reply to %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -75,7 +75,7 @@ func (b *Bus) dataKeyOf(ctx context.Context, q querier, identity string, kind in
 		return k, nil
 	}
 	var wrapped []byte
-	err := q.QueryRowContext(ctx, `SELECT wrapped FROM bus_data_keys WHERE identity = ?`, identity).Scan(&wrapped)
+	err := q.QueryRowContext(ctx, qLoadDataKey, identity).Scan(&wrapped)
 	if errors.Is(err, sql.ErrNoRows) && create {
 		x, ok := q.(dbtx)
 		if !ok {
@@ -110,7 +110,7 @@ func (b *Bus) dataKeyOf(ctx context.Context, q querier, identity string, kind in
 	// A key read where it may have been created inside a transaction is not cached: the
 	// transaction may yet roll back (reads without create only see committed keys, or
 	// keys their own transaction did not create).
-	if _, inTx := q.(*sql.Tx); !create || !inTx {
+	if p, ok := q.(prepared); !create || (ok && p.tx == nil) {
 		b.mu.Lock()
 		b.deks[identity] = k
 		b.mu.Unlock()
@@ -134,7 +134,7 @@ func (b *Bus) newDataKey(ctx context.Context, x dbtx, identity string) ([]byte, 
 		return nil, fmt.Errorf("store data key of %s: %w", identity, err)
 	}
 	var stored []byte
-	if err := x.QueryRowContext(ctx, `SELECT wrapped FROM bus_data_keys WHERE identity = ?`, identity).Scan(&stored); err != nil {
+	if err := x.QueryRowContext(ctx, qLoadDataKey, identity).Scan(&stored); err != nil {
 		return nil, fmt.Errorf("store data key of %s: %w", identity, err)
 	}
 	return stored, nil
