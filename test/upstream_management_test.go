@@ -181,3 +181,79 @@ func drainCh(ch chan struct{}) {
 		}
 	}
 }
+
+// TestClientConfig: `symbi client config` prints, for each client, JSON naming the symbi
+// binary and the configuration by absolute paths; --write merges the entry into an
+// existing file and keeps the other entries.
+func TestClientConfig(t *testing.T) {
+	cfg := writeConfig(t, "")
+	for _, tc := range []struct{ client, top string }{
+		{"claude-desktop", "mcpServers"}, {"claude-code", "mcpServers"}, {"vscode", "servers"}, {"cursor", "mcpServers"},
+	} {
+		stdout, stderr, code := runCLI(t, "client", "config", tc.client, "--config", cfg)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s", tc.client, code, stderr)
+		}
+		var doc map[string]map[string]struct {
+			Command string   `json:"command"`
+			Args    []string `json:"args"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+			t.Fatalf("%s: output is not JSON: %v\n%s", tc.client, err, stdout)
+		}
+		e, ok := doc[tc.top]["symbi"]
+		if !ok {
+			t.Fatalf("%s: no %s.symbi in\n%s", tc.client, tc.top, stdout)
+		}
+		if !filepath.IsAbs(e.Command) || e.Command != resolved(t, symbiBin(t)) {
+			t.Errorf("%s: command %q, want the absolute path of the binary %q", tc.client, e.Command, symbiBin(t))
+		}
+		if len(e.Args) != 3 || e.Args[0] != "mcp" || e.Args[1] != "--config" || !filepath.IsAbs(e.Args[2]) || e.Args[2] != cfg {
+			t.Errorf("%s: args %q", tc.client, e.Args)
+		}
+	}
+
+	// --write merges into a file that has other servers and keys.
+	file := filepath.Join(t.TempDir(), "claude_desktop_config.json")
+	if err := os.WriteFile(file, []byte(`{"globalShortcut": "Ctrl+Space", "mcpServers": {"other": {"command": "/usr/bin/other", "args": ["x"]}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCLI(t, "client", "config", "claude-desktop", "--config", cfg, "--write", "--file", file); code != 0 {
+		t.Fatalf("--write: exit %d\n%s", code, stderr)
+	}
+	var merged struct {
+		GlobalShortcut string                    `json:"globalShortcut"`
+		MCPServers     map[string]map[string]any `json:"mcpServers"`
+	}
+	b, _ := os.ReadFile(file)
+	if err := json.Unmarshal(b, &merged); err != nil {
+		t.Fatalf("merged file: %v\n%s", err, b)
+	}
+	if merged.GlobalShortcut != "Ctrl+Space" || merged.MCPServers["other"]["command"] != "/usr/bin/other" || merged.MCPServers["symbi"]["command"] != resolved(t, symbiBin(t)) {
+		t.Errorf("merged file:\n%s", b)
+	}
+	// A file that is not JSON is left alone.
+	bad := filepath.Join(t.TempDir(), "mcp.json")
+	if err := os.WriteFile(bad, []byte("// comment\n{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := runCLI(t, "client", "config", "cursor", "--config", cfg, "--write", "--file", bad); code != 1 {
+		t.Errorf("--write into a file that is not JSON: exit %d, want 1", code)
+	}
+	if b, _ := os.ReadFile(bad); string(b) != "// comment\n{}" {
+		t.Errorf("the file that is not JSON was changed:\n%s", b)
+	}
+}
+
+func resolved(t *testing.T, p string) string {
+	t.Helper()
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := filepath.Abs(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -54,6 +54,7 @@ func commands() map[string]command {
 		"remove":    {"remove an upstream from the configuration and reload", runRemove},
 		"ls":        {"list the upstreams of the running symbi: state, tools, tier, verification", runLs},
 		"logs":      {"print an upstream's stderr (-f to follow) from the running symbi", runLogs},
+		"client":    {"config claude-desktop|claude-code|vscode|cursor [--write]: the client's configuration for this symbi", runClient},
 		"doctor":    {"check that a configuration can run here (state, policy, upstreams, sandbox tiers, risk assessment)", runDoctor},
 	}
 }
