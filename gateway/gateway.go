@@ -85,6 +85,9 @@ type Options struct {
 	// memory only. TaskTTL is how long a finished task stays readable; 0 = DefaultTaskTTL.
 	TaskStore TaskStore
 	TaskTTL   time.Duration
+	// TaskWindow is how long a task tool's call may run before it becomes a task (a
+	// shorter call is answered at once); 0 = DefaultTaskWindow.
+	TaskWindow time.Duration
 }
 
 // UpstreamConfig describes one upstream MCP server.

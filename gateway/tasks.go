@@ -62,8 +62,15 @@ const outcomeCancelled audit.Outcome = "cancelled"
 // DefaultTaskTTL is how long a finished task stays readable when Options.TaskTTL is 0.
 const DefaultTaskTTL = time.Hour
 
-// taskWindow is how long a task tool's call runs before it becomes a task.
-const taskWindow = 300 * time.Millisecond
+// DefaultTaskWindow is how long a task tool's call runs before it becomes a task.
+const DefaultTaskWindow = 300 * time.Millisecond
+
+func (g *Gateway) taskWindow() time.Duration {
+	if g.opts.TaskWindow > 0 {
+		return g.opts.TaskWindow
+	}
+	return DefaultTaskWindow
+}
 
 // taskPollInterval is the polling interval symbi suggests to clients.
 const taskPollInterval = 500 * time.Millisecond
