@@ -51,22 +51,13 @@ type pipeProcess struct {
 }
 
 func pipeLauncher(ctx context.Context) (gateway.Process, error) {
-	return pipeLauncherFor(benchServer)(ctx)
-}
-
-// pipeLauncherFor is pipeLauncher with another server.
-func pipeLauncherFor(newServer func() *mcp.Server) gateway.Launcher {
-	return func(ctx context.Context) (gateway.Process, error) { return pipeLaunch(ctx, newServer) }
-}
-
-func pipeLaunch(ctx context.Context, newServer func() *mcp.Server) (gateway.Process, error) {
 	stdinR, stdinW := io.Pipe()
 	stdoutR, stdoutW := io.Pipe()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &pipeProcess{stdinW: stdinW, stdoutR: stdoutR, cancel: cancel, done: make(chan struct{})}
 	go func() { // owned by p: Stop and Wait wait for it
 		defer close(p.done)
-		p.err = newServer().Run(ctx, &mcp.IOTransport{Reader: stdinR, Writer: stdoutW})
+		p.err = benchServer().Run(ctx, &mcp.IOTransport{Reader: stdinR, Writer: stdoutW})
 		stdoutW.Close()
 		stdinR.Close()
 	}()

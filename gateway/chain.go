@@ -34,6 +34,9 @@ type Request struct {
 	verdict  verdict
 	findings []secrets.Finding
 	approval *policy.Condition
+	// afterTask, set by the policy step, applies the decision's result conditions to the
+	// result of a call that became a task (tasks.go).
+	afterTask func(mcp.Result) (mcp.Result, error)
 }
 
 // Handler handles a Request.

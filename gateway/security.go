@@ -292,6 +292,8 @@ func (p *policyStep) gate(ctx context.Context, r *Request, id policy.Identity, n
 	if err := p.setArguments(r, newArgs); err != nil {
 		return nil, err
 	}
+	// A call that becomes a task has its result later: the task applies these then.
+	r.afterTask = func(res mcp.Result) (mcp.Result, error) { return p.afterResult(d, r, res) }
 	res, err := next(ctx, r)
 	if err != nil {
 		return res, err

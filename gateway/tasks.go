@@ -356,6 +356,11 @@ func (g *Gateway) watchTask(r *Request, t *taskRun) {
 				g.persistTask(r, t, "input_required")
 			}
 		case <-p.finished:
+			if p.err == nil && p.res != nil && r.afterTask != nil {
+				// The policy's result conditions (redaction, secret scanning), as the
+				// synchronous call would have had them.
+				p.res, p.err = r.afterTask(p.res)
+			}
 			status, msg, result, rpcErr := taskOutcome(p)
 			t.mu.Lock()
 			t.inputs = map[string]*taskInput{}

@@ -100,7 +100,7 @@ func taskBenchGateway(b *testing.B, window time.Duration, taskTools ...string) *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := gateway.New(&gateway.Options{
-		Upstreams: []gateway.UpstreamConfig{{Name: "up", Prefix: "up", Launch: pipeLauncherFor(taskBenchServer),
+		Upstreams: []gateway.UpstreamConfig{{Name: "up", Prefix: "up", Launch: serverLauncher(taskBenchServer),
 			TaskTools: taskTools}},
 		InitialWait: 10 * time.Second, TaskStore: ts, TaskWindow: window,
 	})
