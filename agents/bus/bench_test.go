@@ -171,3 +171,26 @@ func BenchmarkCrypto(b *testing.B) {
 }
 
 func sha256Sum(p []byte) [32]byte { return sha256.Sum256(p) }
+
+// BenchmarkSendParallel: senders only (signed, encrypted, stored), 8 goroutines a core:
+// what group commit buys.
+func BenchmarkSendParallel(b *testing.B) {
+	bus := benchBus(b, nil)
+	ctx := context.Background()
+	payload := bytes.Repeat([]byte("x"), 256)
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	cpu := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		from := fmt.Sprintf("sender%d", n.Add(1))
+		for pb.Next() {
+			if _, err := bus.Send(ctx, from, "bob", payload); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportCPU(b, cpu)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}

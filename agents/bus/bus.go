@@ -102,6 +102,7 @@ type Bus struct {
 	log  *slog.Logger
 
 	limit *limiter
+	group *grouper
 
 	mu    sync.Mutex
 	keys  map[string]ed25519.PrivateKey // identity -> its private key (unsealed)
@@ -220,8 +221,10 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 		}
 		stmts[q] = st
 	}
-	return &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, deks: map[string]cipher.AEAD{}, pubs: map[string]ed25519.PublicKey{}, stmts: stmts, limit: newLimiter(o.Rate, o.Burst),
-		wake: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
+	b := &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, deks: map[string]cipher.AEAD{}, pubs: map[string]ed25519.PublicKey{}, stmts: stmts, limit: newLimiter(o.Rate, o.Burst),
+		wake: map[string]chan struct{}{}, closed: make(chan struct{})}
+	b.group = newGrouper(b)
+	return b, nil
 }
 
 // Visibility is how long a delivered, unacknowledged message stays hidden.
@@ -230,11 +233,12 @@ func (b *Bus) Visibility() time.Duration { return b.o.Visibility }
 // MaxAttempts is how many deliveries a message gets before it is dead-lettered.
 func (b *Bus) MaxAttempts() int { return b.o.MaxAttempts }
 
-// Close wakes every waiting Receive and Request (they return ErrClosed). It does not
-// close the database. Safe to call twice.
+// Close wakes every waiting Receive and Request (they return ErrClosed), stores the
+// messages already sent and refuses later ones. It does not close the database. Safe to call twice.
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.closed)
+		b.group.close()
 		b.closeStmts()
 	})
 	return nil
@@ -406,8 +410,13 @@ func (b *Bus) put(ctx context.Context, x dbtx, e envelope, payload []byte, actio
 		return Event{}, fmt.Errorf("store message: %w", err)
 	}
 	ct := dek.Seal(nil, nonce, payload, hdr)
-	if _, err := x.ExecContext(ctx, qInsertMessage,
-		e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig, dekRecipient); err != nil {
+	args := []any{e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig, dekRecipient}
+	if p, ok := x.(prepared); ok && p.tx == nil {
+		err = b.group.insert(args) // outside a transaction: share a commit with other senders
+	} else {
+		_, err = x.ExecContext(ctx, qInsertMessage, args...)
+	}
+	if err != nil {
 		return Event{}, fmt.Errorf("store message %s: %w", e.id, err)
 	}
 	return Event{Action: action, ID: e.id, Kind: e.kind, From: e.from, To: e.to, Topic: e.topic, ReplyTo: e.replyTo,
