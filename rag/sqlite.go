@@ -27,8 +27,21 @@ func init() {
 // and words through an FTS4 index ranked by BM25 (computed from FTS4's matchinfo: the
 // SQLite driver is built without FTS5).
 type SQLite struct {
-	db   *sql.DB
-	once sync.Once
+	db      *sql.DB
+	once    sync.Once
+	rescore int  // quantized search: 0 off, else candidates per result rescored exactly
+	quant   bool // rag_qvec exists: writes keep it up to date
+}
+
+// SQLiteOptions tunes the SQLite store.
+type SQLiteOptions struct {
+	// Quantize is "" (exact float32 scan) or "int8": each vector is also kept as int8
+	// (scaled by its largest component, which cosine ignores) in a compact table that a
+	// search scans first, then the best Rescore × limit candidates are ranked by their
+	// exact float32 vectors.
+	Quantize string
+	// Rescore is the candidates fetched per result for the exact pass (0: 4).
+	Rescore int
 }
 
 var _ Store = (*SQLite)(nil)
@@ -54,10 +67,116 @@ CREATE VIRTUAL TABLE IF NOT EXISTS rag_fts USING fts4(text, tokenize=unicode61);
 // NewSQLite creates the store's tables in db if missing. The caller owns db (opened with
 // internal/store) and closes it after the store.
 func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
+	return NewSQLiteWith(ctx, db, SQLiteOptions{})
+}
+
+// sqliteQuantSchema is the compact table of int8 vectors, with the columns the common
+// filters need (so that a scan without a metadata filter reads only this table).
+const sqliteQuantSchema = `
+CREATE TABLE IF NOT EXISTS rag_qvec (
+	rowid      INTEGER PRIMARY KEY,
+	collection TEXT NOT NULL,
+	doc        TEXT NOT NULL,
+	expires    INTEGER NOT NULL,
+	q          BLOB NOT NULL
+);`
+
+// NewSQLiteWith is NewSQLite with options. Turning quantization on quantizes the
+// vectors already stored. Once on, the int8 table is kept up to date even by stores
+// opened without the option (another process sharing the file, or the option turned
+// off), so that turning it on again finds it current; turn it on with symbi stopped.
+func NewSQLiteWith(ctx context.Context, db *sql.DB, o SQLiteOptions) (*SQLite, error) {
+	if o.Quantize != "" && o.Quantize != "int8" {
+		return nil, fmt.Errorf("%w: quantize %q: want \"\" or \"int8\"", ErrInvalid, o.Quantize)
+	}
 	if _, err := db.ExecContext(ctx, sqliteSchema); err != nil {
 		return nil, fmt.Errorf("create knowledge tables: %w", err)
 	}
-	return &SQLite{db: db}, nil
+	s := &SQLite{db: db}
+	if o.Quantize == "" {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rag_qvec'`).Scan(&n); err != nil {
+			return nil, fmt.Errorf("look for quantized vectors: %w", err)
+		}
+		s.quant = n > 0
+		return s, nil
+	}
+	s.quant = true
+	s.rescore = o.Rescore
+	if s.rescore <= 0 {
+		s.rescore = 4
+	}
+	if _, err := db.ExecContext(ctx, sqliteQuantSchema); err != nil {
+		return nil, fmt.Errorf("create quantized vectors: %w", err)
+	}
+	if err := s.backfill(ctx); err != nil {
+		return nil, fmt.Errorf("quantize stored vectors: %w", err)
+	}
+	return s, nil
+}
+
+// backfill quantizes the chunks that have no int8 vector yet, a batch at a time.
+func (s *SQLite) backfill(ctx context.Context) error {
+	for {
+		rows, err := s.db.QueryContext(ctx, `SELECT rowid, collection, doc, expires, vec FROM rag_chunks
+			WHERE rowid NOT IN (SELECT rowid FROM rag_qvec) LIMIT 1000`)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			id        int64
+			coll, doc string
+			expires   int64
+			vec       []byte
+		}
+		var batch []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.id, &r.coll, &r.doc, &r.expires, &r.vec); err != nil {
+				rows.Close()
+				return err
+			}
+			batch = append(batch, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, r := range batch {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO rag_qvec (rowid, collection, doc, expires, q) VALUES (?, ?, ?, ?, ?)`,
+				r.id, r.coll, r.doc, r.expires, QuantizeInt8(DecodeVector(r.vec))); err != nil {
+				tx.Rollback()
+				return err
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+}
+
+// QuantizeInt8 scales v so that its largest component is ±127 and rounds it: the int8
+// form sqlite-vec's vec_int8 reads. Cosine similarity ignores the scale.
+func QuantizeInt8(v []float32) []byte {
+	var m float64
+	for _, x := range v {
+		m = max(m, math.Abs(float64(x)))
+	}
+	q := make([]byte, len(v))
+	if m == 0 {
+		return q
+	}
+	for i, x := range v {
+		q[i] = byte(int8(math.Round(float64(x) / m * 127)))
+	}
+	return q
 }
 
 // Close implements Store. The database itself belongs to the caller.
@@ -144,6 +263,12 @@ func (s *SQLite) Upsert(ctx context.Context, chunks []Chunk) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO rag_fts (docid, text) VALUES (?, ?)`, rowid, c.Text); err != nil {
 			return fmt.Errorf("index chunk %s: %w", c.ID, err)
 		}
+		if s.quant {
+			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO rag_qvec (rowid, collection, doc, expires, q) VALUES (?, ?, ?, ?, ?)`,
+				rowid, c.Collection, c.Doc, unixOrZero(c.Expires), QuantizeInt8(c.Vector)); err != nil {
+				return fmt.Errorf("index chunk %s: %w", c.ID, err)
+			}
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store chunks: %w", err)
@@ -167,6 +292,11 @@ func (s *SQLite) deleteWhere(ctx context.Context, where string, args ...any) (in
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM rag_fts WHERE docid IN (SELECT rowid FROM rag_chunks WHERE `+where+`)`, args...); err != nil {
 		return 0, err
+	}
+	if s.quant {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM rag_qvec WHERE rowid IN (SELECT rowid FROM rag_chunks WHERE `+where+`)`, args...); err != nil {
+			return 0, err
+		}
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM rag_chunks WHERE `+where, args...)
 	if err != nil {
@@ -322,12 +452,29 @@ func (s *SQLite) Nearest(ctx context.Context, q Query) ([]Hit, error) {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
 	qv := EncodeVector(q.Vector)
-	// Rank on (rowid, distance) alone, then fetch the rows of the best few.
-	rows, err := s.db.QueryContext(ctx, `WITH top AS (
-			SELECT c.rowid AS r, vec_distance_cosine(c.vec, ?) AS d FROM rag_chunks c
-			WHERE `+w+` AND length(c.vec) = ? ORDER BY d LIMIT ?)
-		SELECT `+chunkCols+`, top.d FROM top JOIN rag_chunks c ON c.rowid = top.r ORDER BY top.d, c.rowid`,
-		append(append([]any{qv}, args...), len(qv), limitOf(q.Limit))...)
+	var rows *sql.Rows
+	if s.rescore > 0 {
+		// Scan the compact int8 table (joined to the chunks only for a metadata
+		// filter), then rank the best candidates by their exact vectors.
+		from, qa := `rag_qvec c`, "c"
+		if len(q.Filter) > 0 {
+			from, qa = `rag_qvec x JOIN rag_chunks c ON c.rowid = x.rowid`, "x"
+		}
+		limit := limitOf(q.Limit)
+		rows, err = s.db.QueryContext(ctx, `WITH cand AS (
+				SELECT c.rowid AS r, vec_distance_cosine(vec_int8(`+qa+`.q), vec_int8(?)) AS d FROM `+from+`
+				WHERE `+w+` AND length(`+qa+`.q) = ? ORDER BY d LIMIT ?),
+			top AS (SELECT c.rowid AS r, vec_distance_cosine(c.vec, ?) AS d FROM cand JOIN rag_chunks c ON c.rowid = cand.r ORDER BY d LIMIT ?)
+			SELECT `+chunkCols+`, top.d FROM top JOIN rag_chunks c ON c.rowid = top.r ORDER BY top.d, c.rowid`,
+			append(append([]any{QuantizeInt8(q.Vector)}, args...), len(q.Vector), limit*s.rescore, qv, limit)...)
+	} else {
+		// Rank on (rowid, distance) alone, then fetch the rows of the best few.
+		rows, err = s.db.QueryContext(ctx, `WITH top AS (
+				SELECT c.rowid AS r, vec_distance_cosine(c.vec, ?) AS d FROM rag_chunks c
+				WHERE `+w+` AND length(c.vec) = ? ORDER BY d LIMIT ?)
+			SELECT `+chunkCols+`, top.d FROM top JOIN rag_chunks c ON c.rowid = top.r ORDER BY top.d, c.rowid`,
+			append(append([]any{qv}, args...), len(qv), limitOf(q.Limit))...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
@@ -402,8 +549,10 @@ func (s *SQLite) FullText(ctx context.Context, q Query) ([]Hit, error) {
 	if err != nil {
 		return nil, fmt.Errorf("search words: %w", err)
 	}
+	// CROSS JOIN keeps the full-text index the outer loop: the other order runs the
+	// MATCH once per chunk of the collection.
 	rows, err := s.db.QueryContext(ctx, `SELECT `+chunkCols+`, matchinfo(rag_fts, 'pcnalx') FROM rag_fts
-		JOIN rag_chunks c ON c.rowid = rag_fts.docid WHERE rag_fts MATCH ? AND `+w, append([]any{expr}, args...)...)
+		CROSS JOIN rag_chunks c ON c.rowid = rag_fts.docid WHERE rag_fts MATCH ? AND `+w, append([]any{expr}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("search words: %w", err)
 	}

@@ -61,7 +61,7 @@ func openContextStore(ctx context.Context, cfg config.Context, db *sql.DB) (rag.
 		}
 		return st, nil
 	}
-	return rag.NewSQLite(ctx, db)
+	return rag.NewSQLiteWith(ctx, db, rag.SQLiteOptions{Quantize: cfg.Quantize})
 }
 
 // endWorkingMemory drops an identity's working memory at the end of its agent run.

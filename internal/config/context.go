@@ -27,6 +27,9 @@ type Context struct {
 	IngestRoots []string `toml:"ingest_roots"`
 	// ChunkChars is the chunk size of ingested documents in bytes (0: 1200).
 	ChunkChars int `toml:"chunk_chars"`
+	// Quantize is "" (exact vectors) or "int8": the SQLite store also keeps int8 vectors,
+	// scans them first and reranks the best candidates exactly.
+	Quantize string `toml:"quantize"`
 }
 
 // DefaultEmbedder is the embedder of an unset context.embedder.
@@ -72,6 +75,12 @@ func (c *Context) validate(add func(key, format string, args ...any)) {
 		} else if filepath.Clean(r) == "/" {
 			add("context.ingest_roots", "entry %d is the whole filesystem; name the directories clients may read", i)
 		}
+	}
+	switch {
+	case c.Quantize != "" && c.Quantize != "int8":
+		add("context.quantize", `must be "" or "int8" (got %q)`, c.Quantize)
+	case c.Quantize != "" && c.Store != "":
+		add("context.quantize", "applies only to the SQLite store (context.store = \"\")")
 	}
 	if c.ChunkChars != 0 && (c.ChunkChars < 200 || c.ChunkChars > 20000) {
 		add("context.chunk_chars", "must be between 200 and 20000 (got %d)", c.ChunkChars)

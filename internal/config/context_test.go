@@ -60,6 +60,14 @@ vector_index = "hnsw"
 	if diff := cmp.Diff([]string{"context.embedder_url"}, keys(problems(t, builtin, nil))); diff != "" {
 		t.Errorf("builtin with a URL (-want +got):\n%s", diff)
 	}
+	for in, want := range map[string]string{
+		"version = 1\n[context]\nquantize = \"int4\"\n":                              "context.quantize",
+		"version = 1\n[context]\nstore = \"postgres://h/db\"\nquantize = \"int8\"\n": "context.quantize",
+	} {
+		if diff := cmp.Diff([]string{want}, keys(problems(t, in, nil))); diff != "" {
+			t.Errorf("%q (-want +got):\n%s", in, diff)
+		}
+	}
 	bad := "version = 1\n[context]\nembedder = \"word2vec\"\n"
 	if diff := cmp.Diff([]string{"context.embedder"}, keys(problems(t, bad, nil))); diff != "" {
 		t.Errorf("unknown embedder (-want +got):\n%s", diff)
