@@ -60,6 +60,7 @@ func TestOAuthResourceServer(t *testing.T) {
 		wantChallenge string
 	}{
 		{"token from the issuer", "Bearer " + token("mcp", "role:admin"), 200, "sid1 auth=oauth role=admin iss=" + is.URL, ""},
+		{"a token cannot claim another kind of credential", "Bearer " + token("mcp", "set:auth=certificate"), 200, "sid1 auth=oauth", ""},
 		{"static token still works", "Bearer " + static, 200, "ops auth=token", ""},
 		{"no credential", "", 401, "no bearer token", challenge("")},
 		{"wrong audience", "Bearer " + token("mcp", "aud:https://other.example.com/mcp"), 401, "audience", challenge("invalid_token")},
@@ -85,6 +86,23 @@ func TestOAuthResourceServer(t *testing.T) {
 				t.Errorf("WWW-Authenticate = %q, want %q", got, tc.wantChallenge)
 			}
 		})
+	}
+
+	// /readyz shows its detail to a client with a valid access token, as to /mcp's.
+	for auth, wantDetail := range map[string]bool{"Bearer " + token("mcp"): true, "Bearer " + token("mcp", "test:expired"): false, "": false} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/readyz", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := strings.Contains(string(body), `"upstreams"`); got != wantDetail {
+			t.Errorf("readyz detail = %v, want %v: %s", got, wantDetail, body)
+		}
 	}
 
 	for _, path := range []string{"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"} {

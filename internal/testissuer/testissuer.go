@@ -6,7 +6,8 @@
 // A few scopes steer what the provider issues, so tests can obtain tokens the resource
 // must refuse: "aud:URL" sets the audience (the default is the resource given to Start),
 // "test:expired" issues a token that expired ten minutes ago, and "role:NAME" adds the
-// claim "role": NAME. Every requested scope is also put in the "scope" claim.
+// claim "role": NAME, and "set:NAME=VALUE" the claim NAME: VALUE. Every requested scope
+// is also put in the "scope" claim.
 package testissuer
 
 import (
@@ -179,6 +180,11 @@ func (s *store) GetPrivateClaimsFromScopes(ctx context.Context, userID, clientID
 	for _, sc := range scopes {
 		if r, ok := strings.CutPrefix(sc, "role:"); ok {
 			claims["role"] = r
+		}
+		if kv, ok := strings.CutPrefix(sc, "set:"); ok {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				claims[k] = v
+			}
 		}
 	}
 	return claims, nil

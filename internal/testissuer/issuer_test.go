@@ -1,4 +1,4 @@
-package oauth
+package testissuer_test
 
 import (
 	"context"
@@ -6,10 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/symbi-dev/symbi/internal/oauth"
 	"github.com/symbi-dev/symbi/internal/testissuer"
 )
 
-// TestRealIssuer validates tokens from a real OpenID provider (zitadel/oidc) obtained
+const resource = "https://symbi.example.com/mcp"
+
+// TestRealIssuer: oauth.Verifier validates tokens from a real OpenID provider (zitadel/oidc) obtained
 // with the client_credentials grant: discovery, its JWKS, its RS256 signatures.
 func TestRealIssuer(t *testing.T) {
 	is, err := testissuer.Start(resource)
@@ -18,14 +21,14 @@ func TestRealIssuer(t *testing.T) {
 	}
 	defer is.Close()
 	ctx := context.Background()
-	v, err := New(Config{Issuer: is.URL, Resource: resource, RequiredScopes: []string{"mcp"}})
+	v, err := oauth.New(oauth.Config{Issuer: is.URL, Resource: resource, RequiredScopes: []string{"mcp"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n, err := v.Check(ctx); err != nil || n == 0 {
 		t.Fatalf("Check = %d, %v", n, err)
 	}
-	raw, err := is.Token(ctx, "mcp", "role:admin")
+	raw, err := is.Token(ctx, "mcp", "role:admin", "set:auth=certificate")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +36,7 @@ func TestRealIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	if tok.Identity != testissuer.ClientID || tok.Claims["role"] != "admin" || tok.Claims["iss"] != is.URL {
+	if tok.Identity != testissuer.ClientID || tok.Claims["role"] != "admin" || tok.Claims["auth"] != "certificate" || tok.Claims["iss"] != is.URL {
 		t.Errorf("token = %+v", tok)
 	}
 	for _, tc := range []struct {
@@ -41,9 +44,9 @@ func TestRealIssuer(t *testing.T) {
 		want   error
 		text   string
 	}{
-		{[]string{"mcp", "aud:https://other.example.com/mcp"}, ErrInvalid, "audience"},
-		{[]string{"mcp", "test:expired"}, ErrInvalid, "expired"},
-		{[]string{"role:admin"}, ErrInsufficientScope, `"mcp"`},
+		{[]string{"mcp", "aud:https://other.example.com/mcp"}, oauth.ErrInvalid, "audience"},
+		{[]string{"mcp", "test:expired"}, oauth.ErrInvalid, "expired"},
+		{[]string{"role:admin"}, oauth.ErrInsufficientScope, `"mcp"`},
 	} {
 		raw, err := is.Token(ctx, tc.scopes...)
 		if err != nil {
@@ -56,8 +59,8 @@ func TestRealIssuer(t *testing.T) {
 	// The issuer goes away: its keys are cached, but once they must be fetched again
 	// nothing is accepted.
 	is.Close()
-	v2, _ := New(Config{Issuer: is.URL, Resource: resource})
-	if _, err := v2.Verify(ctx, raw); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("issuer stopped: %v, want ErrUnavailable", err)
+	v2, _ := oauth.New(oauth.Config{Issuer: is.URL, Resource: resource})
+	if _, err := v2.Verify(ctx, raw); !errors.Is(err, oauth.ErrUnavailable) {
+		t.Fatalf("issuer stopped: %v, want oauth.ErrUnavailable", err)
 	}
 }
