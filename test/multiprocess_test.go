@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -123,5 +124,89 @@ func TestTwoMCPProcessesOneConfig(t *testing.T) {
 	text, stderr, code = runCLI(t, "audit", "verify", "--dir", auditDir)
 	if code != 1 || !strings.Contains(text, "NOT INTACT: writer w1: ") {
 		t.Errorf("audit verify after cutting w1's last lines: exit %d\n%s%s", code, text, stderr)
+	}
+}
+
+// TestMCPProcessKilledWhileAnotherServes: one of two `symbi mcp` on one config is
+// killed (SIGKILL) while the other serves on. Its chain just ends: the trail verifies
+// while the other still runs and after; the next `symbi mcp` takes the dead one's writer
+// slot and continues that chain.
+func TestMCPProcessKilledWhileAnotherServes(t *testing.T) {
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t)))
+	auditDir := filepath.Join(dataDirOf(cfg), "audit")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	start := func(name string) (*mcp.ClientSession, *exec.Cmd) {
+		cmd := exec.Command(symbiBin(t), "mcp", "--config", cfg)
+		stderr := &lockedBuffer{}
+		cmd.Stderr = stderr
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s stderr:\n%s", name, stderr.String())
+			}
+		})
+		c := mcp.NewClient(&mcp.Implementation{Name: name, Version: "1"}, nil)
+		cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+		if err != nil {
+			t.Fatalf("%s: connect: %v", name, err)
+		}
+		return cs, cmd
+	}
+	echo := func(cs *mcp.ClientSession, msg string) {
+		if text, isErr := callText(t, cs, "mg__echo", map[string]any{"message": msg}); isErr || !strings.Contains(text, msg) {
+			t.Fatalf("echo %q: %q (error %v)", msg, text, isErr)
+		}
+	}
+	first, _ := start("first")
+	echo(first, "first before")
+	second, secondCmd := start("second")
+	echo(second, "second before")
+	// Kill it once its call is in its chain (an event still queued in memory dies with
+	// the process; that is not what this test is about).
+	w1Echoes := func() int {
+		recs, err := audit.Query(context.Background(), auditDir, audit.Filter{Type: audit.TypeCall, Tool: "mg__echo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range recs {
+			if r.Writer == "w1" {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 10*time.Second, "the second process's call in its chain", func() bool { return w1Echoes() == 1 })
+	if err := secondCmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = second.Close()
+	echo(first, "first after the kill")
+
+	verify := func(when string) audit.Report {
+		out, stderr, code := runCLI(t, "audit", "verify", "--dir", auditDir, "--json")
+		var rep audit.Report
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("verify --json %s: %v\n%s%s", when, err, out, stderr)
+		}
+		if code != 0 || !rep.Intact {
+			t.Fatalf("audit verify %s: exit %d, problem %v\n%s", when, code, rep.Problem, stderr)
+		}
+		return rep
+	}
+	// The first process's last call may still sit in its fsync window; what is
+	// durable verifies.
+	verify("while the first process still serves")
+
+	third, _ := start("third")
+	echo(third, "third")
+	_ = third.Close()
+	_ = first.Close()
+	rep := verify("after the third process took the dead writer's slot")
+	if len(rep.Writers) != 1 || rep.Writers[0].Writer != "w1" {
+		t.Fatalf("writers %+v; want only w1 (the third process continued the dead one's chain)", rep.Writers)
+	}
+	if n := w1Echoes(); n != 2 {
+		t.Errorf("w1 chain holds %d echo calls; want the killed process's and the third's", n)
 	}
 }
