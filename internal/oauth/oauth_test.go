@@ -68,7 +68,7 @@ func (ks *keyServer) set(keys ...jose.JSONWebKey) {
 	ks.keys = keys
 }
 
-func rsaKey(t *testing.T, kid string) jose.JSONWebKey {
+func rsaKey(t testing.TB, kid string) jose.JSONWebKey {
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func rsaKey(t *testing.T, kid string) jose.JSONWebKey {
 	return jose.JSONWebKey{Key: k, KeyID: kid, Algorithm: string(jose.RS256), Use: "sig"}
 }
 
-func sign(t *testing.T, key jose.JSONWebKey, alg jose.SignatureAlgorithm, claims any) string {
+func sign(t testing.TB, key jose.JSONWebKey, alg jose.SignatureAlgorithm, claims any) string {
 	t.Helper()
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, (&jose.SignerOptions{}).WithType("at+jwt"))
 	if err != nil {
