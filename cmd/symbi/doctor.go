@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/internal/catalog"
 	"github.com/symbi-dev/symbi/internal/config"
 	"github.com/symbi-dev/symbi/internal/store"
 	"github.com/symbi-dev/symbi/policy"
@@ -101,6 +103,12 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	check("policy compiles", err, detail)
 
+	cat, err := catalog.Load()
+	check("server catalog", err, fmt.Sprintf("%d well-known servers built in: symbi add --list, symbi add NAME", len(cat)))
+	for _, in := range instances(cfg.Server.DataDir) {
+		fmt.Fprintf(stdout, "info %-28s pid %d, config %s (symbi ls, symbi logs NAME)\n", "running symbi "+in.Mode, in.PID, in.Config)
+	}
+
 	var sb *sandbox.Sandbox
 	// The launchers of the running symbi, without its start-up reaping of stale
 	// containers (a running symbi's would not be stale).
@@ -153,6 +161,14 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		for _, r := range a.Reasons {
 			fmt.Fprintf(stdout, "       - %s\n", r)
 		}
+		if srv, ok := catalogMatch(cat, u); ok {
+			fmt.Fprintf(stdout, "     catalog: %s (suggested tier %s; policy: %s)\n", srv.Name, srv.Tier, srv.Policy)
+			for _, k := range srv.RequiredEnv() {
+				if _, set := u.Env[k]; !set {
+					fmt.Fprintf(stdout, "WARN %-28s the catalog says it needs %s in env (%s)\n", name, k, srv.Env[k])
+				}
+			}
+		}
 		if tier == "none" {
 			fmt.Fprintf(stdout, "     note: tier none runs the server as a host process with symbi's privileges (development only)\n")
 		}
@@ -168,6 +184,16 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintln(stdout, "\nall checks passed")
 	return 0
+}
+
+// catalogMatch finds the catalog server an upstream runs: the same command.
+func catalogMatch(cat []catalog.Server, u config.Upstream) (catalog.Server, bool) {
+	for _, srv := range cat {
+		if slices.Equal(srv.Command, u.Command) {
+			return srv, true
+		}
+	}
+	return catalog.Server{}, false
 }
 
 func transportOf(u config.Upstream) string {

@@ -63,3 +63,37 @@ func TestDoctor(t *testing.T) {
 		})
 	}
 }
+
+// TestDoctorCatalog: doctor names the built-in catalog, and for an upstream that runs a
+// catalog server, its suggested tier and policy notes and the environment it lacks.
+func TestDoctorCatalog(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"add", "--config", cfg, "--no-reload", "github"}, &out, &errb); code != 0 {
+		t.Fatalf("symbi add github: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	// Without the env line the catalog asks for (and no time to really start it: npx
+	// would fetch the package).
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(l, "env = ") {
+			kept = append(kept, l)
+		}
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Join(kept, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	run(context.Background(), []string{"doctor", "--config", cfg, "--timeout", "1ms"}, &out, &errb)
+	for _, w := range []string{"ok   server catalog", "well-known servers built in", "catalog: github (suggested tier gvisor",
+		"WARN upstream github", "needs GITHUB_PERSONAL_ACCESS_TOKEN"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("doctor output lacks %q:\n%s", w, out.String())
+		}
+	}
+}
