@@ -194,3 +194,20 @@ func BenchmarkSendParallel(b *testing.B) {
 	reportCPU(b, cpu)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// BenchmarkEmptyPoll: a Receive that finds nothing, as a waiting client's poll does.
+func BenchmarkEmptyPoll(b *testing.B) {
+	bus := benchBus(b, nil)
+	ctx := context.Background()
+	if _, err := bus.Send(ctx, "alice", "carol", []byte("not for bob")); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for b.Loop() {
+		if msgs, err := bus.Receive(ctx, "bob", 10, 0); err != nil || len(msgs) != 0 {
+			b.Fatalf("receive: %v %d", err, len(msgs))
+		}
+	}
+	reportCPU(b, cpu)
+}
