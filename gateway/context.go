@@ -25,6 +25,12 @@ func (g *Gateway) ToolVisible(ctx context.Context, id Identity, name string) boo
 	return d.Allow
 }
 
+// ListBuiltinToolsOnly makes tools/list show symbi's built-in tools only (the policy
+// step drops the others): upstream tools stay callable and are found with semantic tool
+// search, which saves clients of many upstreams the context that hundreds of tool
+// definitions take. ToolVisible is not affected.
+func (g *Gateway) ListBuiltinToolsOnly(on bool) { g.listBuiltinOnly.Store(on) }
+
 // ReadUpstreamResource reads a resource from the upstream that listed it (or whose
 // template matches it), for a built-in feature acting for a client. The caller asks the
 // policy (resources/read) and records the read first; ok is false when no upstream

@@ -171,6 +171,8 @@ type Gateway struct {
 	upMu    sync.Mutex
 	running bool
 
+	listBuiltinOnly atomic.Bool // tools/list shows built-in tools only (ListBuiltinToolsOnly)
+
 	mu        sync.RWMutex
 	tools     map[string]*ToolInfo // exposed name -> tool
 	prompts   map[string]route     // exposed name -> route

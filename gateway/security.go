@@ -147,7 +147,7 @@ func (p *policyStep) run(ctx context.Context, r *Request, next Handler) (mcp.Res
 		if lr, ok := res.(*mcp.ListToolsResult); ok && err == nil {
 			lr.Tools = slices.DeleteFunc(lr.Tools, func(t *mcp.Tool) bool {
 				ti, ok := p.g.Tool(t.Name)
-				if !ok {
+				if !ok || (!ti.Builtin && p.g.listBuiltinOnly.Load()) {
 					return true
 				}
 				d := p.decide(ctx, &policy.Input{Action: policy.ActionToolsList, Identity: id, Upstream: ti.Upstream, Tool: ti.policyTool, Sandbox: p.g.sandboxInput(ti.Upstream)})

@@ -349,3 +349,53 @@ steps = [
 		}
 	}
 }
+
+// TestToolsListSearchMode: with [context] tools_list = "search", tools/list shows only
+// symbi's own tools; the upstream tools are found with symbi__tools_search (with their
+// input schemas) and called by name or through symbi__tools_call, under the same policy.
+func TestToolsListSearchMode(t *testing.T) {
+	cfg := writeConfig(t, upstreamTOML("mg", "mg", mcpgoServer(t))+"[context]\ntools_list = \"search\"\n")
+	s := serve(t, cfg)
+	cs := connect(t, &mcp.StreamableClientTransport{Endpoint: "http://" + s.addr + "/mcp"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lr, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, tl := range lr.Tools {
+		listed[tl.Name] = true
+		if !strings.HasPrefix(tl.Name, "symbi__") {
+			t.Errorf("tools/list shows upstream tool %s in search mode", tl.Name)
+		}
+	}
+	if !listed["symbi__tools_search"] || !listed["symbi__tools_call"] {
+		t.Fatalf("tools/list lacks the search and call tools: %v", listed)
+	}
+	var found struct {
+		Tools []struct {
+			Name        string
+			InputSchema map[string]any
+		}
+	}
+	callJSON(t, cs, "symbi__tools_search", map[string]any{"query": "echo a message back", "limit": 3}, &found)
+	if len(found.Tools) == 0 || found.Tools[0].Name != "mg__echo" {
+		t.Fatalf("tools_search = %+v, want mg__echo first", found)
+	}
+	if props, _ := found.Tools[0].InputSchema["properties"].(map[string]any); props["message"] == nil {
+		t.Errorf("found tool's schema = %v, want its message parameter", found.Tools[0].InputSchema)
+	}
+	res, err := call(t, cs, "mg__echo", map[string]any{"message": "direct"})
+	if err != nil || res.IsError || !strings.Contains(resultText(res), "direct") {
+		t.Errorf("direct call of a found tool: %v %v", resultText(res), err)
+	}
+	res, err = call(t, cs, "symbi__tools_call", map[string]any{"name": "mg__echo", "arguments": map[string]any{"message": "proxied"}})
+	if err != nil || res.IsError || !strings.Contains(resultText(res), "proxied") {
+		t.Errorf("symbi__tools_call: %v %v", resultText(res), err)
+	}
+	res, err = call(t, cs, "symbi__tools_call", map[string]any{"name": "mg__nope"})
+	if err != nil || !res.IsError {
+		t.Errorf("symbi__tools_call of an unknown tool: %v %v, want a tool error", resultText(res), err)
+	}
+}

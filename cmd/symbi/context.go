@@ -235,9 +235,15 @@ type toolsSearchIn struct {
 }
 
 type foundTool struct {
-	Name        string  `json:"name"`
-	Description string  `json:"description,omitempty"`
-	Score       float64 `json:"score"`
+	Name        string         `json:"name"`
+	Description string         `json:"description,omitempty"`
+	InputSchema map[string]any `json:"inputSchema,omitempty"`
+	Score       float64        `json:"score"`
+}
+
+type toolsCallIn struct {
+	Name      string         `json:"name" jsonschema:"the tool's name, as symbi__tools_search returned it"`
+	Arguments map[string]any `json:"arguments,omitempty" jsonschema:"the tool's arguments, as its inputSchema describes them"`
 }
 
 type toolsSearchOut struct {
@@ -520,14 +526,16 @@ func addContextBuiltins(gw *gateway.Gateway, f *contextFeature) {
 			return toolError(errors.New("no identity for this request")), toolsSearchOut{}, nil
 		}
 		var docs []rag.ToolDoc
-		desc := map[string]string{}
+		desc, schemas := map[string]string{}, map[string]map[string]any{}
 		for _, ti := range gw.ToolList() {
 			if ti.Builtin || ti.Tool == nil {
 				continue
 			}
 			schema, _ := json.Marshal(ti.Tool.InputSchema)
 			docs = append(docs, rag.ToolDoc{Name: ti.Name, Title: ti.Tool.Title, Description: ti.Tool.Description, InputSchema: schema})
-			desc[ti.Name] = ti.Tool.Description
+			var sm map[string]any
+			_ = json.Unmarshal(schema, &sm)
+			desc[ti.Name], schemas[ti.Name] = ti.Tool.Description, sm
 		}
 		if err := f.eng.SyncTools(ctx, docs); err != nil {
 			return toolError(err), toolsSearchOut{}, nil
@@ -538,9 +546,39 @@ func addContextBuiltins(gw *gateway.Gateway, f *contextFeature) {
 		}
 		out := toolsSearchOut{Tools: []foundTool{}}
 		for _, h := range hits {
-			out.Tools = append(out.Tools, foundTool{Name: h.ID, Description: desc[h.ID], Score: h.Score})
+			out.Tools = append(out.Tools, foundTool{Name: h.ID, Description: desc[h.ID], InputSchema: schemas[h.ID], Score: h.Score})
 		}
 		return nil, out, nil
+	})
+
+	// For clients that call only the tools they were listed (tools_list = "search"):
+	// the call goes through the whole chain as the caller, as if made directly.
+	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: name("tools_call"), Title: "Call a found tool",
+		Description: "Call an upstream tool that symbi__tools_search found, by name with its arguments; the result is the tool's own.",
+	}, func(ctx context.Context, _ *mcp.CallToolRequest, in toolsCallIn) (*mcp.CallToolResult, any, error) {
+		r, ok := gateway.RequestFrom(ctx)
+		if !ok {
+			return toolError(errors.New("no identity for this request")), nil, nil
+		}
+		if strings.HasPrefix(in.Name, name("")) {
+			return toolError(fmt.Errorf("%s calls upstream tools; call %s directly", name("tools_call"), in.Name)), nil, nil
+		}
+		args, err := json.Marshal(in.Arguments)
+		if err != nil {
+			return toolError(err), nil, nil
+		}
+		if in.Arguments == nil {
+			args = []byte("{}")
+		}
+		res, err := gw.CallTool(ctx, r.Identity, in.Name, args)
+		if err != nil {
+			var ge *gateway.Error
+			if errors.As(err, &ge) && ge.Public != "" {
+				return toolError(errors.New(ge.Public)), nil, nil
+			}
+			return nil, nil, err
+		}
+		return res, nil, nil
 	})
 
 	for _, k := range rag.Kinds() {
@@ -596,5 +634,6 @@ func (rt *runtime) addContext(ctx context.Context, gw *gateway.Gateway, cfg conf
 	}
 	rt.context = &contextFeature{eng: eng, gw: gw, pol: rt.policy, trail: rt.audit, log: log}
 	addContextBuiltins(gw, rt.context)
+	gw.ListBuiltinToolsOnly(cfg.ToolsList == "search")
 	return nil
 }

@@ -30,6 +30,10 @@ type Context struct {
 	// Quantize is "" (exact vectors) or "int8": the SQLite store also keeps int8 vectors,
 	// scans them first and reranks the best candidates exactly.
 	Quantize string `toml:"quantize"`
+	// ToolsList is "all" (the default: tools/list shows every tool the caller may see) or
+	// "search" (only symbi's built-in tools; upstream tools are found with
+	// symbi__tools_search and called by name or through symbi__tools_call).
+	ToolsList string `toml:"tools_list"`
 }
 
 // DefaultEmbedder is the embedder of an unset context.embedder.
@@ -81,6 +85,9 @@ func (c *Context) validate(add func(key, format string, args ...any)) {
 		add("context.quantize", `must be "" or "int8" (got %q)`, c.Quantize)
 	case c.Quantize != "" && c.Store != "":
 		add("context.quantize", "applies only to the SQLite store (context.store = \"\")")
+	}
+	if c.ToolsList != "" && c.ToolsList != "all" && c.ToolsList != "search" {
+		add("context.tools_list", `must be "all" or "search" (got %q)`, c.ToolsList)
 	}
 	if c.ChunkChars != 0 && (c.ChunkChars < 200 || c.ChunkChars > 20000) {
 		add("context.chunk_chars", "must be between 200 and 20000 (got %d)", c.ChunkChars)

@@ -62,6 +62,7 @@ vector_index = "hnsw"
 	}
 	for in, want := range map[string]string{
 		"version = 1\n[context]\nquantize = \"int4\"\n":                              "context.quantize",
+		"version = 1\n[context]\ntools_list = \"none\"\n":                            "context.tools_list",
 		"version = 1\n[context]\nstore = \"postgres://h/db\"\nquantize = \"int8\"\n": "context.quantize",
 	} {
 		if diff := cmp.Diff([]string{want}, keys(problems(t, in, nil))); diff != "" {
