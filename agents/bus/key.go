@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -69,13 +70,10 @@ func install(path string, key []byte) error {
 // directory that an earlier symbi set up. It does nothing when from does not exist, and
 // refuses when both do. It reports whether it moved the key.
 func MoveKey(from, path string) (bool, error) {
-	if _, err := os.Stat(from); errors.Is(err, fs.ErrNotExist) {
+	key, err := os.ReadFile(from)
+	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
-	if _, err := os.Stat(path); err == nil {
-		return false, fmt.Errorf("move bus key: both %s and %s exist; keep one", from, path)
-	}
-	key, err := os.ReadFile(from)
 	if err != nil {
 		return false, fmt.Errorf("move bus key: %w", err)
 	}
@@ -85,14 +83,27 @@ func MoveKey(from, path string) (bool, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return false, fmt.Errorf("move bus key: %w", err)
 	}
-	if err := os.Rename(from, path); err != nil {
-		// Another device: write the copy (it is synced and linked into place), then remove.
+	// A hard link never replaces a key already at path. Another symbi starting on the same
+	// data directory may be moving the same key at this moment: the same bytes at path
+	// mean its move won, and the old name can go.
+	switch err := os.Link(from, path); {
+	case err == nil:
+	case errors.Is(err, fs.ErrExist):
+		have, rerr := os.ReadFile(path)
+		if rerr != nil {
+			return false, fmt.Errorf("move bus key: %w", rerr)
+		}
+		if !bytes.Equal(have, key) {
+			return false, fmt.Errorf("move bus key: both %s and %s exist and differ; keep one", from, path)
+		}
+	default:
+		// Another device: write the copy (it is synced and linked into place).
 		if err := install(path, key); err != nil {
 			return false, err
 		}
-		if err := os.Remove(from); err != nil {
-			return false, fmt.Errorf("move bus key: %w", err)
-		}
+	}
+	if err := os.Remove(from); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("move bus key: %w", err)
 	}
 	return true, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -159,10 +160,56 @@ func TestMoveKey(t *testing.T) {
 	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the old key is still there: %v", err)
 	}
-	if err := os.WriteFile(old, key, 0o600); err != nil {
+	other := bytes.Repeat([]byte{4}, KeySize)
+	if err := os.WriteFile(old, other, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := MoveKey(old, path); err == nil {
 		t.Error("moved a key over another")
+	}
+	if got, err := LoadKey(path); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("the key in place changed: %x %v", got, err)
+	}
+	// The same key at both places (another symbi's move raced this one): done.
+	if err := os.WriteFile(old, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if moved, err := MoveKey(old, path); !moved || err != nil {
+		t.Fatalf("same key at both places: %v %v", moved, err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the old key is still there: %v", err)
+	}
+}
+
+// TestMoveKeyConcurrent: processes starting together on an older data directory all
+// move the one key, and none fails.
+func TestMoveKeyConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	old, path := filepath.Join(dir, "bus.key"), filepath.Join(dir, "keys", "bus_master.key")
+	key := bytes.Repeat([]byte{5}, KeySize)
+	for round := range 20 {
+		if err := os.WriteFile(old, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(path)
+		errs := make(chan error, 8)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				_, err := MoveKey(old, path)
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if got, err := LoadKey(path); err != nil || !bytes.Equal(got, key) {
+			t.Fatalf("round %d: key = %x %v", round, got, err)
+		}
 	}
 }
