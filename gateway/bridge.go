@@ -419,7 +419,7 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 		}
 	}
 	var window <-chan time.Time
-	if taskWindowFrom(ctx) { // a task tool: a call that outlives the window becomes a task
+	if taskWindowFrom(ctx) && g.tasksAvailable(r.Identity.ID) { // a task tool: a call that outlives the window becomes a task
 		tm := time.NewTimer(g.taskWindow())
 		defer tm.Stop()
 		window = tm.C

@@ -88,6 +88,9 @@ type Options struct {
 	// TaskWindow is how long a task tool's call may run before it becomes a task (a
 	// shorter call is answered at once); 0 = DefaultTaskWindow.
 	TaskWindow time.Duration
+	// MaxTasksPerIdentity bounds the unfinished tasks of one identity; beyond it a task
+	// tool's call is served synchronously. 0 = DefaultMaxTasksPerIdentity.
+	MaxTasksPerIdentity int
 }
 
 // UpstreamConfig describes one upstream MCP server.

@@ -147,8 +147,24 @@ type taskRun struct {
 
 // taskTable is the gateway's tasks.
 type taskTable struct {
-	mu   sync.Mutex
-	live map[string]*taskRun // tasks started by this symbi, until they expire
+	mu     sync.Mutex
+	live   map[string]*taskRun // tasks started by this symbi, until they expire
+	active map[string]int      // identity -> its unfinished tasks
+}
+
+// DefaultMaxTasksPerIdentity is Options.MaxTasksPerIdentity's default.
+const DefaultMaxTasksPerIdentity = 64
+
+// tasksAvailable reports whether the identity may have one more unfinished task (a
+// soft bound: calls deciding at once may pass it by a few).
+func (g *Gateway) tasksAvailable(identity string) bool {
+	limit := g.opts.MaxTasksPerIdentity
+	if limit <= 0 {
+		limit = DefaultMaxTasksPerIdentity
+	}
+	g.tasks.mu.Lock()
+	defer g.tasks.mu.Unlock()
+	return g.tasks.active[identity] < limit
 }
 
 // taskResult is the wire shape of a CreateTaskResult, and of tasks/get (a DetailedTask)
@@ -324,6 +340,10 @@ func (g *Gateway) adopt(r *Request, u *upstream, p *pendingCall) (*taskResult, e
 		g.tasks.live = map[string]*taskRun{}
 	}
 	g.tasks.live[t.rec.ID] = t
+	if g.tasks.active == nil {
+		g.tasks.active = map[string]int{}
+	}
+	g.tasks.active[t.rec.Owner]++
 	g.tasks.mu.Unlock()
 	g.auditTask(r, &t.rec, "created", "")
 	res := taskWire(&t.rec, nil)
@@ -368,6 +388,21 @@ func (g *Gateway) watchTask(r *Request, t *taskRun) {
 			t.setStatus(status, msg)
 			t.mu.Unlock()
 			g.persistTask(r, t, status)
+			g.tasks.mu.Lock()
+			if g.tasks.active[t.rec.Owner]--; g.tasks.active[t.rec.Owner] <= 0 {
+				delete(g.tasks.active, t.rec.Owner)
+			}
+			// Forget the tasks past their TTL (they stay in the store until a restart).
+			now := time.Now()
+			for id, o := range g.tasks.live {
+				o.mu.Lock()
+				gone := taskFinal(o.rec.Status) && o.rec.expired(now)
+				o.mu.Unlock()
+				if gone {
+					delete(g.tasks.live, id)
+				}
+			}
+			g.tasks.mu.Unlock()
 			return
 		}
 	}

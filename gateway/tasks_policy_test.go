@@ -84,3 +84,76 @@ func TestTaskResultConditions(t *testing.T) {
 		})
 	}
 }
+
+// TestTasksPerIdentityBound: beyond MaxTasksPerIdentity unfinished tasks, a task tool's
+// call is served synchronously; once a task ends, calls become tasks again.
+func TestTasksPerIdentityBound(t *testing.T) {
+	srv := func() *mcp.Server {
+		s := mcp.NewServer(&mcp.Implementation{Name: "slow-upstream", Version: "1"}, nil)
+		s.AddTool(&mcp.Tool{Name: "slow", InputSchema: map[string]any{"type": "object"}},
+			func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				select {
+				case <-time.After(300 * time.Millisecond):
+				case <-ctx.Done():
+				}
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "slow done"}}}, nil
+			})
+		return s
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := gateway.New(&gateway.Options{
+		Upstreams:   []gateway.UpstreamConfig{{Name: "up", Prefix: "up", Launch: serverLauncher(srv), TaskTools: []string{"*"}}},
+		InitialWait: 10 * time.Second, TaskWindow: 20 * time.Millisecond, MaxTasksPerIdentity: 1,
+	})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // owned: ends when ctx is cancelled at cleanup
+		defer wg.Done()
+		_ = g.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); _ = g.Close(); wg.Wait() })
+	g.WaitReady(ctx)
+	hs := httptest.NewServer(g.Handler(nil))
+	t.Cleanup(hs.Close)
+	c := &rawCaller{url: hs.URL + "/mcp", hc: &http.Client{}}
+	call := func() map[string]any {
+		t.Helper()
+		res, err := c.call("tools/call", "up__slow", map[string]any{"name": "up__slow", "arguments": map[string]any{}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := call()
+	id, _ := first["taskId"].(string)
+	if first["resultType"] != "task" || id == "" {
+		t.Fatalf("first call: want a task, got %v", first)
+	}
+	if second := call(); second["resultType"] == "task" || !strings.Contains(fmt.Sprint(second["content"]), "slow done") {
+		t.Fatalf("second call while the first task runs: want the synchronous result, got %v", second)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := c.call("tasks/get", id, map[string]any{"taskId": id}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res["status"] == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("first task did not complete: %v", res)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The task's watcher releases its slot right after storing the outcome.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		third := call()
+		if third["resultType"] == "task" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the first task ended: want a task again, got %v", third)
+		}
+	}
+}
