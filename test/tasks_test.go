@@ -177,6 +177,17 @@ func TestTasksLifecycle(t *testing.T) {
 		b, _ := os.ReadFile(cancelLog)
 		return bytes.Contains(b, []byte("requestId"))
 	})
+
+	// Every state change is in the audit trail, with the identity.
+	waitFor(t, 10*time.Second, "the tasks' lifecycle in the audit trail", func() bool {
+		out, _, _ := runCLI(t, "audit", "query", "--dir", filepath.Join(dataDirOf(cfg), "audit"), "--type", "task", "--format", "json")
+		for _, want := range []string{`"task/created"`, `"task/completed"`, `"task/cancel_requested"`, `"task/cancelled"`, id, running, `"alice"`} {
+			if !strings.Contains(out, want) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func TestTasksSurviveRestart(t *testing.T) {
