@@ -1,10 +1,12 @@
 package test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,7 +47,7 @@ func TestAddRemoveLive(t *testing.T) {
 	}
 
 	// A stdio upstream that says something on stderr before serving.
-	script := fmt.Sprintf("echo second-upstream-says-hello >&2; exec %q", srv)
+	script := fmt.Sprintf("echo second-upstream-says-hello >&2; (sleep 8; echo second-upstream-later >&2) & exec %q", srv)
 	stdout, stderr, code := runCLI(t, "add", "--config", cfg, "second", "--", "sh", "-c", script)
 	if code != 0 {
 		t.Fatalf("symbi add: exit %d\n%s%s", code, stdout, stderr)
@@ -110,6 +112,33 @@ func TestAddRemoveLive(t *testing.T) {
 		stdout, _, code := runCLI(t, "logs", "--config", cfg, "second")
 		return code == 0 && strings.Contains(stdout, "second-upstream-says-hello")
 	})
+	// symbi logs -f: what is there, then what comes.
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, symbiBin(t), "logs", "--config", cfg, "-f", "second")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var seen []string
+		started := time.Now()
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			seen = append(seen, sc.Text())
+			if sc.Text() == "second-upstream-later" {
+				break
+			}
+		}
+		t.Logf("symbi logs -f: the later line after %s", time.Since(started).Round(time.Millisecond))
+		cancel()
+		_ = cmd.Wait()
+		if len(seen) < 2 || seen[0] != "second-upstream-says-hello" || seen[len(seen)-1] != "second-upstream-later" {
+			t.Errorf("symbi logs -f printed %q", seen)
+		}
+	}
 	if _, stderr, code := runCLI(t, "logs", "--config", cfg, "nosuch"); code == 0 || !strings.Contains(stderr, "no upstream") {
 		t.Errorf("symbi logs of an unknown upstream: exit %d, %s", code, stderr)
 	}

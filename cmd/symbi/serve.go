@@ -220,6 +220,9 @@ func (a *app) watchDecisions(ctx context.Context, every time.Duration) {
 // relist re-lists every upstream's tools, prompts and resources.
 func (a *app) relist(ctx context.Context) {
 	for _, st := range a.gw.Status() {
+		if st.State != gateway.StateUp {
+			continue // it lists everything when it connects
+		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if err := a.gw.Refresh(rctx, st.Name); err != nil {
 			a.log.Warn("re-list upstream", "upstream", st.Name, "err", err)
