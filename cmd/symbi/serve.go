@@ -220,11 +220,13 @@ func (a *app) watchDecisions(ctx context.Context, every time.Duration) {
 // relist re-lists every upstream's tools, prompts and resources.
 func (a *app) relist(ctx context.Context) {
 	for _, st := range a.gw.Status() {
-		if st.State != gateway.StateUp {
-			continue // it lists everything when it connects
+		if st.State == gateway.StateDown || st.State == gateway.StateStopped {
+			continue // it lists everything when it connects again
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if err := a.gw.Refresh(rctx, st.Name); err != nil {
+		if err := a.gw.Refresh(rctx, st.Name); err != nil && st.State == gateway.StateStarting {
+			a.log.Debug("re-list upstream (starting: it lists when it connects)", "upstream", st.Name, "err", err)
+		} else if err != nil {
 			a.log.Warn("re-list upstream", "upstream", st.Name, "err", err)
 		}
 		cancel()
