@@ -116,6 +116,8 @@ func TestMainRun(t *testing.T) {
 		{name: "mcp missing config", args: []string{"mcp", "--config", missing}, wantCode: 2, wantStderr: []string{"symbi mcp:", "missing.toml"}},
 		{name: "mcp extra argument", args: []string{"mcp", "stray"}, wantCode: 2, wantStderr: []string{"unexpected arguments"}},
 		{name: "mcp bad log level", args: []string{"mcp", "--log-level", "loud", "--config", good}, wantCode: 2, wantStderr: []string{"log level"}},
+		{name: "serve bad log format", args: []string{"serve", "--log-format", "xml", "--config", good}, wantCode: 2,
+			wantStderr: []string{"symbi serve:", `log format "xml": must be text or json`}},
 		{name: "serve unknown flag", args: []string{"serve", "--port", "80"}, wantCode: 2, wantStderr: []string{"flag provided but not defined: -port"}},
 		{name: "serve bad config", args: []string{"serve", "--config", bad}, wantCode: 2, wantStderr: []string{"symbi serve:", "server.listen"}},
 	} {

@@ -30,13 +30,15 @@ func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) in
 
 // commonFlags are the flags of mcp and serve.
 type commonFlags struct {
-	config   string
-	logLevel string
+	config    string
+	logLevel  string
+	logFormat string
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.config, "config", "", "configuration file (TOML); none: built-in defaults, no upstreams")
 	fs.StringVar(&c.logLevel, "log-level", envOr("SYMBI_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", envOr("SYMBI_LOG_FORMAT", "text"), "log format on stderr: text (key=value) or json (one object per line)")
 }
 
 func envOr(k, def string) string {
@@ -46,12 +48,21 @@ func envOr(k, def string) string {
 	return def
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+// newLogger returns the logger of mcp and serve, writing to w (stderr: in `symbi mcp`
+// stdout carries only the protocol) at level, as key=value text or as JSON lines.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("parse log level: %w", err)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: must be text or json", format)
 }
 
 // loadConfig reads the file, or returns the built-in default when path is "".
@@ -248,7 +259,7 @@ func setup(ctx context.Context, name string, args []string, stderr io.Writer) (*
 		fmt.Fprintf(stderr, "symbi %s: unexpected arguments %q\n", name, fs.Args())
 		return nil, fs, 2
 	}
-	log, err := newLogger(stderr, cf.logLevel)
+	log, err := newLogger(stderr, cf.logLevel, cf.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "symbi %s: %v\n", name, err)
 		return nil, fs, 2
