@@ -407,6 +407,12 @@ func (c *Config) resolveEnv(lookup func(string) (string, bool)) []Problem {
 	}
 	resMap("audit.http_headers", c.Audit.HTTPHeaders)
 	res("context.embedder_key", &c.Context.EmbedderKey)
+	if name, ok := strings.CutPrefix(c.Context.Store, "env:"); ok {
+		// An empty URL would silently mean the local SQLite store instead of the database.
+		if v, found := lookup(name); found && v == "" {
+			probs = append(probs, Problem{Key: "context.store", Msg: fmt.Sprintf(`environment variable %s is empty (for the SQLite store write store = "")`, name)})
+		}
+	}
 	res("context.store", &c.Context.Store)
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]

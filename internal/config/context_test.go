@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -72,5 +73,66 @@ vector_index = "hnsw"
 	bad := "version = 1\n[context]\nembedder = \"word2vec\"\n"
 	if diff := cmp.Diff([]string{"context.embedder"}, keys(problems(t, bad, nil))); diff != "" {
 		t.Errorf("unknown embedder (-want +got):\n%s", diff)
+	}
+}
+
+// TestContextStoreEnv: context.store may be "env:NAME", so the database password need not
+// be written in the file; the resolved URL is validated like a literal one and redacted.
+func TestContextStoreEnv(t *testing.T) {
+	const pgURL = "postgres://symbi:s3cret-pw@db.internal:5432/symbi"
+	for _, tc := range []struct {
+		name      string
+		store     string
+		env       map[string]string
+		want      string // the resolved store when there is no problem
+		wantProbs []string
+		wantMsg   string
+	}{
+		{name: "literal URL", store: pgURL, want: pgURL},
+		{name: "unset means SQLite", store: "", want: ""},
+		{name: "from environment", store: "env:SYMBI_PG", env: map[string]string{"SYMBI_PG": pgURL}, want: pgURL},
+		{name: "postgresql scheme from environment", store: "env:PG", env: map[string]string{"PG": "postgresql://u@h/db"}, want: "postgresql://u@h/db"},
+		{name: "variable not set", store: "env:SYMBI_PG", env: map[string]string{"OTHER": pgURL},
+			wantProbs: []string{"context.store"}, wantMsg: "environment variable SYMBI_PG is not set"},
+		{name: "variable empty", store: "env:SYMBI_PG", env: map[string]string{"SYMBI_PG": ""},
+			wantProbs: []string{"context.store"}, wantMsg: "environment variable SYMBI_PG is empty"},
+		{name: "variable holds another scheme", store: "env:SYMBI_PG", env: map[string]string{"SYMBI_PG": "mysql://u:p@h/db"},
+			wantProbs: []string{"context.store"}, wantMsg: "postgres:// URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := "version = 1\n[context]\nstore = \"" + tc.store + "\"\n"
+			if tc.wantProbs != nil {
+				ps := problems(t, in, tc.env)
+				if diff := cmp.Diff(tc.wantProbs, keys(ps)); diff != "" {
+					t.Fatalf("problems mismatch (-want +got):\n%s\n%v", diff, ps)
+				}
+				if !strings.Contains(ps[0].Msg, tc.wantMsg) {
+					t.Errorf("problem %q lacks %q", ps[0].Msg, tc.wantMsg)
+				}
+				for _, p := range ps {
+					if strings.Contains(p.Msg, "s3cret-pw") || strings.Contains(p.Msg, "mysql://u:p@") {
+						t.Errorf("problem reveals the store URL: %q", p.Msg)
+					}
+				}
+				return
+			}
+			c, err := Parse("t.toml", []byte(in), env(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Context.Store != tc.want {
+				t.Errorf("store = %q, want %q", c.Context.Store, tc.want)
+			}
+			wantRedacted := ""
+			if tc.want != "" {
+				wantRedacted = "REDACTED"
+			}
+			if r := c.Redacted().Context.Store; r != wantRedacted {
+				t.Errorf("redacted store = %q, want %q", r, wantRedacted)
+			}
+			if c.Context.Store != tc.want {
+				t.Error("Redacted changed the original")
+			}
+		})
 	}
 }
