@@ -168,10 +168,14 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 			ctx = context.WithValue(ctx, sessionCallerKey{}, sessionCaller{id, transport})
 		}
 		if method == "subscriptions/listen" {
-			// Not gated, but a built-in resource's SubscribeCheck needs the caller.
+			// Not gated, but a built-in resource's SubscribeCheck needs the caller, and each
+			// resource it follows is decided as a resources/subscribe (decideListen).
 			r := &Request{Method: method, Raw: req, Session: ss}
 			r.Identity, r.Transport = g.identify(ss, req.GetExtra())
 			ctx = context.WithValue(ctx, requestKey{}, r)
+			if err := g.decideListen(ctx, r); err != nil {
+				return nil, err
+			}
 		}
 		if strings.HasPrefix(method, "tasks/") {
 			return g.serveTasks(ctx, ss, method, req) // tasks.go
@@ -208,6 +212,44 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		return res, err
 	}
+}
+
+// decideListen decides each resource a subscriptions/listen (2026-07-28) asks to follow
+// as a resources/subscribe of that URI would be: through the chain, so it is counted,
+// audited and decided by the policy with its conditions. A URI the policy refuses is
+// taken out of the request, so the SDK neither subscribes to it nor acknowledges it
+// (notifications/subscriptions/acknowledged carries the subset the server agreed to
+// honour). Any other failure (a resource the gateway does not expose, an audit trail
+// that cannot record, a condition that cannot be enforced) fails the whole request, as
+// it fails a resources/subscribe.
+func (g *Gateway) decideListen(ctx context.Context, lr *Request) error {
+	p, ok := lr.Raw.GetParams().(*mcp.SubscriptionsListenParams)
+	if !ok || p == nil || p.Notifications == nil || len(p.Notifications.ResourceSubscriptions) == 0 {
+		return nil
+	}
+	allowed := func(context.Context, *Request) (mcp.Result, error) { return nil, nil }
+	kept := make([]string, 0, len(p.Notifications.ResourceSubscriptions))
+	for _, uri := range p.Notifications.ResourceSubscriptions {
+		r := &Request{Method: "resources/subscribe", Identity: lr.Identity, Session: lr.Session, Transport: lr.Transport,
+			Raw: &mcp.SubscribeRequest{Session: lr.Session, Extra: lr.Raw.GetExtra(), Params: &mcp.SubscribeParams{URI: uri, Meta: p.Meta}}}
+		g.describe(r)
+		_, err := g.chain(allowed)(ctx, r)
+		var ge *Error
+		switch {
+		case err == nil:
+			kept = append(kept, uri)
+		case errors.As(err, &ge) && ge.Kind == Denied:
+			// Refused: left out of the subscription and of its acknowledgement.
+		case errors.As(err, &ge):
+			return ge.RPCError()
+		default:
+			return err
+		}
+	}
+	n := *p.Notifications
+	n.ResourceSubscriptions = kept
+	p.Notifications = &n
+	return nil
 }
 
 // describe fills the routing fields of r from its parameters.

@@ -494,3 +494,74 @@ func TestUnknownTargetsRefused(t *testing.T) {
 		t.Errorf("the policy was asked %d times about targets that do not exist", n)
 	}
 }
+
+// TestListenDecidedByPolicy: under 2026-07-28 a client follows a resource with
+// subscriptions/listen, and each URI it names is decided by the policy as the
+// resources/subscribe of that URI would be. A refused URI never reaches the upstream
+// (nor is acknowledged); an allowed one does.
+func TestListenDecidedByPolicy(t *testing.T) {
+	var upSubs sync.Map // URI -> true once the upstream was asked to subscribe
+	srv := func() *mcp.Server {
+		s := mcp.NewServer(&mcp.Implementation{Name: "sub-upstream", Version: "1"}, &mcp.ServerOptions{
+			SubscribeHandler: func(_ context.Context, req *mcp.SubscribeRequest) error {
+				upSubs.Store(req.Params.URI, true)
+				return nil
+			},
+			UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
+		})
+		for _, uri := range []string{"test://open", "test://secret"} {
+			s.AddResource(&mcp.Resource{URI: uri, Name: strings.TrimPrefix(uri, "test://")},
+				func(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+					return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "x"}}}, nil
+				})
+		}
+		return s
+	}
+	var mu sync.Mutex
+	var asked []string
+	eng := engineFunc(func(in *policy.Input) policy.Decision {
+		if strings.HasSuffix(in.Action, "/list") || in.Resource == nil {
+			return policy.Decision{Allow: true}
+		}
+		mu.Lock()
+		asked = append(asked, in.Resource.URI)
+		mu.Unlock()
+		if in.Resource.URI == "test://secret" {
+			return policy.Decision{Allow: false, Reason: "secret resource"}
+		}
+		return policy.Decision{Allow: true}
+	})
+	_, connect := testGateway(t, srv, gateway.PolicyOptions{Engine: eng})
+	cs := connect(nil, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	subscribe := func(uri string) error {
+		// Under 2026-07-28 Subscribe opens the listen stream and does not report a refusal.
+		sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+		defer scancel()
+		return cs.Subscribe(sctx, &mcp.SubscribeParams{URI: uri})
+	}
+	_ = subscribe("test://secret")
+	_ = subscribe("test://open")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := upSubs.Load("test://open"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the allowed subscription never reached the upstream")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, ok := upSubs.Load("test://secret"); ok {
+		t.Error("a subscription the policy refuses reached the upstream")
+	}
+	mu.Lock()
+	got := strings.Join(asked, " ")
+	mu.Unlock()
+	if !strings.Contains(got, "test://secret") || !strings.Contains(got, "test://open") {
+		t.Errorf("the policy was asked about %q, want both subscriptions", got)
+	}
+
+}
