@@ -233,7 +233,7 @@ func printRecords(w io.Writer, recs []audit.Record, format string) {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		for i := range recs {
-			enc.Encode(recs[i].Event)
+			enc.Encode(jsonRecord(&recs[i]))
 		}
 		return
 	}
@@ -243,6 +243,18 @@ func printRecords(w io.Writer, recs []audit.Record, format string) {
 		writeRow(tw, &recs[i])
 	}
 	tw.Flush()
+}
+
+// jsonRecord is what --format json prints for r: its event, and the writer slot whose
+// chain holds it when that is not the main chain (seq counts within that chain).
+func jsonRecord(r *audit.Record) any {
+	if r.Writer == "" || r.Writer == audit.MainWriter {
+		return &r.Event
+	}
+	return struct {
+		*audit.Event
+		Writer string `json:"writer"`
+	}{&r.Event, r.Writer}
 }
 
 func writeRow(w io.Writer, r *audit.Record) {
@@ -308,7 +320,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			writeRow(tw, &r)
 			return tw.Flush()
 		}
-		return enc.Encode(r.Event)
+		return enc.Encode(jsonRecord(&r))
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "symbi audit tail: %v\n", err)

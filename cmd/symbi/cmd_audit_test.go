@@ -250,3 +250,55 @@ func TestAuditRotateKeyCommand(t *testing.T) {
 		t.Errorf("rotate-key on a held trail: code %d err %q", code, errOut)
 	}
 }
+
+// TestAuditQueryJSONWriter: a record from a writer slot's chain says which writer wrote
+// it (its seq counts within that chain); one from the main chain has no writer field.
+func TestAuditQueryJSONWriter(t *testing.T) {
+	data := t.TempDir()
+	dir := filepath.Join(data, "audit")
+	open := func() *audit.Log {
+		l, err := audit.Open(&audit.Options{Dir: dir, KeyPath: filepath.Join(data, "keys", audit.KeyFileName),
+			AnchorPath: filepath.Join(data, "keys", audit.AnchorFileName)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	main, slot := open(), open() // the second finds the main chain held and takes w1
+	if slot.Writer() != "w1" {
+		t.Fatalf("second writer = %q, want w1", slot.Writer())
+	}
+	ctx := context.Background()
+	for l, tool := range map[*audit.Log]string{main: "fs__main", slot: "fs__slot"} {
+		if err := l.Append(ctx, audit.Event{Type: audit.TypeCall, Identity: "ide", Tool: tool, Decision: audit.Allow}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []*audit.Log{main, slot} {
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := runAuditCmd(t, "query", "--dir", dir, "--type", "call", "--format", "json")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, errOut)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var rec struct {
+			Tool   string  `json:"tool"`
+			Writer *string `json:"writer"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("decode %q: %v", line, err)
+		}
+		w := "<none>"
+		if rec.Writer != nil {
+			w = *rec.Writer
+		}
+		got[rec.Tool] = w
+	}
+	if len(got) != 2 || got["fs__main"] != "<none>" || got["fs__slot"] != "w1" {
+		t.Errorf("writers by tool = %v, want fs__main without one and fs__slot from w1; output %q", got, out)
+	}
+}
