@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/policy"
 )
@@ -498,7 +500,7 @@ func TestUnknownTargetsRefused(t *testing.T) {
 // TestListenDecidedByPolicy: under 2026-07-28 a client follows a resource with
 // subscriptions/listen, and each URI it names is decided by the policy as the
 // resources/subscribe of that URI would be. A refused URI never reaches the upstream
-// (nor is acknowledged); an allowed one does.
+// (nor is acknowledged); an allowed one does. Both are audited as resources/subscribe.
 func TestListenDecidedByPolicy(t *testing.T) {
 	var upSubs sync.Map // URI -> true once the upstream was asked to subscribe
 	srv := func() *mcp.Server {
@@ -531,7 +533,14 @@ func TestListenDecidedByPolicy(t *testing.T) {
 		}
 		return policy.Decision{Allow: true}
 	})
-	_, connect := testGateway(t, srv, gateway.PolicyOptions{Engine: eng})
+	g, connect := testGateway(t, srv, gateway.PolicyOptions{Engine: eng})
+	dir := t.TempDir()
+	trail, err := audit.Open(&audit.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = trail.Close() })
+	g.UseAudit(gateway.AuditOptions{Log: trail}) // before any client connects
 	cs := connect(nil, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -562,6 +571,23 @@ func TestListenDecidedByPolicy(t *testing.T) {
 	mu.Unlock()
 	if !strings.Contains(got, "test://secret") || !strings.Contains(got, "test://open") {
 		t.Errorf("the policy was asked about %q, want both subscriptions", got)
+	}
+
+	if err := trail.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := audit.Query(ctx, dir, audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decided := map[string]string{}
+	for _, r := range recs {
+		if r.Event.Action == "resources/subscribe" {
+			decided[r.Event.Resource] = string(r.Event.Decision) + "/" + string(r.Event.Outcome)
+		}
+	}
+	if want := map[string]string{"test://secret": "deny/denied", "test://open": "allow/ok"}; !maps.Equal(decided, want) {
+		t.Errorf("audited subscriptions = %v, want %v", decided, want)
 	}
 
 }
