@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -226,4 +227,46 @@ func TestModernClientsPrepared(t *testing.T) {
 		got := modes(modern)
 		return got["conf"] == want["conf"] && got["ref"] == want["ref"]
 	})
+}
+
+// TestListenDecidedByPolicy: a 2026-07-28 client follows a resource with
+// subscriptions/listen, and the policy decides it as it decides resources/subscribe: a
+// resource the policy refuses sends the client no notifications/resources/updated, one
+// it allows does (the upstream announces a change every 3s).
+func TestListenDecidedByPolicy(t *testing.T) {
+	const uri = "test://watched-resource"
+	for _, tc := range []struct {
+		name   string
+		policy string
+	}{
+		{"allowed", "package symbi.authz\n\ndefault decision := {\"allow\": true}\n"},
+		{"denied", "package symbi.authz\n\ndefault decision := {\"allow\": true}\n\n" +
+			"decision := {\"allow\": false, \"reason\": \"not watched\"} if {\n\tinput.resource.uri == \"" + uri + "\"\n}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := policyDir(t, map[string]string{"p.rego": tc.policy})
+			cfg := writeConfig(t, upstreamTOML("conf", "conf", everythingServer(t))+fmt.Sprintf("[policy]\ndir = %q\n", pol))
+			rec := &recorder{}
+			cs := connectVersion(t, stdioTransport(t, cfg), rec.options(), "")
+			waitFor(t, 30*time.Second, "the upstream's resources", func() bool {
+				res, err := cs.ListResources(context.Background(), nil)
+				return err == nil && len(res.Resources) > 0
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			// Under 2026-07-28 Subscribe opens the listen stream; a refusal is not reported.
+			_ = cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri})
+			updated := rec.count(func() int { return len(rec.updated) })
+			if tc.name == "allowed" {
+				waitFor(t, 15*time.Second, "resources/updated", updated)
+				return
+			}
+			time.Sleep(8 * time.Second) // two of the upstream's announcements
+			if updated() {
+				rec.mu.Lock()
+				t.Errorf("a subscription the policy refuses was notified: %v", rec.updated)
+				rec.mu.Unlock()
+			}
+		})
+	}
 }
