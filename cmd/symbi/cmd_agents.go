@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,8 +30,12 @@ type agentsRuntime struct {
 	sched *agents.Scheduler
 	rt    *agents.Runtime
 	gw    *gateway.Gateway
-	cfg   *config.Config
 	log   *slog.Logger
+
+	// mu serialises reloads (agents_dir changes, SIGHUP) and guards cfg, the
+	// configuration whose [[agents]] and agents_dir are in force.
+	mu  sync.Mutex
+	cfg *config.Config
 
 	resMu     sync.Mutex
 	resources map[string]bool // agent names with a symbi://agents/{name} resource
@@ -82,13 +87,13 @@ func startAgents(ctx context.Context, rt *runtime, cfg *config.Config, gw *gatew
 	return ar, nil
 }
 
-// definitions gathers [[agents]] and the files under agents_dir.
-func (ar *agentsRuntime) definitions() ([]agents.Definition, error) {
-	fromDir, err := loadAgentsDir(ar.cfg)
+// definitions gathers the [[agents]] of cfg and the files under its agents_dir.
+func definitions(cfg *config.Config) ([]agents.Definition, error) {
+	fromDir, err := loadAgentsDir(cfg)
 	if err != nil {
 		return nil, err
 	}
-	all := append(append([]config.Agent(nil), ar.cfg.Agents...), fromDir...)
+	all := append(append([]config.Agent(nil), cfg.Agents...), fromDir...)
 	defs := make([]agents.Definition, 0, len(all))
 	for _, a := range all {
 		d, err := definition(a)
@@ -155,11 +160,38 @@ func definition(a config.Agent) (agents.Definition, error) {
 
 // reload (re)loads every definition; a bad agents_dir keeps the agents as they were.
 func (ar *agentsRuntime) reload(ctx context.Context) error {
-	defs, err := ar.definitions()
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	defs, err := definitions(ar.cfg)
 	if err != nil {
 		return fmt.Errorf("reload agents: %w", err)
 	}
 	return ar.rt.Sync(ctx, defs)
+}
+
+// setAgents puts list in force as the [[agents]] of the main file (a SIGHUP or a
+// change of the file) through the same Sync as an agents_dir change: added agents are
+// loaded and scheduled, removed ones dropped, changed ones reloaded. If the definitions
+// cannot be put together (list clashes with agents_dir) nothing changes and applied is
+// false; err also reports agents that were put in force but could not be loaded.
+func (ar *agentsRuntime) setAgents(ctx context.Context, list []config.Agent) (applied bool, err error) {
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	next := *ar.cfg
+	next.Agents = slices.Clone(list)
+	defs, err := definitions(&next)
+	if err != nil {
+		return false, fmt.Errorf("reload agents: %w", err)
+	}
+	ar.cfg = &next
+	return true, ar.rt.Sync(ctx, defs)
+}
+
+// agentsDir is the agents_dir in force ("" for none).
+func (ar *agentsRuntime) agentsDir() string {
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	return ar.cfg.AgentsDir
 }
 
 // watch starts the agents' schedules and reloads the agents when a file under agents_dir changes, until ctx ends.
@@ -169,11 +201,12 @@ func (ar *agentsRuntime) watch(ctx context.Context, every time.Duration) error {
 	if err := ar.rt.Start(ctx); err != nil {
 		return err
 	}
-	if ar.cfg.AgentsDir == "" {
+	dir := ar.agentsDir()
+	if dir == "" {
 		<-ctx.Done()
 		return nil
 	}
-	ar.dirStamp = agentsDirStamp(ar.cfg.AgentsDir)
+	ar.dirStamp = agentsDirStamp(dir)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -182,7 +215,7 @@ func (ar *agentsRuntime) watch(ctx context.Context, every time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		if s := agentsDirStamp(ar.cfg.AgentsDir); s != ar.dirStamp {
+		if s := agentsDirStamp(dir); s != ar.dirStamp {
 			ar.dirStamp = s
 			ar.log.Info("agents_dir changed; reloading agents")
 			if err := ar.reload(ctx); err != nil {

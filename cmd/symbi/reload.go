@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/symbi-dev/symbi/agents"
 	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/internal/config"
@@ -16,7 +17,9 @@ import (
 
 // liveKeys are the configuration keys a SIGHUP applies to a running symbi, besides the
 // upstreams ("upstreams.NAME": added, removed or changed ones are started, stopped or
-// restarted). Every other key that changed needs a restart, and the reload says so.
+// restarted) and the agents ("agents.NAME": added, removed or changed ones are loaded,
+// dropped or reloaded as for a change under agents_dir). Every other key that changed
+// needs a restart, and the reload says so.
 var liveKeys = map[string]bool{
 	"server.tokens": true,
 }
@@ -29,12 +32,12 @@ type configDiff struct {
 
 // diffConfig compares the configuration in force with a newly loaded one, key by key:
 // the fields of each table ([server], [policy], ...) one by one, each [[upstreams]] by
-// name ("upstreams.NAME"), other lists as a whole. A key not known to be live needs a
+// name ("upstreams.NAME"), each [[agents]] by name ("agents.NAME"), other lists as a whole. A key not known to be live needs a
 // restart, so a key added to config.Config later is never silently ignored.
 func diffConfig(old, cur *config.Config) configDiff {
 	var d configDiff
 	add := func(key string) {
-		if liveKeys[key] || strings.HasPrefix(key, "upstreams.") {
+		if liveKeys[key] || strings.HasPrefix(key, "upstreams.") || strings.HasPrefix(key, "agents.") {
 			d.Live = append(d.Live, key)
 		} else {
 			d.Restart = append(d.Restart, key)
@@ -50,6 +53,13 @@ func diffConfig(old, cur *config.Config) configDiff {
 		case name == "upstreams":
 			for _, n := range upstreamChanges(old.Upstreams, cur.Upstreams) {
 				add("upstreams." + n)
+			}
+		case name == "agents":
+			added, removed, changed := agentChanges(old.Agents, cur.Agents)
+			names := slices.Concat(added, removed, changed)
+			slices.Sort(names)
+			for _, n := range names {
+				add("agents." + n)
 			}
 		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(config.Duration{}):
 			for j := range f.Type.NumField() {
@@ -89,6 +99,36 @@ func upstreamChanges(old, cur []config.Upstream) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// agentChanges names the [[agents]] added, removed and changed, each sorted.
+func agentChanges(old, cur []config.Agent) (added, removed, changed []string) {
+	byName := func(as []config.Agent) map[string]config.Agent {
+		m := make(map[string]config.Agent, len(as))
+		for _, a := range as {
+			m[a.Name] = a
+		}
+		return m
+	}
+	om, cm := byName(old), byName(cur)
+	for n, a := range om {
+		c, ok := cm[n]
+		switch {
+		case !ok:
+			removed = append(removed, n)
+		case !reflect.DeepEqual(a, c):
+			changed = append(changed, n)
+		}
+	}
+	for n := range cm {
+		if _, ok := om[n]; !ok {
+			added = append(added, n)
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	slices.Sort(changed)
+	return added, removed, changed
 }
 
 func tomlName(f reflect.StructField) string {
@@ -135,6 +175,7 @@ func (a *app) reloadConfigAs(ctx context.Context, reason string) {
 		a.running.Server.Tokens = cfg.Server.Tokens
 	}
 	ups := a.reloadUpstreams(ctx, cfg)
+	ags := a.reloadAgents(ctx, cfg) // after the upstreams their steps call
 	if len(d.Live) > 0 {
 		a.log.Info("configuration reloaded", "file", a.configPath, "applied", strings.Join(d.Live, ", "))
 	} else {
@@ -148,9 +189,18 @@ func (a *app) reloadConfigAs(ctx context.Context, reason string) {
 	ev := audit.Event{Type: audit.TypeConfigLoaded, Reason: reason, Detail: map[string]string{
 		"applied": strings.Join(d.Live, ","), "needs_restart": strings.Join(d.Restart, ","),
 		"upstreams_added": strings.Join(ups.added, ","), "upstreams_removed": strings.Join(ups.removed, ","),
-		"upstreams_restarted": strings.Join(ups.restarted, ","), "upstreams_failed": strings.Join(ups.failed, ",")}}
+		"upstreams_restarted": strings.Join(ups.restarted, ","), "upstreams_failed": strings.Join(ups.failed, ","),
+		"agents_added": strings.Join(ags.added, ","), "agents_removed": strings.Join(ags.removed, ","),
+		"agents_changed": strings.Join(ags.changed, ","), "agents_failed": strings.Join(ags.failed, ",")}}
+	var notApplied []string
 	if len(ups.failed) > 0 {
-		ev.Outcome, ev.Error = audit.OutcomeInvalid, "upstreams not applied: "+strings.Join(ups.failed, ",")
+		notApplied = append(notApplied, "upstreams not applied: "+strings.Join(ups.failed, ","))
+	}
+	if len(ags.failed) > 0 {
+		notApplied = append(notApplied, "agents not applied: "+strings.Join(ags.failed, ","))
+	}
+	if len(notApplied) > 0 {
+		ev.Outcome, ev.Error = audit.OutcomeInvalid, strings.Join(notApplied, "; ")
 	}
 	if err := a.rt.audit.Append(actx, ev); err != nil {
 		a.log.Error("append audit event", "type", string(audit.TypeConfigLoaded), "err", err)
@@ -251,5 +301,43 @@ func (a *app) reloadUpstreams(ctx context.Context, cfg *config.Config) upstreamR
 		a.log.Info("upstreams reloaded", "added", strings.Join(r.added, ","), "removed", strings.Join(r.removed, ","),
 			"restarted", strings.Join(r.restarted, ","))
 	}
+	return r
+}
+
+// agentReload is what a reload did to the [[agents]] of the main file, by name.
+type agentReload struct {
+	added, removed, changed, failed []string
+}
+
+// reloadAgents puts the [[agents]] of cfg in force through the agents' runtime, as an
+// agents_dir change does: added agents are loaded and their schedules start, removed
+// ones are dropped (each recorded as agent.state "removed"), changed ones are reloaded
+// keeping a suspended or terminated state. Definitions that cannot be put together
+// change nothing and are all reported as failed; an agent that was put in force but
+// could not be loaded is failed (its state says why). a.running records what is in force.
+func (a *app) reloadAgents(ctx context.Context, cfg *config.Config) agentReload {
+	var r agentReload
+	r.added, r.removed, r.changed = agentChanges(a.running.Agents, cfg.Agents)
+	if len(r.added)+len(r.removed)+len(r.changed) == 0 || a.rt.agents == nil {
+		return agentReload{}
+	}
+	applied, err := a.rt.agents.setAgents(ctx, cfg.Agents)
+	if !applied {
+		a.log.Error("agents not applied; keeping them as they were", "err", err)
+		return agentReload{failed: slices.Sorted(slices.Values(slices.Concat(r.added, r.removed, r.changed)))}
+	}
+	a.running.Agents = cfg.Agents
+	if err != nil {
+		a.log.Error("agents reloaded with problems", "err", err)
+		touched := slices.Concat(r.added, r.changed)
+		for _, st := range a.rt.agents.rt.List() {
+			if st.State == agents.StateFailed && slices.Contains(touched, st.Name) {
+				r.failed = append(r.failed, st.Name)
+			}
+		}
+		slices.Sort(r.failed)
+	}
+	a.log.Info("agents reloaded", "added", strings.Join(r.added, ","), "removed", strings.Join(r.removed, ","),
+		"changed", strings.Join(r.changed, ","))
 	return r
 }

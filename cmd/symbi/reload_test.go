@@ -73,6 +73,9 @@ command = ["true"]
 `, configDiff{}},
 		{"scheduler", base + "[scheduler]\nmax_running = 3\n", configDiff{Restart: []string{"scheduler.max_running"}}},
 		{"agents_dir", "agents_dir = \"agents\"\n" + base, configDiff{Restart: []string{"agents_dir"}}},
+		{"agent added", base + agentTOML("late", "hi"), configDiff{Live: []string{"agents.late"}}},
+		{"agent and listen", replace(base, "8080", "8081") + agentTOML("late", "hi"),
+			configDiff{Live: []string{"agents.late"}, Restart: []string{"server.listen"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := diffConfig(parse(t, base), parse(t, tc.cur))
@@ -81,6 +84,54 @@ command = ["true"]
 			}
 		})
 	}
+}
+
+// TestDiffConfigAgents: each [[agents]] entry added, removed or changed is a live key
+// "agents.NAME", and the reload is told which were added, removed and changed.
+func TestDiffConfigAgents(t *testing.T) {
+	const head = "version = 1\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"data\"\n"
+	parse := func(t *testing.T, src string) *config.Config {
+		t.Helper()
+		c, err := config.Parse("/etc/symbi/symbi.toml", []byte(src), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ab := head + agentTOML("a", "hi") + agentTOML("b", "hi")
+	for _, tc := range []struct {
+		name                     string
+		old, cur                 string
+		live                     []string
+		added, removed, modified []string
+	}{
+		{"unchanged", ab, ab, nil, nil, nil, nil},
+		{"reordered", ab, head + agentTOML("b", "hi") + agentTOML("a", "hi"), nil, nil, nil, nil},
+		{"added", head, ab, []string{"agents.a", "agents.b"}, []string{"a", "b"}, nil, nil},
+		{"removed", ab, head + agentTOML("b", "hi"), []string{"agents.a"}, nil, []string{"a"}, nil},
+		{"all removed", ab, head, []string{"agents.a", "agents.b"}, nil, []string{"a", "b"}, nil},
+		{"changed", ab, head + agentTOML("a", "hi") + agentTOML("b", "bye"), []string{"agents.b"}, nil, nil, []string{"b"}},
+		{"schedule set", ab, head + agentTOML("a", "hi") + agentTOML("b", "hi") + "schedule = \"0 * * * * *\"\n",
+			[]string{"agents.b"}, nil, nil, []string{"b"}},
+		{"renamed and changed", ab, head + agentTOML("c", "hi") + agentTOML("b", "bye"),
+			[]string{"agents.a", "agents.b", "agents.c"}, []string{"c"}, []string{"a"}, []string{"b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, cur := parse(t, tc.old), parse(t, tc.cur)
+			if diff := cmp.Diff(configDiff{Live: tc.live}, diffConfig(old, cur)); diff != "" {
+				t.Errorf("diffConfig mismatch (-want +got):\n%s", diff)
+			}
+			added, removed, modified := agentChanges(old.Agents, cur.Agents)
+			if diff := cmp.Diff([][]string{tc.added, tc.removed, tc.modified}, [][]string{added, removed, modified}); diff != "" {
+				t.Errorf("agentChanges (added, removed, changed) mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// agentTOML is a workflow agent that echoes message through upstream "one".
+func agentTOML(name, message string) string {
+	return "[[agents]]\nname = \"" + name + "\"\nsteps = [{ tool = \"one__echo\", arguments = { message = \"" + message + "\" } }]\n"
 }
 
 // replace replaces the first old in s, which must be there.
