@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -262,4 +263,99 @@ func TestAgentsDirHotReload(t *testing.T) {
 		t.Errorf("a broken file removed the other agents:\n%s", out)
 	}
 	_ = cs
+}
+
+// TestAgentsConfigReloadOnSIGHUP: an agent added to [[agents]] of the main file is loaded
+// on SIGHUP (listed, scheduled, run on demand as itself), changing the file's other agent
+// reloads it, and a removed agent goes; no reload names agents as needing a restart, and
+// each is recorded in the audit trail with the agents it added and removed.
+func TestAgentsConfigReloadOnSIGHUP(t *testing.T) {
+	up := upstreamTOML("mg", "mg", mcpgoServer(t))
+	stay := "[[agents]]\nname = \"stay\"\nsteps = [{ tool = \"mg__echo\", arguments = { message = \"%s\" } }]\n"
+	late := "[[agents]]\nname = \"late\"\nschedule = \"* * * * * *\"\nsteps = [{ tool = \"mg__echo\", arguments = { message = \"late\" } }]\n"
+	cfg := writeConfig(t, up+fmt.Sprintf(stay, "one"))
+	s := serve(t, cfg)
+	url := "http://" + s.addr + "/mcp"
+	auditDir := filepath.Join(dataDirOf(cfg), "audit")
+	head, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := strings.TrimSuffix(string(head), fmt.Sprintf(stay, "one"))
+	hup := func(body string) {
+		t.Helper()
+		writeAtomic(t, cfg, []byte(base+body))
+		if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := agentsCLI(t, url, "list"); strings.Contains(out, "late") || !strings.Contains(out, "stay") {
+		t.Fatalf("symbi agents list at start:\n%s", out)
+	}
+
+	// Added: listed, on its schedule and on demand, as itself.
+	hup(fmt.Sprintf(stay, "one") + late)
+	waitFor(t, 20*time.Second, "late to be listed after SIGHUP", func() bool {
+		return strings.Contains(agentsCLI(t, url, "list"), "late")
+	})
+	if out := agentsCLI(t, url, "run", "late"); !strings.Contains(out, "late") || !strings.Contains(out, "queued") {
+		t.Errorf("symbi agents run late: %q", out)
+	}
+	waitFor(t, 20*time.Second, "a scheduled and an on-demand run of late", func() bool {
+		var sched, manual bool
+		for _, r := range agentState(t, url, "late").Runs {
+			if r.State == "succeeded" {
+				sched = sched || r.Trigger == "schedule"
+				manual = manual || r.Trigger != "schedule"
+			}
+		}
+		return sched && manual
+	})
+	if recs, _ := auditQuery(t, auditDir, "--identity", "agent:late", "--type", "call", "--tool", "mg__echo"); len(recs) == 0 || recs[0].Decision != "allow" {
+		t.Errorf("audit calls of agent:late = %+v, want allowed echo calls", recs)
+	}
+
+	// Changed: the new definition is in force (its run echoes the new message).
+	hup(fmt.Sprintf(stay, "two") + late)
+	waitFor(t, 20*time.Second, "the changed agent stay to be reloaded", func() bool {
+		return strings.Contains(s.stderr.String(), "changed=stay")
+	})
+	agentsCLI(t, url, "run", "stay")
+	waitFor(t, 20*time.Second, "a run of the changed agent stay", func() bool {
+		for _, r := range agentState(t, url, "stay").Runs {
+			if r.State == "succeeded" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// Removed: gone from the list and from status.
+	hup(fmt.Sprintf(stay, "two"))
+	waitFor(t, 20*time.Second, "late to be gone after SIGHUP", func() bool {
+		return !strings.Contains(agentsCLI(t, url, "list"), "late")
+	})
+	if _, _, code := runCLI(t, "agents", "status", "late", "--url", url); code == 0 {
+		t.Errorf("symbi agents status late: exit 0 after the agent was removed")
+	}
+	if out := agentsCLI(t, url, "list"); !strings.Contains(out, "stay") {
+		t.Errorf("removing late removed stay too:\n%s", out)
+	}
+	if strings.Contains(s.stderr.String(), "needs a restart") {
+		t.Errorf("an agents change was reported as needing a restart:\n%s", s.stderr.String())
+	}
+
+	// Audited: the reloads with the agents they added and removed, and late's removal.
+	waitFor(t, 10*time.Second, "the agent reloads in the audit trail", func() bool {
+		out, stderr, code := runCLI(t, "audit", "query", "--dir", auditDir, "--type", "config.loaded", "--format", "json")
+		if code != 0 {
+			t.Fatalf("audit query: exit %d\n%s", code, stderr)
+		}
+		return strings.Contains(out, `"agents_added":"late"`) && strings.Contains(out, `"agents_changed":"stay"`) &&
+			strings.Contains(out, `"agents_removed":"late"`)
+	})
+	waitFor(t, 10*time.Second, "late's removal in the audit trail", func() bool {
+		out, _, _ := runCLI(t, "audit", "query", "--dir", auditDir, "--type", "agent.state", "--format", "json")
+		return strings.Contains(out, `"to":"removed"`) && strings.Contains(out, `"agent":"late"`)
+	})
 }
