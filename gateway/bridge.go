@@ -388,30 +388,20 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			cancel(err)
 			return nil, err
 		}
-		started := g.goOwned(func() { // ends with p.ctx at the latest
+		body := func() { // ends with p.ctx at the latest
 			defer cancelTimeout()
 			res, err := run(p.ctx, inflightCall{ss: ss, ctx: p.ctx, bridged: p})
-			cause := context.Cause(p.ctx)
-			p.cancel(nil)
-			if err != nil && (errors.Is(cause, errAbandoned) || errors.Is(cause, errShutdown)) {
-				res, err = nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("call to upstream %q ended: %v", u.cfg.Name, cause), Err: err}
+			g.endCall(p, res, err)
+		}
+		if sched := g.taskScheduler(); sched != nil && taskWindowFrom(ctx) {
+			// A task tool's call waits its turn in the runtime's scheduler (tasks.go).
+			if err := g.scheduleCall(sched, r, p, body, cancelTimeout); err != nil {
+				g.bridge.remove(p)
+				cancelTimeout()
+				cancel(err)
+				return nil, err
 			}
-			p.res, p.err, p.cause = res, err, cause
-			p.mu.Lock()
-			close(p.finished)
-			reap := !p.attached && !p.over && cause != nil
-			if reap {
-				p.over = true
-				if p.idle != nil {
-					p.idle.Stop()
-				}
-			}
-			p.mu.Unlock()
-			if reap {
-				g.reap(p)
-			}
-		})
-		if !started { // the gateway began stopping after admit
+		} else if !g.goOwned(body) { // the gateway began stopping after admit
 			g.bridge.remove(p)
 			cancelTimeout()
 			cancel(errShutdown)
@@ -472,4 +462,28 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 // needsBridge reports whether a request from ss to u goes through the bridge.
 func needsBridge(ctx context.Context, u *upstream, ss *mcp.ServerSession) bool {
 	return ss != nil && !legacyClient(ss) && !u.connFor(ctx, ss).modern()
+}
+
+// endCall records how the bridged call p ended (res, err, and the cause of its context)
+// and wakes whoever waits on it.
+func (g *Gateway) endCall(p *pendingCall, res mcp.Result, err error) {
+	cause := context.Cause(p.ctx)
+	p.cancel(nil)
+	if err != nil && (errors.Is(cause, errAbandoned) || errors.Is(cause, errShutdown)) {
+		res, err = nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("call to upstream %q ended: %v", p.upstream.cfg.Name, cause), Err: err}
+	}
+	p.res, p.err, p.cause = res, err, cause
+	p.mu.Lock()
+	close(p.finished)
+	reap := !p.attached && !p.over && cause != nil
+	if reap {
+		p.over = true
+		if p.idle != nil {
+			p.idle.Stop()
+		}
+	}
+	p.mu.Unlock()
+	if reap {
+		g.reap(p)
+	}
 }

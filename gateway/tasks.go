@@ -150,6 +150,7 @@ type taskTable struct {
 	mu     sync.Mutex
 	live   map[string]*taskRun // tasks started by this symbi, until they expire
 	active map[string]int      // identity -> its unfinished tasks
+	sched  TaskScheduler       // queues task tools' calls; nil: they start at once
 }
 
 // DefaultMaxTasksPerIdentity is Options.MaxTasksPerIdentity's default.
@@ -650,4 +651,65 @@ func jsonRPCError(message string) ([]byte, error) {
 		return nil, fmt.Errorf("encode error: %w", err)
 	}
 	return b, nil
+}
+
+// TaskScheduler queues the upstream calls of task tools with the runtime's other work,
+// so that max_running, max_queued, priorities and per-owner fairness bound them too
+// (agents.Scheduler implements it; set with UseTaskScheduler).
+type TaskScheduler interface {
+	// ScheduleCall queues a call for owner at priority ("" is normal). run is called
+	// once the call may start, with a context that ends when the scheduler stops the
+	// work (its cancel, a timeout, shutdown); dropped is called instead, without
+	// blocking, when the call ends without having run (cancelled or pushed out while
+	// queued). cancel ends the call, queued or running. A refusal (a full queue) is an
+	// error, retryable where the scheduler says so.
+	ScheduleCall(owner, priority, label string, run func(context.Context), dropped func(error)) (cancel func(), err error)
+}
+
+// UseTaskScheduler makes the calls of task tools from clients with the tasks extension
+// wait their turn in s; nil starts them at once.
+func (g *Gateway) UseTaskScheduler(s TaskScheduler) {
+	g.tasks.mu.Lock()
+	defer g.tasks.mu.Unlock()
+	g.tasks.sched = s
+}
+
+func (g *Gateway) taskScheduler() TaskScheduler {
+	g.tasks.mu.Lock()
+	defer g.tasks.mu.Unlock()
+	return g.tasks.sched
+}
+
+// errSchedulerStopped is the cause of a scheduled call's context when the scheduler
+// ended it (its execution limit, or shutdown).
+var errSchedulerStopped = errors.New("the scheduler stopped the call")
+
+// scheduleCall queues the bridged call p (body runs it) in the scheduler, owned by the
+// caller's identity at normal priority (the policy has no priority condition yet). The
+// call is answered, or becomes a task, as if it had started: while queued it is a
+// working task that tasks/cancel takes out of the queue. A full queue refuses the call
+// with a retryable error.
+func (g *Gateway) scheduleCall(s TaskScheduler, r *Request, p *pendingCall, body func(), cancelTimeout context.CancelFunc) error {
+	run := func(sctx context.Context) {
+		stop := context.AfterFunc(sctx, func() { p.cancel(errSchedulerStopped) })
+		defer stop()
+		body()
+	}
+	dropped := func(err error) { // with the scheduler's lock held: must not block
+		end := func() { // endCall reads why p's context ended (a cancelled task), if it did
+			defer cancelTimeout()
+			g.endCall(p, nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("the call did not run: %v", err), Err: err})
+		}
+		if !g.goOwned(end) {
+			end()
+		}
+	}
+	cancel, err := s.ScheduleCall(r.Identity.ID, "", r.Name, run, dropped)
+	if err != nil {
+		return &Error{Kind: Unavailable, Public: err.Error(), Err: err}
+	}
+	// Whatever ends the call (tasks/cancel, its timeout, abandonment, shutdown, its
+	// end) ends its place in the scheduler: a queued call leaves the queue.
+	context.AfterFunc(p.ctx, cancel)
+	return nil
 }

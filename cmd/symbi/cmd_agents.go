@@ -55,6 +55,8 @@ func (c gatewayCaller) CallTool(ctx context.Context, identity, tool string, args
 	return res, err
 }
 
+var _ gateway.TaskScheduler = (*agents.Scheduler)(nil)
+
 // startAgents builds the scheduler and the agents' runtime on the state file, loads the
 // configured agents and registers the agents' tools and resources on gw.
 func startAgents(ctx context.Context, rt *runtime, cfg *config.Config, gw *gateway.Gateway, log *slog.Logger, record func(audit.Event)) (*agentsRuntime, error) {
@@ -81,6 +83,7 @@ func startAgents(ctx context.Context, rt *runtime, cfg *config.Config, gw *gatew
 		return nil, err
 	}
 	addAgentBuiltins(gw, ar)
+	gw.UseTaskScheduler(ar.sched) // MCP tasks wait their turn with the agents' runs
 	if err := ar.reload(ctx); err != nil {
 		ar.log.Error("load agents", "err", err)
 	}
