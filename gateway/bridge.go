@@ -380,7 +380,17 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 		// The upstream call outlives this client request: it goes on while the client
 		// answers. It ends with the upstream's timeout, abandonment, or the gateway.
 		cctx, cancel := context.WithCancelCause(g.runCtx())
-		tctx, cancelTimeout := context.WithTimeout(cctx, u.cfg.Timeout)
+		sched := g.taskScheduler()
+		if !taskWindowFrom(ctx) {
+			sched = nil
+		}
+		var tctx context.Context
+		var cancelTimeout context.CancelFunc
+		if sched != nil { // the timeout counts from the start, not from the queue (scheduleCall)
+			tctx, cancelTimeout = context.WithCancel(cctx)
+		} else {
+			tctx, cancelTimeout = context.WithTimeout(cctx, u.cfg.Timeout)
+		}
 		p.ctx, p.cancel = tctx, cancel
 		p.round.Store(&ctx)
 		if err := g.bridge.admit(p); err != nil {
@@ -388,12 +398,12 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			cancel(err)
 			return nil, err
 		}
-		body := func() { // ends with p.ctx at the latest
+		body := func(rctx context.Context) { // ends with rctx (p.ctx or its child) at the latest
 			defer cancelTimeout()
-			res, err := run(p.ctx, inflightCall{ss: ss, ctx: p.ctx, bridged: p})
-			g.endCall(p, res, err)
+			res, err := run(rctx, inflightCall{ss: ss, ctx: rctx, bridged: p})
+			g.endCall(p, rctx, res, err)
 		}
-		if sched := g.taskScheduler(); sched != nil && taskWindowFrom(ctx) {
+		if sched != nil {
 			// A task tool's call waits its turn in the runtime's scheduler (tasks.go).
 			if err := g.scheduleCall(sched, r, p, body, cancelTimeout); err != nil {
 				g.bridge.remove(p)
@@ -401,7 +411,7 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 				cancel(err)
 				return nil, err
 			}
-		} else if !g.goOwned(body) { // the gateway began stopping after admit
+		} else if !g.goOwned(func() { body(p.ctx) }) { // the gateway began stopping after admit
 			g.bridge.remove(p)
 			cancelTimeout()
 			cancel(errShutdown)
@@ -464,10 +474,13 @@ func needsBridge(ctx context.Context, u *upstream, ss *mcp.ServerSession) bool {
 	return ss != nil && !legacyClient(ss) && !u.connFor(ctx, ss).modern()
 }
 
-// endCall records how the bridged call p ended (res, err, and the cause of its context)
-// and wakes whoever waits on it.
-func (g *Gateway) endCall(p *pendingCall, res mcp.Result, err error) {
+// endCall records how the bridged call p ended (res, err, and why p.ctx or rctx, the
+// context it ran with, ended) and wakes whoever waits on it.
+func (g *Gateway) endCall(p *pendingCall, rctx context.Context, res mcp.Result, err error) {
 	cause := context.Cause(p.ctx)
+	if cause == nil {
+		cause = context.Cause(rctx)
+	}
 	p.cancel(nil)
 	if err != nil && (errors.Is(cause, errAbandoned) || errors.Is(cause, errShutdown)) {
 		res, err = nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("call to upstream %q ended: %v", p.upstream.cfg.Name, cause), Err: err}

@@ -689,16 +689,19 @@ var errSchedulerStopped = errors.New("the scheduler stopped the call")
 // call is answered, or becomes a task, as if it had started: while queued it is a
 // working task that tasks/cancel takes out of the queue. A full queue refuses the call
 // with a retryable error.
-func (g *Gateway) scheduleCall(s TaskScheduler, r *Request, p *pendingCall, body func(), cancelTimeout context.CancelFunc) error {
+func (g *Gateway) scheduleCall(s TaskScheduler, r *Request, p *pendingCall, body func(context.Context), cancelTimeout context.CancelFunc) error {
 	run := func(sctx context.Context) {
 		stop := context.AfterFunc(sctx, func() { p.cancel(errSchedulerStopped) })
 		defer stop()
-		body()
+		// The upstream's timeout counts from here: time in the queue is not the call's.
+		rctx, cancel := context.WithTimeout(p.ctx, p.upstream.cfg.Timeout)
+		defer cancel()
+		body(rctx)
 	}
 	dropped := func(err error) { // with the scheduler's lock held: must not block
 		end := func() { // endCall reads why p's context ended (a cancelled task), if it did
 			defer cancelTimeout()
-			g.endCall(p, nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("the call did not run: %v", err), Err: err})
+			g.endCall(p, p.ctx, nil, &Error{Kind: Unavailable, Public: fmt.Sprintf("the call did not run: %v", err), Err: err})
 		}
 		if !g.goOwned(end) {
 			end()

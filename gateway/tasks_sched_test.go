@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -160,5 +161,84 @@ func TestTasksWaitInScheduler(t *testing.T) {
 	case n := <-started:
 		t.Errorf("call %s reached the upstream; the cancelled task must not", n)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestTaskTimeoutFromStart: a queued task's upstream timeout counts from when its call
+// starts, not from when it was queued: a call that waits longer than the timeout and
+// then runs briefly completes.
+func TestTaskTimeoutFromStart(t *testing.T) {
+	srv := func() *mcp.Server {
+		s := mcp.NewServer(&mcp.Implementation{Name: "timed-upstream", Version: "1"}, nil)
+		s.AddTool(&mcp.Tool{Name: "hold", InputSchema: map[string]any{"type": "object"}},
+			func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				var a struct {
+					MS int `json:"ms"`
+				}
+				if err := json.Unmarshal(req.Params.Arguments, &a); err != nil {
+					return nil, err
+				}
+				select {
+				case <-time.After(time.Duration(a.MS) * time.Millisecond):
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("held %d", a.MS)}}}, nil
+			})
+		return s
+	}
+	sched := agents.NewScheduler(&agents.Options{MaxRunning: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	g := gateway.New(&gateway.Options{
+		Upstreams: []gateway.UpstreamConfig{{Name: "up", Prefix: "up", Launch: serverLauncher(srv), TaskTools: []string{"*"},
+			Timeout: time.Second}},
+		InitialWait: 10 * time.Second, TaskWindow: 20 * time.Millisecond,
+	})
+	g.UseTaskScheduler(sched)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // owned: ends when ctx is cancelled at cleanup
+		defer wg.Done()
+		_ = g.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = g.Close()
+		wg.Wait()
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		if err := sched.Close(cctx); err != nil {
+			t.Error(err)
+		}
+	})
+	g.WaitReady(ctx)
+	hs := httptest.NewServer(g.Handler(nil))
+	t.Cleanup(hs.Close)
+	c := &rawCaller{url: hs.URL + "/mcp", hc: &http.Client{}}
+	var ids []string
+	for _, ms := range []int{900, 300} { // the second waits ~900 ms, then runs 300 ms: 1.2 s > 1 s
+		res, err := c.call("tools/call", "up__hold", map[string]any{"name": "up__hold", "arguments": map[string]any{"ms": ms}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := res["taskId"].(string)
+		if id == "" {
+			t.Fatalf("call of %d ms: want a task, got %v", ms, res)
+		}
+		ids = append(ids, id)
+	}
+	for i, id := range ids {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			res, err := c.call("tasks/get", id, map[string]any{"taskId": id}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res["status"] == gateway.TaskCompleted {
+				break
+			}
+			if res["status"] != gateway.TaskWorking || time.Now().After(deadline) {
+				t.Fatalf("task %d: want completed, got %v", i, res)
+			}
+		}
 	}
 }
