@@ -452,25 +452,11 @@ func quotedTerms(terms []string) []string {
 
 // Stats implements Store.
 func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Collections: map[string]int{}}
 	rows, err := s.pool.Query(ctx, `SELECT collection, count(*), count(DISTINCT NULLIF(doc, '')) FROM rag_chunks
 		WHERE expires = 0 OR expires > $1 GROUP BY collection`, time.Now().UnixMilli())
 	if err != nil {
-		return st, fmt.Errorf("count chunks: %w", err)
+		return Stats{}, fmt.Errorf("count chunks: %w", err)
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var coll string
-		var n, docs int
-		if err := rows.Scan(&coll, &n, &docs); err != nil {
-			return st, fmt.Errorf("count chunks: %w", err)
-		}
-		st.Collections[coll] = n
-		st.Chunks += n
-		st.Docs += docs
-	}
-	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("count chunks: %w", err)
-	}
-	return st, nil
+	return countStats(rows)
 }

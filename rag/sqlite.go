@@ -580,13 +580,26 @@ func (s *SQLite) FullText(ctx context.Context, q Query) ([]Hit, error) {
 
 // Stats implements Store.
 func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Collections: map[string]int{}}
 	rows, err := s.db.QueryContext(ctx, `SELECT collection, count(*), count(DISTINCT NULLIF(doc, '')) FROM rag_chunks
 		WHERE expires = 0 OR expires > ? GROUP BY collection`, time.Now().UnixMilli())
 	if err != nil {
-		return st, fmt.Errorf("count chunks: %w", err)
+		return Stats{}, fmt.Errorf("count chunks: %w", err)
 	}
 	defer rows.Close()
+	return countStats(rows)
+}
+
+// statsRows is what countStats reads of database/sql's and pgx's result rows.
+type statsRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// countStats adds up the rows of the Stats query (collection, chunks, documents), the
+// same for both stores.
+func countStats(rows statsRows) (Stats, error) {
+	st := Stats{Collections: map[string]int{}}
 	for rows.Next() {
 		var coll string
 		var n, docs int
@@ -597,5 +610,8 @@ func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
 		st.Chunks += n
 		st.Docs += docs
 	}
-	return st, rows.Err()
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("count chunks: %w", err)
+	}
+	return st, nil
 }

@@ -137,13 +137,9 @@ func runAdd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "symbi add: %s: %v\n", path, err)
 		return 2
 	}
-	cfg, code := checkEdited(path, src, out, stderr)
+	cfg, code := saveEdited("symbi add", path, src, out, stderr)
 	if cfg == nil {
 		return code
-	}
-	if err := writeFileAtomic(path, out, 0o600); err != nil {
-		fmt.Fprintln(stderr, "symbi add:", err)
-		return 2
 	}
 	fmt.Fprintf(stdout, "added upstream %s to %s\n", name, path)
 	if entry != nil {
@@ -196,19 +192,29 @@ func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "symbi remove: %s: %v\n", path, err)
 		return 2
 	}
-	cfg, code := checkEdited(path, src, out, stderr)
+	cfg, code := saveEdited("symbi remove", path, src, out, stderr)
 	if cfg == nil {
 		return code
-	}
-	if err := writeFileAtomic(path, out, 0o600); err != nil {
-		fmt.Fprintln(stderr, "symbi remove:", err)
-		return 2
 	}
 	fmt.Fprintf(stdout, "removed upstream %s from %s\n", pos[0], path)
 	if !*noSignal {
 		notifyRunning(stdout, stderr, cfg.Server.DataDir, path)
 	}
 	return 0
+}
+
+// saveEdited checks the edited file (checkEdited) and writes it in place atomically. It
+// returns the edited configuration, or nil and the exit code.
+func saveEdited(cmd, path string, before, after []byte, stderr io.Writer) (*config.Config, int) {
+	cfg, code := checkEdited(path, before, after, stderr)
+	if cfg == nil {
+		return nil, code
+	}
+	if err := writeFileAtomic(path, after, 0o600); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return nil, 2
+	}
+	return cfg, 0
 }
 
 // placeholderEnv validates a file without the environment it will run with: an
