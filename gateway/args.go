@@ -17,7 +17,9 @@ import (
 // the last), and invalid UTF-8 (one parser replaces it, another keeps the bytes). Absent
 // or null arguments are a nil map; anything but an object is an error.
 func decodeArguments(raw json.RawMessage) (map[string]any, error) {
-	raw = bytes.TrimSpace(raw)
+	// JSON's own whitespace only: bytes.TrimSpace would also drop \f, \v and Unicode
+	// spaces, accepting arguments that a strict upstream parser refuses.
+	raw = bytes.Trim(raw, " \t\r\n")
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
