@@ -46,6 +46,9 @@ func decodeAll(data []byte, c any) (probs []Problem, ok bool) {
 }
 
 func (d *decoder) add(key, format string, args ...any) {
+	if key == "" {
+		key = `""` // a top-level empty key ([""] or "" = 1), named as TOML writes it
+	}
 	d.probs = append(d.probs, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
