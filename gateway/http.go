@@ -248,6 +248,12 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 	return g.authenticateToken(next)
 }
 
+// Authenticate wraps next in the authentication of /mcp (bearer tokens, client
+// certificates, OAuth access tokens; with none configured, loopback clients only): a
+// request /mcp would refuse gets the same answer, and next sees [RequestIdentity]. It lets
+// a route in HTTPOptions.Public (the web console) authenticate after rewriting a request.
+func (g *Gateway) Authenticate(next http.Handler) http.Handler { return g.authenticate(next) }
+
 // requestGuard is the one check of Host and Origin that every route passes first.
 //
 // Host: on a loopback listener the Host must be a loopback name, so a web page that

@@ -44,6 +44,14 @@ const (
 	ActionResourcesAllocate = "resources/allocate"
 	// ActionAuditStream is a client opening the live audit event stream (/audit/stream).
 	ActionAuditStream = "audit/stream"
+	// ActionConsoleView is a client opening a page of the web console (/ui); the page
+	// is in input.console.page.
+	ActionConsoleView = "console/view"
+	// ActionToolsApprove and ActionToolsReject are an operator's decision on a pending
+	// tool definition (the rug-pull quarantine) made in the web console; the definition
+	// is in input.change (tool, hash, first_seen).
+	ActionToolsApprove = "tools/approve"
+	ActionToolsReject  = "tools/reject"
 )
 
 // Verification statuses of a tool definition, as reported by SchemaPin.

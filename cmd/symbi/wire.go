@@ -243,6 +243,9 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		return nil, nil, fmt.Errorf("start agents: %w", err)
 	}
 	rt.closers = append(rt.closers, func() error { rt.agents.close(cfg.Server.ShutdownTimeout.Duration); return nil })
+	if err := rt.mountConsole(gw, log); err != nil {
+		return nil, nil, err
+	}
 	for _, ev := range rt.tierEvents {
 		record(ev)
 	}

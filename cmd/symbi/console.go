@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/symbi-dev/symbi/agents"
+	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/internal/console"
+)
+
+// mountConsole serves the web console at /ui on the main listener, behind the gateway's
+// own authentication (internal/console).
+func (rt *runtime) mountConsole(gw *gateway.Gateway, log *slog.Logger) error {
+	o := console.Options{
+		Logger:       log.With("component", "console"),
+		Authenticate: gw.Authenticate,
+		Policy:       rt.policy,
+		Audit:        rt.audit,
+		Quarantine:   rt.gate.Quarantine(),
+		AuditStream:  rt.audit.Handler(),
+		Upstreams:    func() []console.Upstream { return consoleUpstreams(gw) },
+		Refresh:      gw.Refresh,
+	}
+	if ar := rt.agents; ar != nil {
+		o.Agents = func(ctx context.Context) []agents.Status {
+			list := ar.rt.List()
+			for i := range list {
+				if st, err := ar.rt.Get(ctx, list[i].Name, 5); err == nil {
+					list[i] = st
+				}
+			}
+			return list
+		}
+		o.Scheduler = ar.sched.Stats
+	}
+	c, err := console.New(o)
+	if err != nil {
+		return fmt.Errorf("build web console: %w", err)
+	}
+	for path, h := range c.Routes() {
+		rt.http.Public[path] = h
+	}
+	return nil
+}
+
+// consoleUpstreams is every upstream's status with its tools counted by verification.
+func consoleUpstreams(gw *gateway.Gateway) []console.Upstream {
+	verif := map[string]map[string]int{}
+	for _, t := range gw.ToolList() {
+		if t.Builtin {
+			continue
+		}
+		if verif[t.Upstream] == nil {
+			verif[t.Upstream] = map[string]int{}
+		}
+		verif[t.Upstream][t.Verification.Status]++
+	}
+	var out []console.Upstream
+	for _, st := range gw.Status() {
+		out = append(out, console.Upstream{UpstreamStatus: st, Verification: verif[st.Name]})
+	}
+	return out
+}
