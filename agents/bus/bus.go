@@ -102,7 +102,8 @@ type Bus struct {
 	log  *slog.Logger
 
 	limit *limiter
-	group *grouper
+	group *grouper     // nil on NATS
+	nb    *natsBackend // nil: the state database
 
 	mu    sync.Mutex
 	keys  map[string]ed25519.PrivateKey // identity -> its private key (unsealed)
@@ -157,7 +158,8 @@ CREATE TABLE IF NOT EXISTS bus_requests (
 
 // Open creates or migrates the bus tables in db. key is the 32-byte master key that
 // encrypts payloads and seals the identities' signing keys; keep it out of db.
-func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, error) {
+// newBus checks the master key and the options, without a transport.
+func newBus(key []byte, opts *Options) (*Bus, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("open bus: master key is %d bytes, want %d", len(key), KeySize)
 	}
@@ -204,13 +206,22 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	return &Bus{aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, deks: map[string]cipher.AEAD{}, pubs: map[string]ed25519.PublicKey{},
+		stmts: map[string]*sql.Stmt{}, limit: newLimiter(o.Rate, o.Burst), wake: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
+}
+
+func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, error) {
+	b, err := newBus(key, opts)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("migrate bus tables: %w", err)
 	}
 	if err := addDEKColumn(ctx, db); err != nil {
 		return nil, err
 	}
-	stmts := map[string]*sql.Stmt{}
+	stmts := b.stmts
 	for _, q := range hotQueries {
 		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
@@ -221,8 +232,7 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 		}
 		stmts[q] = st
 	}
-	b := &Bus{db: db, aead: aead, o: o, log: log, keys: map[string]ed25519.PrivateKey{}, deks: map[string]cipher.AEAD{}, pubs: map[string]ed25519.PublicKey{}, stmts: stmts, limit: newLimiter(o.Rate, o.Burst),
-		wake: map[string]chan struct{}{}, closed: make(chan struct{})}
+	b.db = db
 	b.group = newGrouper(b)
 	return b, nil
 }
@@ -238,6 +248,10 @@ func (b *Bus) MaxAttempts() int { return b.o.MaxAttempts }
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.closed)
+		if b.nb != nil {
+			b.nb.close()
+			return
+		}
 		b.group.close()
 		b.closeStmts()
 	})
@@ -305,14 +319,23 @@ func (b *Bus) signingKey(ctx context.Context, identity string) (ed25519.PrivateK
 		return nil, fmt.Errorf("generate key of %s: %w", identity, err)
 	}
 	sealed := b.aead.Seal(nonce, nonce, priv.Seed(), keyAAD(identity))
-	// Another process may have created it first: the stored key wins.
-	if _, err := b.x(nil).ExecContext(ctx, `INSERT INTO bus_keys (identity, public, sealed) VALUES (?, ?, ?) ON CONFLICT (identity) DO NOTHING`,
-		identity, []byte(priv.Public().(ed25519.PublicKey)), sealed); err != nil {
-		return nil, fmt.Errorf("store key of %s: %w", identity, err)
+	var pub ed25519.PublicKey
+	var stored []byte
+	if b.nb != nil {
+		pub, stored, err = b.nb.natsKey(ctx, identity, priv.Public().(ed25519.PublicKey), sealed)
+	} else {
+		// Another process may have created it first: the stored key wins.
+		if _, err := b.x(nil).ExecContext(ctx, `INSERT INTO bus_keys (identity, public, sealed) VALUES (?, ?, ?) ON CONFLICT (identity) DO NOTHING`,
+			identity, []byte(priv.Public().(ed25519.PublicKey)), sealed); err != nil {
+			return nil, fmt.Errorf("store key of %s: %w", identity, err)
+		}
+		pub, stored, err = b.loadKey(ctx, b.x(nil), identity)
 	}
-	pub, stored, err := b.loadKey(ctx, b.x(nil), identity)
 	if err != nil {
 		return nil, err
+	}
+	if len(stored) < b.aead.NonceSize() {
+		return nil, fmt.Errorf("unseal key of %s: %w", identity, ErrTampered)
 	}
 	seed, err := b.aead.Open(nil, stored[:b.aead.NonceSize()], stored[b.aead.NonceSize():], keyAAD(identity))
 	if err != nil || len(seed) != ed25519.SeedSize {
@@ -356,7 +379,12 @@ func (b *Bus) publicKey(ctx context.Context, q querier, identity string) (ed2551
 	if ok {
 		return pub, nil
 	}
-	pub, _, err := b.loadKey(ctx, q, identity)
+	var err error
+	if b.nb != nil {
+		pub, _, err = b.nb.natsKey(ctx, identity, nil, nil)
+	} else {
+		pub, _, err = b.loadKey(ctx, q, identity)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -411,7 +439,9 @@ func (b *Bus) put(ctx context.Context, x dbtx, e envelope, payload []byte, actio
 	}
 	ct := dek.Seal(nil, nonce, payload, hdr)
 	args := []any{e.id, e.kind, e.from, e.to, e.topic, e.replyTo, e.created, e.expires, e.created, nonce, ct, sig, dekRecipient}
-	if p, ok := x.(prepared); ok && p.tx == nil {
+	if b.nb != nil {
+		err = b.natsPut(ctx, e, nonce, ct, sig)
+	} else if p, ok := x.(prepared); ok && p.tx == nil {
 		err = b.group.insert(args) // outside a transaction: share a commit with other senders
 	} else {
 		_, err = x.ExecContext(ctx, qInsertMessage, args...)
@@ -476,9 +506,22 @@ func (b *Bus) checkPayload(p []byte) error {
 	return nil
 }
 
-// notify wakes whoever waits for identity's messages in this process.
-// It also tells Options.Notify.
+// notify wakes whoever waits for identity's messages, and tells Options.Notify; on
+// NATS, in every process that shares the bus.
 func (b *Bus) notify(identity string) {
+	if b.nb != nil {
+		if err := b.nb.wake(identity); err == nil {
+			return // the wake-up comes back to this process too
+		} else {
+			b.log.Warn("announce bus message", "identity", identity, "err", err)
+		}
+	}
+	b.wakeLocal(identity)
+}
+
+// wakeLocal wakes whoever waits for identity's messages in this process, and tells
+// Options.Notify.
+func (b *Bus) wakeLocal(identity string) {
 	b.mu.Lock()
 	if ch, ok := b.wake[identity]; ok {
 		close(ch)
@@ -572,6 +615,12 @@ func (b *Bus) Subscribe(ctx context.Context, identity, topic string) error {
 	if err := errors.Join(checkName("identity", identity), checkName("topic", topic)); err != nil {
 		return err
 	}
+	if b.nb != nil {
+		if _, err := b.nb.subs.Put(ctx, token(topic)+"."+token(identity), nil); err != nil {
+			return fmt.Errorf("subscribe %s to %s: %w", identity, topic, err)
+		}
+		return nil
+	}
 	if _, err := b.x(nil).ExecContext(ctx, `INSERT INTO bus_subscriptions (topic, identity) VALUES (?, ?) ON CONFLICT DO NOTHING`, topic, identity); err != nil {
 		return fmt.Errorf("subscribe %s to %s: %w", identity, topic, err)
 	}
@@ -580,6 +629,15 @@ func (b *Bus) Subscribe(ctx context.Context, identity, topic string) error {
 
 // Unsubscribe removes identity from topic's subscribers.
 func (b *Bus) Unsubscribe(ctx context.Context, identity, topic string) error {
+	if b.nb != nil {
+		if err := errors.Join(checkName("identity", identity), checkName("topic", topic)); err != nil {
+			return err
+		}
+		if err := b.nb.subs.Purge(ctx, token(topic)+"."+token(identity)); err != nil {
+			return fmt.Errorf("unsubscribe %s from %s: %w", identity, topic, err)
+		}
+		return nil
+	}
 	if _, err := b.x(nil).ExecContext(ctx, `DELETE FROM bus_subscriptions WHERE topic = ? AND identity = ?`, topic, identity); err != nil {
 		return fmt.Errorf("unsubscribe %s from %s: %w", identity, topic, err)
 	}
@@ -605,6 +663,9 @@ func (b *Bus) PublishTTL(ctx context.Context, from, topic string, payload []byte
 	}
 	if _, err := b.signingKey(ctx, from); err != nil { // outside the transaction: it writes on its own
 		return 0, err
+	}
+	if b.nb != nil {
+		return b.natsPublish(ctx, from, topic, payload, ttl)
 	}
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -702,6 +763,9 @@ func (b *Bus) Receive(ctx context.Context, identity string, max int, wait time.D
 
 // take claims up to max due messages of identity.
 func (b *Bus) take(ctx context.Context, identity string, max int) ([]Message, error) {
+	if b.nb != nil {
+		return b.natsTake(ctx, identity, max)
+	}
 	// A read first: a poll that finds nothing (the common case of a waiting Receive)
 	// takes no write lock and writes nothing.
 	var due int
@@ -784,6 +848,9 @@ func (b *Bus) take(ctx context.Context, identity string, max int) ([]Message, er
 
 // Ack removes a message identity received.
 func (b *Bus) Ack(ctx context.Context, identity, id string) error {
+	if b.nb != nil {
+		return b.natsAck(ctx, identity, id)
+	}
 	res, err := b.x(nil).ExecContext(ctx, qAck, id, identity)
 	if err != nil {
 		return fmt.Errorf("ack message %s: %w", id, err)
@@ -797,6 +864,9 @@ func (b *Bus) Ack(ctx context.Context, identity, id string) error {
 
 // DeadLetters lists identity's dead-lettered messages, oldest first.
 func (b *Bus) DeadLetters(ctx context.Context, identity string, limit int) ([]DeadLetter, error) {
+	if b.nb != nil {
+		return b.natsDeadLetters(ctx, identity, limit)
+	}
 	rows, err := b.x(nil).QueryContext(ctx, `SELECT id, kind, sender, topic, attempts, reason FROM bus_messages
 		WHERE recipient = ? AND state = 'dead' ORDER BY created_ns, id LIMIT ?`, identity, limit)
 	if err != nil {
@@ -838,6 +908,9 @@ func (b *Bus) Pending(ctx context.Context, identity string, limit int) ([]Pendin
 	if limit <= 0 {
 		limit = 100
 	}
+	if b.nb != nil {
+		return b.natsPending(ctx, identity, limit)
+	}
 	now := b.o.Now().UnixNano()
 	rows, err := b.x(nil).QueryContext(ctx, `SELECT id, kind, sender, topic, created_ns, expires_ns, attempts, visible_ns FROM bus_messages
 		WHERE recipient = ? AND state = 'ready' AND kind != 'reply' AND expires_ns > ? ORDER BY created_ns, id LIMIT ?`, identity, now, limit)
@@ -878,21 +951,9 @@ func (b *Bus) Request(ctx context.Context, from, to string, payload []byte, time
 	if _, err := b.signingKey(ctx, from); err != nil { // outside the transaction: it writes on its own
 		return Message{}, err
 	}
-	tx, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Message{}, fmt.Errorf("send request: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := b.x(tx).ExecContext(ctx, `INSERT INTO bus_requests (id, requester, responder, expires_ns) VALUES (?, ?, ?, ?)`,
-		e.id, from, to, e.expires); err != nil {
-		return Message{}, fmt.Errorf("send request: %w", err)
-	}
-	ev, err := b.put(ctx, b.x(tx), e, payload, "bus/request")
+	ev, err := b.openRequest(ctx, e, payload)
 	if err != nil {
 		return Message{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return Message{}, fmt.Errorf("send request: %w", err)
 	}
 	b.record(ev)
 	b.notify(to)
@@ -904,13 +965,48 @@ func (b *Bus) Request(ctx context.Context, from, to string, payload []byte, time
 			return m, err
 		}
 		if ok, err := b.await(ctx, ch, deadline); !ok {
-			b.withdraw(e.id)
+			if b.nb != nil {
+				b.natsWithdraw(e.id, to, from)
+			} else {
+				b.withdraw(e.id)
+			}
 			if err == nil {
 				err = fmt.Errorf("request %s to %s: %w", e.id, to, ErrTimeout)
 			}
 			return Message{}, err
 		}
 	}
+}
+
+// openRequest stores request e and its message.
+func (b *Bus) openRequest(ctx context.Context, e envelope, payload []byte) (Event, error) {
+	if b.nb != nil {
+		if err := b.natsOpenRequest(ctx, e); err != nil {
+			return Event{}, fmt.Errorf("send request: %w", err)
+		}
+		ev, err := b.put(ctx, nil, e, payload, "bus/request")
+		if err != nil {
+			b.natsWithdraw(e.id, e.to, e.from)
+		}
+		return ev, err
+	}
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Event{}, fmt.Errorf("send request: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := b.x(tx).ExecContext(ctx, `INSERT INTO bus_requests (id, requester, responder, expires_ns) VALUES (?, ?, ?, ?)`,
+		e.id, e.from, e.to, e.expires); err != nil {
+		return Event{}, fmt.Errorf("send request: %w", err)
+	}
+	ev, err := b.put(ctx, b.x(tx), e, payload, "bus/request")
+	if err != nil {
+		return Event{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Event{}, fmt.Errorf("send request: %w", err)
+	}
+	return ev, nil
 }
 
 // withdraw forgets a request that timed out, and its message if still queued.
@@ -927,6 +1023,9 @@ func (b *Bus) withdraw(id string) {
 
 // takeReply removes and returns the reply to request id, if there is one.
 func (b *Bus) takeReply(ctx context.Context, requester, id string) (Message, bool, error) {
+	if b.nb != nil {
+		return b.natsTakeReply(ctx, requester, id)
+	}
 	r, err := scanRow(b.x(nil).QueryRowContext(ctx, selectRow+` WHERE recipient = ? AND kind = 'reply' AND reply_to = ? AND state = 'ready'`, requester, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Message{}, false, nil
@@ -969,6 +1068,9 @@ func (b *Bus) Reply(ctx context.Context, identity, id string, payload []byte) (s
 	}
 	if _, err := b.signingKey(ctx, identity); err != nil { // outside the transaction: it writes on its own
 		return "", err
+	}
+	if b.nb != nil {
+		return b.natsReply(ctx, identity, id, payload)
 	}
 	now := b.o.Now().UnixNano()
 	tx, err := b.db.BeginTx(ctx, nil)

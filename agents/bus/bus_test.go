@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/symbi-dev/symbi/internal/store"
@@ -61,9 +62,13 @@ func (r *recorder) events() []Event {
 
 var testKey = bytes.Repeat([]byte{7}, KeySize)
 
+// testEpoch is where the tests' clocks start.
+var testEpoch = time.Unix(1_800_000_000, 0)
+
 type fixture struct {
 	bus   *Bus
-	db    *sql.DB
+	db    *sql.DB    // local
+	nc    *nats.Conn // NATS
 	clock *clock
 	rec   *recorder
 }
@@ -80,7 +85,7 @@ func newFixture(t *testing.T, o Options) *fixture {
 
 func openOn(t *testing.T, db *sql.DB, key []byte, o Options) *fixture {
 	t.Helper()
-	f := &fixture{db: db, clock: &clock{now: time.Unix(1_800_000_000, 0)}, rec: &recorder{}}
+	f := &fixture{db: db, clock: &clock{now: testEpoch}, rec: &recorder{}}
 	o.Now, o.Record = f.clock.Now, f.rec.record
 	b, err := Open(context.Background(), db, key, &o)
 	if err != nil {
@@ -117,8 +122,10 @@ func payloads(msgs []Message) []string {
 	return out
 }
 
-func TestDirectAck(t *testing.T) {
-	f := newFixture(t, Options{})
+func TestDirectAck(t *testing.T) { forTransports(t, testDirectAck) }
+
+func testDirectAck(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{})
 	ctx := context.Background()
 	id := f.send(t, "alice", "bob", "hello")
 	if got := f.receive(t, "alice"); len(got) != 0 {
@@ -144,8 +151,10 @@ func TestDirectAck(t *testing.T) {
 	}
 }
 
-func TestRedeliveryAndDeadLetter(t *testing.T) {
-	f := newFixture(t, Options{Visibility: time.Minute, MaxAttempts: 2})
+func TestRedeliveryAndDeadLetter(t *testing.T) { forTransports(t, testRedeliveryAndDeadLetter) }
+
+func testRedeliveryAndDeadLetter(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{Visibility: time.Minute, MaxAttempts: 2})
 	ctx := context.Background()
 	id := f.send(t, "alice", "bob", "once")
 	for _, step := range []struct {
@@ -182,8 +191,10 @@ func TestRedeliveryAndDeadLetter(t *testing.T) {
 	}
 }
 
-func TestTTL(t *testing.T) {
-	f := newFixture(t, Options{TTL: time.Minute})
+func TestTTL(t *testing.T) { forTransports(t, testTTL) }
+
+func testTTL(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{TTL: time.Minute})
 	id := f.send(t, "alice", "bob", "stale")
 	f.clock.add(time.Minute)
 	if got := f.receive(t, "bob"); len(got) != 0 {
@@ -328,10 +339,12 @@ func TestRestart(t *testing.T) {
 }
 
 // TestWrongMasterKey: with another master key nothing stored under the first opens.
-func TestWrongMasterKey(t *testing.T) {
-	f := newFixture(t, Options{})
+func TestWrongMasterKey(t *testing.T) { forTransports(t, testWrongMasterKey) }
+
+func testWrongMasterKey(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{})
 	f.send(t, "alice", "bob", "hello")
-	other := openOn(t, f.db, bytes.Repeat([]byte{1}, KeySize), Options{})
+	other := f.reopen(t, bytes.Repeat([]byte{1}, KeySize), Options{})
 	if got := other.receive(t, "bob"); len(got) != 0 {
 		t.Fatalf("delivered under another master key: %v", payloads(got))
 	}
@@ -340,8 +353,10 @@ func TestWrongMasterKey(t *testing.T) {
 	}
 }
 
-func TestTopics(t *testing.T) {
-	f := newFixture(t, Options{})
+func TestTopics(t *testing.T) { forTransports(t, testTopics) }
+
+func testTopics(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{})
 	ctx := context.Background()
 	for _, s := range []string{"bob", "carol", "bob"} {
 		if err := f.bus.Subscribe(ctx, s, "news"); err != nil {
@@ -381,8 +396,10 @@ func TestTopics(t *testing.T) {
 	}
 }
 
-func TestRequestReply(t *testing.T) {
-	f := newFixture(t, Options{})
+func TestRequestReply(t *testing.T) { forTransports(t, testRequestReply) }
+
+func testRequestReply(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -415,8 +432,10 @@ func TestRequestReply(t *testing.T) {
 	}
 }
 
-func TestRequestTimeout(t *testing.T) {
-	f := newFixture(t, Options{Poll: time.Millisecond})
+func TestRequestTimeout(t *testing.T) { forTransports(t, testRequestTimeout) }
+
+func testRequestTimeout(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{Poll: time.Millisecond})
 	ctx := context.Background()
 	_, err := f.bus.Request(ctx, "alice", "bob", []byte("anyone?"), 20*time.Millisecond)
 	if !errors.Is(err, ErrTimeout) {
@@ -440,8 +459,10 @@ func TestRequestTimeout(t *testing.T) {
 }
 
 // TestReplyOnlyByRecipient: only the identity a request was sent to may answer it.
-func TestReplyOnlyByRecipient(t *testing.T) {
-	f := newFixture(t, Options{})
+func TestReplyOnlyByRecipient(t *testing.T) { forTransports(t, testReplyOnlyByRecipient) }
+
+func testReplyOnlyByRecipient(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -463,8 +484,10 @@ func TestReplyOnlyByRecipient(t *testing.T) {
 
 // TestReceiveWakes: a waiting Receive returns as soon as a message is sent, not at its
 // next poll.
-func TestReceiveWakes(t *testing.T) {
-	f := newFixture(t, Options{Poll: time.Hour})
+func TestReceiveWakes(t *testing.T) { forTransports(t, testReceiveWakes) }
+
+func testReceiveWakes(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{Poll: time.Hour})
 	got := make(chan []Message, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -482,8 +505,10 @@ func TestReceiveWakes(t *testing.T) {
 	}
 }
 
-func TestCloseEndsWaits(t *testing.T) {
-	f := newFixture(t, Options{Poll: time.Hour})
+func TestCloseEndsWaits(t *testing.T) { forTransports(t, testCloseEndsWaits) }
+
+func testCloseEndsWaits(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{Poll: time.Hour})
 	errc := make(chan error, 1)
 	go func() {
 		_, err := f.bus.Receive(context.Background(), "bob", 10, time.Hour)
@@ -496,8 +521,10 @@ func TestCloseEndsWaits(t *testing.T) {
 	}
 }
 
-func TestInvalid(t *testing.T) {
-	f := newFixture(t, Options{MaxPayload: 8})
+func TestInvalid(t *testing.T) { forTransports(t, testInvalid) }
+
+func testInvalid(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{MaxPayload: 8})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
@@ -524,8 +551,10 @@ func TestInvalid(t *testing.T) {
 
 // TestEventsCarryNoPayload: what the bus reports for the audit trail is metadata and the
 // payload's hash.
-func TestEventsCarryNoPayload(t *testing.T) {
-	f := newFixture(t, Options{})
+func TestEventsCarryNoPayload(t *testing.T) { forTransports(t, testEventsCarryNoPayload) }
+
+func testEventsCarryNoPayload(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{})
 	id := f.send(t, "alice", "bob", "top secret")
 	f.receive(t, "bob")
 	if err := f.bus.Ack(context.Background(), "bob", id); err != nil {

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Which key encrypts a stored message's payload (bus_messages.dek).
@@ -75,8 +77,22 @@ func (b *Bus) dataKeyOf(ctx context.Context, q querier, identity string, kind in
 		return k, nil
 	}
 	var wrapped []byte
-	err := q.QueryRowContext(ctx, qLoadDataKey, identity).Scan(&wrapped)
-	if errors.Is(err, sql.ErrNoRows) && create {
+	var err error
+	if b.nb != nil {
+		var fresh []byte
+		if create {
+			if fresh, err = b.wrapNewDataKey(identity); err != nil {
+				return nil, err
+			}
+		}
+		wrapped, err = getOrCreate(ctx, b.nb.deks, token(identity), fresh)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			err = sql.ErrNoRows
+		}
+	} else {
+		err = q.QueryRowContext(ctx, qLoadDataKey, identity).Scan(&wrapped)
+	}
+	if errors.Is(err, sql.ErrNoRows) && create && b.nb == nil {
 		x, ok := q.(dbtx)
 		if !ok {
 			return nil, fmt.Errorf("create data key of %s: no writer", identity)
@@ -110,7 +126,7 @@ func (b *Bus) dataKeyOf(ctx context.Context, q querier, identity string, kind in
 	// A key read where it may have been created inside a transaction is not cached: the
 	// transaction may yet roll back (reads without create only see committed keys, or
 	// keys their own transaction did not create).
-	if p, ok := q.(prepared); !create || (ok && p.tx == nil) {
+	if p, ok := q.(prepared); !create || b.nb != nil || (ok && p.tx == nil) {
 		b.mu.Lock()
 		b.deks[identity] = k
 		b.mu.Unlock()
@@ -121,15 +137,10 @@ func (b *Bus) dataKeyOf(ctx context.Context, q querier, identity string, kind in
 // newDataKey stores a new wrapped data key for identity, unless another writer got
 // there first, and returns the stored one.
 func (b *Bus) newDataKey(ctx context.Context, x dbtx, identity string) ([]byte, error) {
-	raw := make([]byte, KeySize)
-	nonce := make([]byte, b.aead.NonceSize())
-	if _, err := io.ReadFull(rand.Reader, raw); err != nil {
-		return nil, fmt.Errorf("generate data key of %s: %w", identity, err)
+	wrapped, err := b.wrapNewDataKey(identity)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return nil, fmt.Errorf("generate data key of %s: %w", identity, err)
-	}
-	wrapped := b.aead.Seal(nonce, nonce, raw, dekAAD(identity))
 	if _, err := x.ExecContext(ctx, `INSERT INTO bus_data_keys (identity, wrapped) VALUES (?, ?) ON CONFLICT (identity) DO NOTHING`, identity, wrapped); err != nil {
 		return nil, fmt.Errorf("store data key of %s: %w", identity, err)
 	}
@@ -138,4 +149,17 @@ func (b *Bus) newDataKey(ctx context.Context, x dbtx, identity string) ([]byte, 
 		return nil, fmt.Errorf("store data key of %s: %w", identity, err)
 	}
 	return stored, nil
+}
+
+// wrapNewDataKey makes a data key for identity, wrapped by the master key.
+func (b *Bus) wrapNewDataKey(identity string) ([]byte, error) {
+	raw := make([]byte, KeySize)
+	nonce := make([]byte, b.aead.NonceSize())
+	if _, err := io.ReadFull(rand.Reader, raw); err != nil {
+		return nil, fmt.Errorf("generate data key of %s: %w", identity, err)
+	}
+	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+		return nil, fmt.Errorf("generate data key of %s: %w", identity, err)
+	}
+	return b.aead.Seal(nonce, nonce, raw, dekAAD(identity)), nil
 }

@@ -84,8 +84,10 @@ func TestLimiterSweep(t *testing.T) {
 
 // TestRateLimitedSend: every way of sending spends the sender's tokens; another sender
 // and the recipients are not affected; nothing is stored for a refused message.
-func TestRateLimitedSend(t *testing.T) {
-	f := newFixture(t, Options{Rate: 1, Burst: 2})
+func TestRateLimitedSend(t *testing.T) { forTransports(t, testRateLimitedSend) }
+
+func testRateLimitedSend(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{Rate: 1, Burst: 2})
 	ctx := context.Background()
 	if err := f.bus.Subscribe(ctx, "bob", "news"); err != nil {
 		t.Fatal(err)
@@ -114,8 +116,10 @@ func TestRateLimitedSend(t *testing.T) {
 }
 
 // TestTTLBounds: a sender may choose a TTL up to MaxTTL.
-func TestTTLBounds(t *testing.T) {
-	f := newFixture(t, Options{TTL: time.Minute, MaxTTL: time.Hour})
+func TestTTLBounds(t *testing.T) { forTransports(t, testTTLBounds) }
+
+func testTTLBounds(t *testing.T, tr transport) {
+	f := tr.fixture(t, Options{TTL: time.Minute, MaxTTL: time.Hour})
 	ctx := context.Background()
 	if _, err := f.bus.SendTTL(ctx, "alice", "bob", []byte("x"), 2*time.Hour); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ttl over the maximum = %v, want invalid", err)
