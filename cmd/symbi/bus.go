@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/nats-io/nats.go"
 	"github.com/symbi-dev/symbi/agents/bus"
 	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/gateway"
@@ -52,7 +53,7 @@ func openBus(ctx context.Context, rt *runtime, cfg *config.Config, log *slog.Log
 		return nil, err
 	}
 	c := cfg.Bus
-	return bus.Open(ctx, rt.db, key, &bus.Options{Logger: log, Notify: notify,
+	o := &bus.Options{Logger: log, Notify: notify,
 		Visibility: c.VisibilityTimeout.Duration, MaxAttempts: c.MaxAttempts, TTL: c.DefaultTTL.Duration, MaxTTL: c.MaxTTL.Duration,
 		MaxPayload: int(c.MaxPayload), Rate: c.Rate, Burst: c.Burst,
 		Record: func(ev bus.Event) {
@@ -71,7 +72,68 @@ func openBus(ctx context.Context, rt *runtime, cfg *config.Config, log *slog.Log
 				who = ev.To
 			}
 			record(audit.Event{Type: typeBusMessage, Action: ev.Action, Identity: who, Reason: ev.Reason, Detail: d})
-		}})
+		}}
+	if c.Transport != config.BusNATS {
+		return bus.Open(ctx, rt.db, key, o)
+	}
+	url := c.NATSURL
+	if c.NATSEmbedded != nil {
+		srv, err := bus.StartNATS(cfg.BusNATSListen(), cfg.BusNATSStoreDir(), log)
+		if err != nil {
+			return nil, err
+		}
+		rt.closers = append(rt.closers, func() error { srv.Close(); return nil })
+		url = srv.URL()
+		log.Info("embedded NATS server for the bus", "url", url, "store_dir", cfg.BusNATSStoreDir())
+	}
+	nc, err := connectNATS(ctx, url, c, log)
+	if err != nil {
+		return nil, err
+	}
+	rt.closers = append(rt.closers, func() error { nc.Close(); return nil })
+	return bus.OpenNATS(ctx, bus.NATSOptions{Conn: nc, Prefix: c.NATSPrefix, Replicas: c.NATSReplicas}, key, o)
+}
+
+// natsConnectWait bounds how long symbi waits at start-up for the bus's NATS server.
+const natsConnectWait = 30 * time.Second
+
+// connectNATS connects to the bus's NATS server, waiting for it up to natsConnectWait
+// (another symbi may be starting it); later outages are reconnected without end.
+func connectNATS(ctx context.Context, url string, c config.Bus, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("symbi bus"), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("bus NATS connection lost", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("bus NATS connection restored", "url", nc.ConnectedUrlRedacted()) })}
+	if c.NATSCredentialsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCredentialsFile))
+	}
+	if c.NATSCAFile != "" {
+		opts = append(opts, nats.RootCAs(c.NATSCAFile))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the bus's NATS server: %w", err)
+	}
+	deadline := time.NewTimer(natsConnectWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !nc.IsConnected() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			nc.Close()
+			return nil, fmt.Errorf("connect to the bus's NATS server %s: not reachable after %s", url, natsConnectWait)
+		case <-ctx.Done():
+			nc.Close()
+			return nil, fmt.Errorf("connect to the bus's NATS server: %w", ctx.Err())
+		}
+	}
+	return nc, nil
 }
 
 type busSendIn struct {

@@ -32,6 +32,11 @@ func (c *Config) ResolvePaths(base string) {
 	abs(&c.Audit.Dir)
 	abs(&c.Audit.KeyFile)
 	abs(&c.Bus.KeyFile)
+	abs(&c.Bus.NATSCredentialsFile)
+	abs(&c.Bus.NATSCAFile)
+	if c.Bus.NATSEmbedded != nil {
+		abs(&c.Bus.NATSEmbedded.StoreDir)
+	}
 	abs(&c.AgentsDir)
 	for i := range c.Context.IngestRoots {
 		abs(&c.Context.IngestRoots[i])
