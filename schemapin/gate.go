@@ -79,6 +79,9 @@ type GateOptions struct {
 	Resolver Resolver
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// PinDB keeps the key pins instead of the db given to NewGate: the PostgreSQL
+	// database replicas share (see internal/store.OpenPostgres). The quarantine stays in that db.
+	PinDB *sql.DB
 }
 
 // Gate verifies the tools upstreams list: signatures and key pins, then the rug-pull
@@ -119,7 +122,11 @@ func NewGate(ctx context.Context, db *sql.DB, opts *GateOptions) (*Gate, error) 
 	if o.DiscoveryTTL <= 0 {
 		o.DiscoveryTTL = 5 * time.Minute
 	}
-	pins, err := NewPinStore(ctx, db)
+	pinDB := db
+	if o.PinDB != nil {
+		pinDB = o.PinDB
+	}
+	pins, err := NewPinStore(ctx, pinDB)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/symbi-dev/symbi/internal/store"
 )
 
 // Pin is a key pinned for one tool of one domain.
@@ -22,7 +24,9 @@ type Pin struct {
 // Key returns "tool@domain", the pin's identity.
 func (p Pin) Key() string { return p.ToolID + "@" + p.Domain }
 
-// PinStore keeps trust-on-first-use key pins in symbi's SQLite state.
+// PinStore keeps trust-on-first-use key pins in symbi's state: the SQLite file, or the
+// PostgreSQL database replicas share (then the first replica to pin a key wins, and
+// every replica refuses another key for the tool).
 type PinStore struct {
 	db  *sql.DB
 	now func() time.Time
@@ -39,9 +43,25 @@ const pinSchema = `CREATE TABLE IF NOT EXISTS schemapin_pins (
 	PRIMARY KEY (tool_id, domain)
 )`
 
+// pinSchemaPostgres is pinSchema for PostgreSQL (64-bit milliseconds).
+const pinSchemaPostgres = `CREATE TABLE IF NOT EXISTS schemapin_pins (
+	tool_id        TEXT NOT NULL,
+	domain         TEXT NOT NULL,
+	fingerprint    TEXT NOT NULL,
+	public_key_pem TEXT NOT NULL DEFAULT '',
+	developer_name TEXT NOT NULL DEFAULT '',
+	source         TEXT NOT NULL,
+	pinned_at      BIGINT NOT NULL,
+	PRIMARY KEY (tool_id, domain)
+)`
+
 // NewPinStore creates the pin table on db if needed.
 func NewPinStore(ctx context.Context, db *sql.DB) (*PinStore, error) {
-	if _, err := db.ExecContext(ctx, pinSchema); err != nil {
+	schema := pinSchema
+	if store.IsPostgres(db) {
+		schema = pinSchemaPostgres
+	}
+	if err := store.Migrate(ctx, db, "schemapin_pins", schema); err != nil {
 		return nil, fmt.Errorf("create pin table: %w", err)
 	}
 	return &PinStore{db: db, now: time.Now}, nil
@@ -52,8 +72,8 @@ func (s *PinStore) Get(ctx context.Context, toolID, domain string) (Pin, bool, e
 	var p Pin
 	var at int64
 	err := s.db.QueryRowContext(ctx,
-		`SELECT tool_id, domain, fingerprint, public_key_pem, developer_name, source, pinned_at
-		 FROM schemapin_pins WHERE tool_id = ? AND domain = ?`, toolID, domain).
+		store.Rebind(s.db, `SELECT tool_id, domain, fingerprint, public_key_pem, developer_name, source, pinned_at
+		 FROM schemapin_pins WHERE tool_id = ? AND domain = ?`), toolID, domain).
 		Scan(&p.ToolID, &p.Domain, &p.Fingerprint, &p.PublicKeyPEM, &p.DeveloperName, &p.Source, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Pin{}, false, nil
@@ -74,11 +94,11 @@ func (s *PinStore) Pin(ctx context.Context, p Pin) error {
 		p.Source = "operator"
 	}
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO schemapin_pins (tool_id, domain, fingerprint, public_key_pem, developer_name, source, pinned_at)
+		store.Rebind(s.db, `INSERT INTO schemapin_pins (tool_id, domain, fingerprint, public_key_pem, developer_name, source, pinned_at)
 		 VALUES (?, ?, ?, ?, ?, ?, ?)
 		 ON CONFLICT (tool_id, domain) DO UPDATE SET fingerprint = excluded.fingerprint,
 		   public_key_pem = excluded.public_key_pem, developer_name = excluded.developer_name,
-		   source = excluded.source, pinned_at = excluded.pinned_at`,
+		   source = excluded.source, pinned_at = excluded.pinned_at`),
 		p.ToolID, p.Domain, p.Fingerprint, p.PublicKeyPEM, p.DeveloperName, p.Source, s.now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("pin key %s: %w", p.Key(), err)
@@ -89,8 +109,8 @@ func (s *PinStore) Pin(ctx context.Context, p Pin) error {
 // pinFirst pins p unless tool@domain is pinned already, and returns the pin in force.
 func (s *PinStore) pinFirst(ctx context.Context, p Pin) (Pin, error) {
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO schemapin_pins (tool_id, domain, fingerprint, public_key_pem, developer_name, source, pinned_at)
-		 VALUES (?, ?, ?, ?, ?, 'tofu', ?) ON CONFLICT (tool_id, domain) DO NOTHING`,
+		store.Rebind(s.db, `INSERT INTO schemapin_pins (tool_id, domain, fingerprint, public_key_pem, developer_name, source, pinned_at)
+		 VALUES (?, ?, ?, ?, ?, 'tofu', ?) ON CONFLICT (tool_id, domain) DO NOTHING`),
 		p.ToolID, p.Domain, p.Fingerprint, p.PublicKeyPEM, p.DeveloperName, s.now().UnixMilli())
 	if err != nil {
 		return Pin{}, fmt.Errorf("pin key %s: %w", p.Key(), err)
@@ -108,7 +128,7 @@ func (s *PinStore) pinFirst(ctx context.Context, p Pin) (Pin, error) {
 // Unpin removes the pin for tool@domain; the next verified use pins again. It reports
 // whether a pin existed.
 func (s *PinStore) Unpin(ctx context.Context, toolID, domain string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM schemapin_pins WHERE tool_id = ? AND domain = ?`, toolID, domain)
+	res, err := s.db.ExecContext(ctx, store.Rebind(s.db, `DELETE FROM schemapin_pins WHERE tool_id = ? AND domain = ?`), toolID, domain)
 	if err != nil {
 		return false, fmt.Errorf("unpin key %s@%s: %w", toolID, domain, err)
 	}

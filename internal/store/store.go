@@ -1,4 +1,5 @@
-// Package store opens symbi's embedded SQLite state file. It owns only the connection
+// Package store opens symbi's state: the embedded SQLite file in data_dir, or a PostgreSQL
+// database several replicas share ([OpenPostgres]). It owns only the connection
 // settings (WAL, busy timeout, foreign keys); each domain package creates and migrates
 // its own tables on the *sql.DB it is handed.
 package store
