@@ -1,15 +1,11 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/symbi-dev/symbi/internal/store"
 )
 
 func TestTaskTransition(t *testing.T) {
@@ -195,82 +191,4 @@ func FuzzTaskDeliver(f *testing.F) {
 			t.Fatalf("answered = %v, status %s", answered, r.rec.Status)
 		}
 	})
-}
-
-func TestSQLTaskStore(t *testing.T) {
-	ctx := context.Background()
-	db, err := store.OpenMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st, err := OpenTaskStore(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := OpenTaskStore(ctx, db); err != nil { // migrating twice is fine
-		t.Fatal(err)
-	}
-	now := time.Now().UTC().Truncate(time.Microsecond)
-	recs := []TaskRecord{
-		{ID: "working", Status: TaskWorking, TTL: time.Hour},
-		{ID: "waiting", Status: TaskInputRequired, TTL: time.Hour},
-		{ID: "done", Status: TaskCompleted, TTL: time.Hour, Result: json.RawMessage(`{"content":[]}`)},
-		{ID: "old", Status: TaskCompleted, TTL: time.Minute, Created: now.Add(-time.Hour)},
-	}
-	for i := range recs {
-		r := &recs[i]
-		r.Owner, r.Tool, r.Upstream = "alice", "slow", "jobs"
-		if r.Created.IsZero() {
-			r.Created = now
-		}
-		r.Updated = r.Created
-		if err := st.SaveTask(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, ok, err := st.LoadTask(ctx, "done")
-	if err != nil || !ok {
-		t.Fatalf("load done: %v %v", ok, err)
-	}
-	if got.Owner != "alice" || got.Status != TaskCompleted || string(got.Result) != `{"content":[]}` || !got.Created.Equal(now) || got.TTL != time.Hour {
-		t.Errorf("loaded %+v", got)
-	}
-	// An update keeps the owner and creation time.
-	upd := recs[0]
-	upd.Status, upd.Owner, upd.Updated = TaskInputRequired, "mallory", now.Add(time.Second)
-	if err := st.SaveTask(ctx, &upd); err != nil {
-		t.Fatal(err)
-	}
-	if got, _, _ := st.LoadTask(ctx, "working"); got.Owner != "alice" || got.Status != TaskInputRequired {
-		t.Errorf("after update: %+v", got)
-	}
-
-	// A task of a symbi that still runs on the same state file is left alone.
-	n, err := st.FailUnfinished(ctx, now.Add(time.Second), "symbi stopped", func(int) bool { return true })
-	if err != nil || n != 0 {
-		t.Fatalf("with its symbi alive: failed %d tasks (%v), want 0", n, err)
-	}
-	n, err = st.FailUnfinished(ctx, now.Add(time.Second), "symbi stopped", func(pid int) bool { return pid != os.Getpid() })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != 2 {
-		t.Errorf("failed %d unfinished tasks, want 2", n)
-	}
-	for _, id := range []string{"working", "waiting"} {
-		got, ok, _ := st.LoadTask(ctx, id)
-		if !ok || got.Status != TaskFailed || got.Message != "symbi stopped" || !strings.Contains(string(got.Error), "symbi stopped") {
-			t.Errorf("%s after restart: %+v", id, got)
-		}
-	}
-	if got, _, _ := st.LoadTask(ctx, "done"); got.Status != TaskCompleted {
-		t.Errorf("a finished task must stay as it was: %+v", got)
-	}
-	if _, ok, _ := st.LoadTask(ctx, "old"); ok {
-		t.Error("a task past its TTL must be gone")
-	}
-	if _, ok, err := st.LoadTask(ctx, "nope"); ok || err != nil {
-		t.Errorf("unknown id: %v %v", ok, err)
-	}
 }
