@@ -68,6 +68,22 @@ type PolicyOptions struct {
 	ApprovalTTL time.Duration
 	// Now returns the current time (tests); nil: time.Now.
 	Now func() time.Time
+	// Limiter enforces rate limits when Enforcer is nil; nil: one in memory.
+	Limiter policy.RateLimiter
+	// ApprovalKey MACs approval request states (at least 32 bytes). Replicas sharing
+	// Approvals share it too, so that an approval asked for by one is checked by
+	// another. nil: a random key of this process.
+	ApprovalKey []byte
+	// Approvals records the approvals used, so that each is used once across every symbi
+	// sharing it. nil: remembered in this process.
+	Approvals ApprovalLedger
+}
+
+// ApprovalLedger records approvals as used: the PostgreSQL state replicas share.
+type ApprovalLedger interface {
+	// Spend marks the approval with the nonce used until it expires. It reports false
+	// when the approval was used before (by any symbi sharing the ledger).
+	Spend(ctx context.Context, nonce []byte, expires time.Time) (bool, error)
 }
 
 // policyStep decides every gated request with the policy engine: lists are filtered,
@@ -84,6 +100,7 @@ type policyStep struct {
 	approvalTTL time.Duration
 	spentMu     sync.Mutex
 	spent       map[string]int64 // nonce -> expiry (unix seconds) of approvals already used
+	ledger      ApprovalLedger   // nil: spent
 }
 
 // UsePolicy installs the policy step; call it before Run. It returns the step so tests
@@ -91,16 +108,23 @@ type policyStep struct {
 func (g *Gateway) UsePolicy(o PolicyOptions) {
 	enf := o.Enforcer
 	if enf == nil {
-		enf = &policy.Enforcer{Limiter: policy.NewLimiter(nil)}
+		var lim policy.RateLimiter = policy.NewLimiter(nil)
+		if o.Limiter != nil {
+			lim = o.Limiter
+		}
+		enf = &policy.Enforcer{Limiter: lim}
 	}
 	log := o.Logger
 	if log == nil {
 		log = g.log
 	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
+	key := o.ApprovalKey
+	if len(key) < 32 {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+	}
 	p := &policyStep{g: g, eng: o.Engine, enf: enf, log: log, key: key,
-		now: o.Now, approvalTTL: o.ApprovalTTL, spent: map[string]int64{}}
+		now: o.Now, approvalTTL: o.ApprovalTTL, spent: map[string]int64{}, ledger: o.Approvals}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -561,6 +585,19 @@ func (p *policyStep) checkApproval(r *Request, state string) error {
 	now := p.now()
 	if now.Unix() >= exp {
 		return errors.New("the approval has expired; make the request again to be asked anew")
+	}
+	if p.ledger != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fresh, err := p.ledger.Spend(ctx, nonce, time.Unix(exp, 0))
+		if err != nil {
+			p.log.Error("record approval as used", "err", err)
+			return errors.New("the approval could not be checked; try again later")
+		}
+		if !fresh {
+			return errors.New("this approval was already used; make the request again to be asked anew")
+		}
+		return nil
 	}
 	p.spentMu.Lock()
 	defer p.spentMu.Unlock()

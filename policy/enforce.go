@@ -35,7 +35,7 @@ type Call struct {
 // is the gateway's own (it needs the client session): see [Decision.Find].
 // An Enforcer is safe for concurrent use.
 type Enforcer struct {
-	Limiter *Limiter         // nil: rate_limit conditions refuse (fail closed)
+	Limiter RateLimiter      // nil: rate_limit conditions refuse (fail closed)
 	Scanner *secrets.Scanner // nil: secrets.Default()
 }
 

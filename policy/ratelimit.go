@@ -19,6 +19,15 @@ type LimiterOptions struct {
 
 const limiterShards = 32
 
+// RateLimiter enforces rate_limit conditions: [Limiter] in memory, or a limiter on the
+// state replicas share, so that they enforce one limit together. Allow takes one token
+// from the bucket of key, refilling at perMinute tokens a minute up to burst (burst <= 0
+// means perMinute), and reports whether the call may proceed and, if not, how long until
+// a token is available. A limiter that cannot tell refuses (fails closed).
+type RateLimiter interface {
+	Allow(key string, perMinute, burst int) (bool, time.Duration)
+}
+
 // Limiter is a token-bucket rate limiter keyed by identity and tool, for the rate_limit
 // condition. The rate comes with each call, so a policy reload that changes it takes
 // effect at once. It is safe for concurrent use and needs no background goroutine: memory
