@@ -41,6 +41,7 @@ type Config struct {
 	Context   Context    `toml:"context"`
 	Bus       Bus        `toml:"bus"`
 	OAuth     OAuth      `toml:"oauth"`
+	State     State      `toml:"state"`
 }
 
 // Server configures the listeners and the state directory.
@@ -414,6 +415,12 @@ func (c *Config) resolveEnv(lookup func(string) (string, bool)) []Problem {
 		}
 	}
 	res("context.store", &c.Context.Store)
+	if name, ok := strings.CutPrefix(c.State.Store, "env:"); ok {
+		if v, found := lookup(name); found && v == "" {
+			probs = append(probs, Problem{Key: "state.store", Msg: fmt.Sprintf(`environment variable %s is empty (for the SQLite state write store = "")`, name)})
+		}
+	}
+	res("state.store", &c.State.Store)
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		resMap(fmt.Sprintf("upstreams[%d].env", i), u.Env)
@@ -681,6 +688,7 @@ func (c *Config) validate() []Problem {
 	c.Context.validate(add)
 	c.Bus.validate(add)
 	c.OAuth.validate(add)
+	c.State.validate(add)
 	return probs
 }
 
@@ -750,6 +758,9 @@ func (c *Config) Redacted() *Config {
 	}
 	if cp.Context.Store != "" {
 		cp.Context.Store = "REDACTED" // a database URL may carry a password
+	}
+	if cp.State.Store != "" {
+		cp.State.Store = "REDACTED"
 	}
 	return &cp
 }
