@@ -77,6 +77,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		check("state (SQLite)", err, filepath.Join(cfg.Server.DataDir, store.FileName))
 	}
+	if cfg.State.Shared() {
+		check("shared state (PostgreSQL)", checkSharedState(ctx, cfg.State), "pins, approvals, tasks, rate limits; audit per replica")
+	}
 
 	if cfg.Server.TLSCert != "" {
 		_, err := loadCertificate(cfg.Server.TLSCert, cfg.Server.TLSKey, cfg.Server.TLSClientCA)

@@ -79,8 +79,15 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		return nil, nil, err
 	}
 	rt.closers = append(rt.closers, rt.db.Close)
+	shared, err := openSharedState(ctx, cfg.State, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if shared != nil {
+		rt.closers = append(rt.closers, shared.db.Close)
+	}
 
-	if rt.gate, err = schemapin.NewGate(ctx, rt.db, &schemapin.GateOptions{Logger: log.With("component", "schemapin")}); err != nil {
+	if rt.gate, err = schemapin.NewGate(ctx, rt.db, &schemapin.GateOptions{Logger: log.With("component", "schemapin"), PinDB: shared.pinDB()}); err != nil {
 		return nil, nil, fmt.Errorf("open schemapin state: %w", err)
 	}
 
@@ -209,7 +216,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		}
 		record(audit.Event{Type: typ, Upstream: name, Reason: reason})
 	}
-	if opts.TaskStore, err = openTaskStore(ctx, rt.db, log); err != nil {
+	if opts.TaskStore, err = openTaskStore(ctx, shared.or(rt.db), log); err != nil {
 		return nil, nil, err
 	}
 	opts.TaskTTL = cfg.Scheduler.TaskTTL.Duration
@@ -223,7 +230,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	}
 	gw.UseAudit(gateway.AuditOptions{Log: rt.audit, FullArguments: cfg.Audit.FullArguments,
 		ContinueOnFailure: cfg.Audit.OnFailure == "continue"})
-	gw.UsePolicy(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")})
+	gw.UsePolicy(shared.policyOptions(gateway.PolicyOptions{Engine: rt.policy, Logger: log.With("component", "policy")}))
 	registerPolicyCacheMetrics(gw.Metrics().Registry, rt.policy)
 	if rt.httpSink != nil {
 		registerHTTPSinkMetrics(gw.Metrics().Registry, rt.httpSink)
