@@ -159,12 +159,12 @@ func TestReplicasSharePostgres(t *testing.T) {
 
 	// A task created on replica 1 is read on replica 2, by its owner only.
 	id := startTask(t, s1, 1)
-	if _, e := getTask(t, s2, tasksBob, id); e == nil {
-		t.Errorf("bob read alice's task %s on replica 2", id)
+	if _, e := getTask(t, s2, tasksBob, id); e == nil || e.Code != -32602 {
+		t.Errorf("bob's tasks/get of alice's task %s on replica 2: %+v, want unknown (-32602)", id, e)
 	}
 	final := pollTask(t, s2, id)
-	if final["status"] != "completed" {
-		t.Errorf("alice's task read on replica 2: %v, want completed", final)
+	if result, _ := final["result"].(map[string]any); final["status"] != "completed" || !strings.Contains(fmt.Sprint(result["content"]), "computed e2e after 1s") {
+		t.Errorf("alice's task read on replica 2: %v, want completed with its result", final)
 	}
 
 	// An approval asked on replica 1 can be answered on replica 2 (one key) ...
