@@ -6,7 +6,7 @@
 # setup installs what the tests need on a fresh Debian 12 machine: Docker (runc) and
 # gVisor (runsc) from Debian, started and registered (.ci/docker.sh, needs root), and
 # Node 22 plus the pinned npm peers into test/.cache/node (.ci/node.sh), PostgreSQL 15
-# with pgvector built from source (.ci/postgres.sh). Nothing is
+# with pgvector built from source (.ci/postgres.sh), Debian's Chromium (.ci/chromium.sh). Nothing is
 # skipped silently: without Docker or Node the stages that need them fail, and so do tests
 # that need the reference fixtures in ../shared (SYMBI_REQUIRE_NODE, SYMBI_REQUIRE_SHARED).
 set -euo pipefail
@@ -22,6 +22,9 @@ export SYMBI_NODE_CACHE=${SYMBI_NODE_CACHE:-$root/test/.cache/node}
 # The rag store suite runs on a real PostgreSQL (a throwaway cluster the tests start):
 # without it, those tests fail rather than skip.
 export SYMBI_REQUIRE_POSTGRES=${SYMBI_REQUIRE_POSTGRES:-1}
+# The web console's browser test drives Debian's Chromium (.ci/chromium.sh): without it,
+# it fails rather than skips.
+export SYMBI_REQUIRE_CHROMIUM=${SYMBI_REQUIRE_CHROMIUM:-1}
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -38,6 +41,13 @@ stage_setup() {
 		sh .ci/postgres.sh
 	elif ! ls /usr/share/postgresql/*/extension/vector.control >/dev/null 2>&1; then
 		echo "PostgreSQL with pgvector is not installed and this is not root: see .ci/postgres.sh" >&2
+		exit 1
+	fi
+	log "setup: Chromium (the web console's browser test)"
+	if [ "$(id -u)" = 0 ]; then
+		sh .ci/chromium.sh
+	elif ! command -v chromium >/dev/null 2>&1; then
+		echo "Chromium is not installed and this is not root: see .ci/chromium.sh" >&2
 		exit 1
 	fi
 	log "setup: Node 22 and the npm peers"

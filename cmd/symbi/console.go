@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 
 	"github.com/symbi-dev/symbi/agents"
 	"github.com/symbi-dev/symbi/gateway"
+	"github.com/symbi-dev/symbi/internal/config"
 	"github.com/symbi-dev/symbi/internal/console"
 )
 
@@ -62,4 +65,35 @@ func consoleUpstreams(gw *gateway.Gateway) []console.Upstream {
 		out = append(out, console.Upstream{UpstreamStatus: st, Verification: verif[st.Name]})
 	}
 	return out
+}
+
+// consoleDoctor describes the web console of cfg for `symbi doctor`: where it is, how a
+// browser signs in, and a warning when sign-in would travel in clear.
+func consoleDoctor(cfg *config.Config) (detail, warning string) {
+	scheme := "http"
+	if cfg.Server.TLSCert != "" {
+		scheme = "https"
+	}
+	var how []string
+	if len(cfg.Server.Tokens) > 0 {
+		how = append(how, "a [[server.tokens]] token")
+	}
+	if cfg.OAuth.Enabled() {
+		how = append(how, "an OAuth access token")
+	}
+	if cfg.Server.TLSClientCA != "" {
+		how = append(how, "a client certificate")
+	}
+	signIn := "no tokens: local browsers only, no sign-in"
+	if len(how) > 0 {
+		signIn = "sign in with " + strings.Join(how, " or ")
+	}
+	detail = fmt.Sprintf("%s://%s/ui/ (symbi serve; %s; policy actions console/view, tools/approve, tools/reject)", scheme, dialable(cfg.Server.Listen), signIn)
+	host, _, err := net.SplitHostPort(cfg.Server.Listen)
+	ip := net.ParseIP(host)
+	loopback := err == nil && (host == "localhost" || (ip != nil && ip.IsLoopback()))
+	if scheme == "http" && !loopback {
+		warning = "plain HTTP on a non-loopback address: the console's sign-in token and session cookie travel in clear (set server.tls_cert or terminate TLS in front)"
+	}
+	return detail, warning
 }

@@ -108,6 +108,11 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 	cat, err := catalog.Load()
 	check("server catalog", err, fmt.Sprintf("%d well-known servers built in: symbi add --list, symbi add NAME", len(cat)))
+	cd, cw := consoleDoctor(cfg)
+	fmt.Fprintf(stdout, "info %-28s %s\n", "web console", cd)
+	if cw != "" {
+		fmt.Fprintf(stdout, "WARN %-28s %s\n", "web console", cw)
+	}
 	for _, in := range instances(cfg.Server.DataDir) {
 		fmt.Fprintf(stdout, "info %-28s pid %d, config %s (symbi ls, symbi logs NAME)\n", "running symbi "+in.Mode, in.PID, in.Config)
 	}

@@ -16,7 +16,7 @@ func TestDoctor(t *testing.T) {
 		code     int
 		want     []string
 	}{
-		{"defaults", "", 0, []string{"ok   policy compiles", "decisions cached by input.", "all checks passed"}},
+		{"defaults", "", 0, []string{"ok   policy compiles", "decisions cached by input.", "info web console", "/ui/ (symbi serve; no tokens: local browsers only", "all checks passed"}},
 		{"missing command", "[[upstreams]]\nname = \"gone\"\ncommand = [\"/nonexistent/mcp-server\"]\n", 1,
 			[]string{"FAIL upstream gone", "risk assessment: docker", "tier none runs the server as a host process"}},
 		// doctor starts the upstream and shows why it failed in the server's own words.
