@@ -139,6 +139,37 @@ func TestReplicasSharePostgres(t *testing.T) {
 		}
 		return false
 	})
+	// The pins are in PostgreSQL, not in either data_dir; the CLI reads them with --state.
+	pinsIn := func(args ...string) map[string]string {
+		out, stderr, code := runCLI(t, append([]string{"schemapin", "pins", "list", "--json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("pins list %v: exit %d\n%s", args, code, stderr)
+		}
+		var list []struct {
+			ToolID      string `json:"tool_id"`
+			Domain      string `json:"domain"`
+			Fingerprint string `json:"fingerprint"`
+		}
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatalf("pins list %v: %v: %s", args, err, out)
+		}
+		m := map[string]string{}
+		for _, p := range list {
+			m[p.ToolID+"@"+p.Domain] = p.Fingerprint
+		}
+		return m
+	}
+	if got := pinsIn("--state", pg)["echo@example.test"]; got != pinned {
+		t.Errorf("shared pin of echo@example.test = %q, want %q (replica 1's key)", got, pinned)
+	}
+	for i, cfg := range []string{cfg1, cfg2} {
+		if got := pinsIn("--data-dir", dataDirOf(cfg)); len(got) != 0 {
+			t.Errorf("replica %d keeps pins in its data_dir: %v", i+1, got)
+		}
+	}
+	if _, stderr, code := runCLI(t, "schemapin", "pins", "list", "--state", "mysql://u:s3cret@h/db"); code != 2 || strings.Contains(stderr, "s3cret") {
+		t.Errorf("pins list with a non-PostgreSQL --state: exit %d, %q", code, stderr)
+	}
 	if st := toolStatuses(t, a1)["sig__echo"]; st.Verification.Status != "verified" || st.Verification.Fingerprint != pinned {
 		t.Errorf("replica 1 after replica 2 started: sig__echo = %+v, want verified with %s", st.Verification, pinned)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -454,12 +455,15 @@ type spList []string
 func (l *spList) String() string     { return strings.Join(*l, ",") }
 func (l *spList) Set(s string) error { *l = append(*l, s); return nil }
 
-const pinsUsage = `usage: symbi schemapin pins <command> --data-dir DIR ...
+const pinsUsage = `usage: symbi schemapin pins <command> (--data-dir DIR | --state URL) ...
 
 commands:
   list  --data-dir DIR [--json]
   pin   --data-dir DIR --tool T --domain D (--key PUB | --fingerprint sha256:...)
   unpin --data-dir DIR --tool T --domain D
+
+--state postgres://... (or env:NAME) works on the pins replicas share ([state] store)
+instead of those in DIR.
 `
 
 func schemapinPins(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -474,6 +478,7 @@ func schemapinPins(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fs := spFlags("schemapin pins "+cmd, stderr)
 	dataDir := fs.String("data-dir", "./symbi-data", "symbi data directory")
+	state := fs.String("state", "", "the shared state ([state] store): a postgres:// URL or env:NAME")
 	tool := fs.String("tool", "", "tool id (the tool's name as its upstream lists it)")
 	domain := fs.String("domain", "", "domain (or the upstream's name when it has no domain)")
 	keyPath := fs.String("key", "", "public key PEM to pin")
@@ -515,7 +520,17 @@ func schemapinPins(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return spUsageErr(stderr, fs, "--fingerprint must be sha256: and 64 hex digits")
 		}
 	}
-	db, err := store.Open(filepath.Join(*dataDir, store.FileName))
+	var db *sql.DB
+	var err error
+	if *state != "" {
+		u, rerr := resolveStateURL(*state)
+		if rerr != nil {
+			return spUsageErr(stderr, fs, "--state: %v", rerr)
+		}
+		db, err = store.OpenPostgres(ctx, u)
+	} else {
+		db, err = store.Open(filepath.Join(*dataDir, store.FileName))
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "symbi schemapin pins:", err)
 		return 2

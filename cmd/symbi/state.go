@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/internal/config"
@@ -81,4 +83,23 @@ func checkSharedState(ctx context.Context, cfg config.State) error {
 		return fmt.Errorf("shared state: %w", err)
 	}
 	return nil
+}
+
+// resolveStateURL resolves a --state flag: a postgres:// URL, or env:NAME naming a
+// variable that holds one. Errors never show the URL (it may carry a password).
+func resolveStateURL(v string) (string, error) {
+	if name, ok := strings.CutPrefix(v, "env:"); ok {
+		val, found := os.LookupEnv(name)
+		if !found || val == "" {
+			return "", fmt.Errorf("environment variable %s is not set or empty", name)
+		}
+		v = val
+	}
+	st := config.State{Store: v}
+	var probs []string
+	st.Validate(func(key, format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) })
+	if len(probs) > 0 {
+		return "", fmt.Errorf("%s", strings.Join(probs, "; "))
+	}
+	return v, nil
 }

@@ -688,7 +688,7 @@ func (c *Config) validate() []Problem {
 	c.Context.validate(add)
 	c.Bus.validate(add)
 	c.OAuth.validate(add)
-	c.State.validate(add)
+	c.State.Validate(add)
 	return probs
 }
 

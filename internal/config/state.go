@@ -18,7 +18,8 @@ type State struct {
 // Shared reports whether the state is in PostgreSQL, shared by replicas.
 func (s *State) Shared() bool { return s.Store != "" }
 
-func (s *State) validate(add func(key, format string, args ...any)) {
+// Validate reports the problems of s (a resolved store) to add.
+func (s *State) Validate(add func(key, format string, args ...any)) {
 	if s.Store == "" {
 		return
 	}
