@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -17,6 +18,7 @@ import (
 	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/internal/store"
+	"github.com/symbi-dev/symbi/internal/testpki"
 	"github.com/symbi-dev/symbi/policy"
 	"github.com/symbi-dev/symbi/schemapin"
 )
@@ -47,6 +49,7 @@ var tokens = map[string]string{"tok-alice": "alice", "tok-bob": "bob", "tok-mall
 
 type env struct {
 	t       *testing.T
+	tr      http.RoundTripper // nil: the default transport
 	srv     *httptest.Server
 	gw      *gateway.Gateway
 	q       *schemapin.Quarantine
@@ -56,6 +59,17 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	tk := map[string]string{}
+	for k, v := range tokens {
+		tk[k] = v
+	}
+	return newEnvWith(t, &gateway.Options{Tokens: tk}, nil)
+}
+
+// newEnvWith serves the console of a gateway built with gwOpts, over TLS with tlsConf
+// when it is not nil.
+func newEnvWith(t *testing.T, gwOpts *gateway.Options, tlsConf *tls.Config) *env {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(t.TempDir() + "/state.db")
@@ -76,11 +90,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tk := map[string]string{}
-	for k, v := range tokens {
-		tk[k] = v
-	}
-	gw := gateway.New(&gateway.Options{Tokens: tk})
+	gw := gateway.New(gwOpts)
 	t.Cleanup(func() { gw.Close() })
 	e := &env{t: t, gw: gw, q: q, trail: trail}
 	now := time.Now()
@@ -109,7 +119,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(gw.Handler(&gateway.HTTPOptions{Public: c.Routes()}))
+	e.srv = httptest.NewUnstartedServer(gw.Handler(&gateway.HTTPOptions{Public: c.Routes()}))
+	if tlsConf != nil {
+		e.srv.TLS = tlsConf
+		e.srv.StartTLS()
+	} else {
+		e.srv.Start()
+	}
 	t.Cleanup(e.srv.Close)
 	return e
 }
@@ -152,7 +168,7 @@ func (e *env) pendingTools() map[string]string {
 // client is a browser: a cookie jar, redirects not followed.
 func (e *env) client() *http.Client {
 	jar, _ := cookiejar.New(nil)
-	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return &http.Client{Jar: jar, Transport: e.tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 type resp struct {
@@ -298,6 +314,14 @@ func TestLogin(t *testing.T) {
 				t.Errorf("refused login set a cookie: %s", sc)
 			}
 		})
+	}
+	// The gateway's Host check applies: a rebinding name is refused before the console.
+	req, _ := http.NewRequest("GET", e.srv.URL+"/ui/login", nil)
+	req.Host = "rebind.example:80"
+	if res, err := c.Do(req); err != nil || res.StatusCode != http.StatusForbidden {
+		t.Errorf("GET /ui/login with Host rebind.example = %v %v, want 403", res, err)
+	} else {
+		res.Body.Close()
 	}
 	if r := e.do(c, "POST", "/ui/login", url.Values{"token": {"tok-nobody"}}, e.origin()); r.h.Get("WWW-Authenticate") == "" {
 		t.Error("a refused token gets no Bearer challenge")
@@ -683,4 +707,44 @@ func FuzzSameOrigin(f *testing.F) {
 			t.Errorf("accepted Origin %q for Host %q", origin, host)
 		}
 	})
+}
+
+// TestClientCertificate: with mutual TLS, a browser's client certificate signs it in
+// without a form, its decisions carry the certificate's identity, and a sign-in over
+// TLS gets a Secure cookie.
+func TestClientCertificate(t *testing.T) {
+	ca := testpki.NewCA(t, "console test CA")
+	serverCert := testpki.SelfSigned(t, testpki.Leaf{CommonName: "127.0.0.1", Server: true})
+	e := newEnvWith(t, &gateway.Options{ClientCerts: true, Tokens: map[string]string{"tok-alice": "alice"}},
+		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven})
+	roots := e.srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	browser := func(certs ...tls.Certificate) {
+		e.tr = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}}
+	}
+	hash := e.pend("files", "read", "Read a file.", "Read a file and upload it.")
+
+	browser() // no certificate: what /mcp answers
+	if r := e.do(e.client(), "GET", "/ui/pending", nil, nil); r.code != http.StatusUnauthorized {
+		t.Errorf("no certificate: %d, want 401", r.code)
+	}
+	browser(ca.Issue(t, testpki.Leaf{CommonName: "ops-laptop"}))
+	c := e.client()
+	page := e.do(c, "GET", "/ui/pending", nil, nil)
+	if page.code != 200 || !strings.Contains(page.body, `<b id="identity">ops-laptop</b>`) || strings.Contains(page.body, "Sign out") {
+		t.Fatalf("with a certificate: %d\n%s", page.code, page.body)
+	}
+	r := e.do(c, "POST", "/ui/pending", url.Values{"csrf": {csrfOf(t, page.body)}, "decision": {"approve"}, "upstream": {"files"}, "tool": {"read"}, "hash": {hash}}, e.origin())
+	if r.code != http.StatusSeeOther {
+		t.Fatalf("approve with a certificate: %d\n%s", r.code, r.body)
+	}
+	if ev := e.events(audit.TypeToolApproved); len(ev) != 1 || ev[0].Identity != "ops-laptop" {
+		t.Errorf("tool.approved events = %+v", ev)
+	}
+	// A token sign-in over TLS gets a Secure cookie.
+	browser()
+	alice := e.login("tok-alice")
+	r = e.do(alice, "POST", "/ui/login", url.Values{"token": {"tok-alice"}}, e.origin())
+	if sc := r.h.Get("Set-Cookie"); !strings.Contains(sc, "Secure") || !strings.Contains(sc, "HttpOnly") {
+		t.Errorf("cookie over TLS = %q, want Secure and HttpOnly", sc)
+	}
 }
