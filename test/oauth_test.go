@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -167,6 +170,38 @@ dir = %q
 			}
 		})
 	}
+
+	t.Run("web console sign-in with an access token", func(t *testing.T) {
+		jar, _ := cookiejar.New(nil)
+		browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		login := func(tok string) *http.Response {
+			req, _ := http.NewRequest(http.MethodPost, base+"/ui/login", strings.NewReader(url.Values{"token": {tok}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", base)
+			res, err := browser.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			return res
+		}
+		// Refused as /mcp refuses it: a token without the required scope.
+		if res := login(token("role:admin")); res.StatusCode != 403 || !strings.Contains(res.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+			t.Errorf("sign-in without scope mcp: %d %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
+		}
+		if res := login(token("mcp", "role:admin")); res.StatusCode != http.StatusSeeOther {
+			t.Fatalf("sign-in with an access token: %d", res.StatusCode)
+		}
+		res, err := browser.Get(base + "/ui/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.Contains(string(page), `<b id="identity">`) || !strings.Contains(string(page), `<td>mg</td>`) {
+			t.Errorf("console with an access token: %d\n%s", res.StatusCode, page)
+		}
+	})
 
 	t.Run("doctor", func(t *testing.T) {
 		out, err := exec.Command(symbiBin(t), "doctor", "--config", path).CombinedOutput()
