@@ -90,6 +90,7 @@ type benchSetup struct {
 	policy    bool
 	audit     bool
 	transport string // "inmem" or "http"
+	sdkPath   bool   // tools/call through the go-sdk client (Options.NoFastPath)
 }
 
 // connector opens client sessions to one configuration; its cleanup is registered on b.
@@ -110,6 +111,7 @@ func newConnector(b *testing.B, s benchSetup) *connector {
 		g := gateway.New(&gateway.Options{
 			Upstreams:   []gateway.UpstreamConfig{{Name: "up", Prefix: "up", Launch: pipeLauncher}},
 			InitialWait: 10 * time.Second,
+			NoFastPath:  s.sdkPath,
 		})
 		if s.policy {
 			g.UsePolicy(gateway.PolicyOptions{Engine: policy.Default()})
@@ -198,6 +200,7 @@ var benchSetups = []benchSetup{
 	{name: "direct/http", transport: "http"},
 	{name: "gateway/http", gateway: true, transport: "http"},
 	{name: "gateway+policy+audit/http", gateway: true, policy: true, audit: true, transport: "http"},
+	{name: "gateway+policy+audit+sdkpath/http", gateway: true, policy: true, audit: true, transport: "http", sdkPath: true},
 }
 
 var benchProtocols = []string{"2025-11-25", "2026-07-28"}

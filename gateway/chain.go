@@ -197,6 +197,9 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 				if ctx, err = g.taskCall(ctx, r); err != nil { // tasks.go
 					return nil, err
 				}
+				if res, ok, err := g.fastToolCall(ctx, r, p); ok { // fastcall.go
+					return res, err
+				}
 			}
 			res, err := next(context.WithValue(ctx, requestKey{}, r), method, req)
 			var tc *taskCreated
@@ -343,7 +346,7 @@ func (g *Gateway) observe(ctx context.Context, r *Request, next Handler) (mcp.Re
 		}
 		g.metrics.errors.WithLabelValues(r.Method, r.Upstream, tool, kind).Inc()
 	case r.Method == "tools/call":
-		if ctr, ok := res.(*mcp.CallToolResult); ok && ctr.IsError {
+		if toolResultIsError(res) {
 			g.metrics.errors.WithLabelValues(r.Method, r.Upstream, tool, "tool").Inc()
 		}
 	}

@@ -37,7 +37,11 @@ type Options struct {
 
 	Upstreams []UpstreamConfig
 	Logger    *slog.Logger // nil: discard
-	Metrics   *Metrics     // nil: a new registry
+
+	// NoFastPath sends every tools/call through the go-sdk client (the fast path is in
+	// fastcall.go); for comparisons and tests.
+	NoFastPath bool
+	Metrics    *Metrics // nil: a new registry
 
 	// Steps run, in order, on every request after identity and metrics; they are
 	// the extension point for verification, policy and audit.
@@ -166,6 +170,8 @@ type Gateway struct {
 	metrics *Metrics
 	server  *mcp.Server
 	started time.Time
+	// fastCalls counts the tools/calls served on the fast path (fastcall.go).
+	fastCalls atomic.Uint64
 
 	// ups is the set of upstreams, replaced whole (copy-on-write) by UpdateUpstreams, so
 	// readers take a snapshot without locking; upMu serialises the changes and guards

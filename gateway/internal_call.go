@@ -54,6 +54,11 @@ func (g *Gateway) CallTool(ctx context.Context, identity Identity, name string, 
 	if err != nil {
 		return nil, internalError(err)
 	}
+	if raw, ok := res.(*rawCallResult); ok { // the fast path's (fastcall.go)
+		if res, err = raw.decoded(); err != nil {
+			return nil, &Error{Kind: Internal, Public: "tool call returned no result", Err: err}
+		}
+	}
 	ctr, ok := res.(*mcp.CallToolResult)
 	if !ok || ctr == nil {
 		return nil, &Error{Kind: Internal, Public: "tool call returned no result", Err: fmt.Errorf("call %s: result %T", name, res)}

@@ -121,6 +121,7 @@ func (t *listTap) received(msg jsonrpc.Message) {
 type tapTransport struct {
 	inner mcp.Transport
 	tap   *listTap
+	raw   *rawCaller // nil, or the fast path's caller on this connection (fastcall.go)
 }
 
 func (t tapTransport) Connect(ctx context.Context) (mcp.Connection, error) {
@@ -128,20 +129,30 @@ func (t tapTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tapConn{Connection: c, tap: t.tap}, nil
+	return &tapConn{Connection: c, tap: t.tap, raw: t.raw}, nil
 }
 
 type tapConn struct {
 	mcp.Connection
 	tap *listTap
+	raw *rawCaller
 }
 
 func (c *tapConn) Read(ctx context.Context) (jsonrpc.Message, error) {
-	msg, err := c.Connection.Read(ctx)
-	if err == nil {
+	for {
+		msg, err := c.Connection.Read(ctx)
+		if err != nil {
+			if c.raw != nil {
+				c.raw.fail(err) // nothing reads the connection any more
+			}
+			return msg, err
+		}
+		if resp, ok := msg.(*jsonrpc.Response); ok && c.raw != nil && c.raw.deliver(resp) {
+			continue // the answer to a fast-path call: not the SDK's
+		}
 		c.tap.received(msg)
+		return msg, nil
 	}
-	return msg, err
 }
 
 func (c *tapConn) Write(ctx context.Context, msg jsonrpc.Message) error {

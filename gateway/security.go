@@ -398,6 +398,21 @@ func (p *policyStep) setArguments(r *Request, args map[string]any) error {
 func (p *policyStep) afterResult(d policy.Decision, r *Request, res mcp.Result) (mcp.Result, error) {
 	var out mcp.Result
 	switch x := res.(type) {
+	case *rawCallResult:
+		// Scanned as the SDK's type would be: its decoded form is what the conditions
+		// see, and an unchanged result stays raw.
+		dec, err := x.decoded()
+		if err != nil {
+			return nil, &Error{Kind: Internal, Public: "could not enforce the policy's conditions", Err: err}
+		}
+		red, err := p.afterResult(d, r, dec)
+		if err != nil || red == mcp.Result(dec) {
+			if err == nil {
+				return res, nil
+			}
+			return red, err
+		}
+		return red, nil
 	case *mcp.CallToolResult:
 		if x == nil || x.NeedsInput() || len(x.InputRequests) > 0 {
 			return res, nil
@@ -778,7 +793,7 @@ func outcomeOf(res mcp.Result, err error) audit.Outcome {
 		}
 		return audit.OutcomeError
 	}
-	if ctr, ok := res.(*mcp.CallToolResult); ok && ctr != nil && ctr.IsError {
+	if toolResultIsError(res) {
 		return audit.OutcomeError
 	}
 	return audit.OutcomeOK

@@ -114,6 +114,8 @@ type conn struct {
 	protocol string
 	server   string
 	changed  chan struct{} // closed and replaced whenever the state is set
+	raw      *rawCaller    // a stdio session's fast path (fastcall.go), for rawCS
+	rawCS    *mcp.ClientSession
 
 	// in-flight client requests, for routing what the upstream starts.
 	callSeq  atomic.Uint64
@@ -530,6 +532,7 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 		transport mcp.Transport
 		proc      Process
 		tap       = &listTap{} // keeps the raw bytes of tool listings (rawlist.go)
+		raw       *rawCaller
 	)
 	switch {
 	case u.cfg.Launch != nil:
@@ -552,7 +555,8 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 				u.g.metrics.badFrames.WithLabelValues("upstream:"+u.cfg.Name, reason).Inc()
 			},
 		})
-		transport = tapTransport{inner: frameTransport{fc}, tap: tap}
+		raw = newRawCaller(fc)
+		transport = tapTransport{inner: frameTransport{fc}, tap: tap, raw: raw}
 	case u.cfg.SSE:
 		transport = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.httpClient(tap)}
 	default:
@@ -574,6 +578,11 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 			err = withStderr(err, stderrOf(proc))
 		}
 		return nil, nil, err
+	}
+	if raw != nil {
+		c.mu.Lock()
+		c.raw, c.rawCS = raw, cs
+		c.mu.Unlock()
 	}
 	return cs, proc, nil
 }
