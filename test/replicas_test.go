@@ -213,6 +213,11 @@ func TestReplicasSharePostgres(t *testing.T) {
 	res, err = answerApproval(a2, "two", state)
 	wantRefused(t, "approval used on 1, replayed on 2", res, err, "already used")
 
+	// symbi doctor reaches the shared state.
+	if out, stderr, _ := runCLI(t, "doctor", "--config", cfg2); !strings.Contains(out, "ok   shared state (PostgreSQL)") {
+		t.Errorf("doctor does not report the shared state as ok:\n%s%s", out, stderr)
+	}
+
 	// Each replica keeps its own audit trail, and each verifies.
 	for i, cfg := range []string{cfg1, cfg2} {
 		auditDir := filepath.Join(dataDirOf(cfg), "audit")

@@ -35,6 +35,9 @@ func TestDoctor(t *testing.T) {
 			[]string{"upstreams[0].sandbox.mounts[0]", "inside DATA"}},
 		{"unknown unsafe refused", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"docker\", image = \"x\", unsafe = [\"all\"] }\n", 1,
 			[]string{"upstreams[0].sandbox.unsafe[0]"}},
+		// The shared state is checked by connecting; the URL's password is never shown.
+		{"shared state unreachable", "[state]\nstore = \"postgres://symbi:s3cret-pw@127.0.0.1:1/symbi?connect_timeout=2\"\n", 1,
+			[]string{"FAIL shared state (PostgreSQL)"}},
 		{"opt-in shown", "[[upstreams]]\nname = \"web\"\ncommand = [\"/bin/true\"]\nsandbox = { tier = \"docker\", image = \"x\", network = \"host\", unsafe = [\"host_network\"] }\n", -1,
 			[]string{"WARN upstream web", `unsafe "host_network"`}},
 	} {
@@ -59,6 +62,9 @@ func TestDoctor(t *testing.T) {
 				if !strings.Contains(out.String(), w) {
 					t.Errorf("output lacks %q:\n%s", w, out.String())
 				}
+			}
+			if strings.Contains(out.String()+errb.String(), "s3cret-pw") {
+				t.Errorf("output shows a password:\n%s%s", out.String(), errb.String())
 			}
 		})
 	}
