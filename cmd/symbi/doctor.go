@@ -113,6 +113,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if cw != "" {
 		fmt.Fprintf(stdout, "WARN %-28s %s\n", "web console", cw)
 	}
+	reportEnvironment(ctx, stdout, envProbe{getenv: os.Getenv}.detect(), needsSandbox(cfg))
 	for _, in := range instances(cfg.Server.DataDir) {
 		fmt.Fprintf(stdout, "info %-28s pid %d, config %s (symbi ls, symbi logs NAME)\n", "running symbi "+in.Mode, in.PID, in.Config)
 	}
