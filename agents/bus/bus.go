@@ -47,7 +47,7 @@ type Options struct {
 	MaxAttempts int                   // deliveries before a message is dead-lettered; 0: 5
 	TTL         time.Duration         // a message's lifetime; 0: 24h
 	MaxPayload  int                   // bytes; 0: 1 MiB
-	Poll        time.Duration         // how often a waiting Receive or Request rereads the state (other processes may write it); 0: 200ms
+	Poll        time.Duration         // how often a waiting Receive or Request rereads the state (other processes may write it); 0: 200ms (1s on NATS)
 	Record      func(Event)           // every message's metadata, for the audit trail; nil: none
 	Notify      func(identity string) // called once a message for identity is committed (it must not block); nil: none
 	MaxTTL      time.Duration         // the longest TTL a sender may ask for (SendOptions.TTL); 0: 7 days

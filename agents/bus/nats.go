@@ -34,6 +34,10 @@ import (
 // <prefix lowercased>.wake.<identity> to every process, which wakes its waiting
 // receivers and tells Options.Notify.
 
+// natsPoll is how often a waiting Receive or Request rereads its queue on NATS unless
+// Options.Poll says otherwise.
+const natsPoll = time.Second
+
 // NATSOptions selects the NATS transport for OpenNATS.
 type NATSOptions struct {
 	// Conn is the connection to the NATS server or cluster (JetStream enabled). The bus
@@ -74,6 +78,11 @@ func OpenNATS(ctx context.Context, no NATSOptions, key []byte, opts *Options) (*
 	b, err := newBus(key, opts)
 	if err != nil {
 		return nil, err
+	}
+	if opts == nil || opts.Poll <= 0 {
+		// A poll lists the queue through a JetStream watcher (milliseconds of CPU), and
+		// arrivals wake receivers at once: poll less often than on the state database.
+		b.o.Poll = natsPoll
 	}
 	js, err := jetstream.New(no.Conn)
 	if err != nil {

@@ -227,3 +227,107 @@ func TestOpenNATSInvalid(t *testing.T) {
 		t.Error("bad listen address accepted")
 	}
 }
+
+// TestNATSTamperedElsewhere: what a NATS user could change besides a message's fields:
+// a valid message moved under another recipient's key, the sender's public key, the
+// recipient's data key. Each makes the message fail verification in a fresh process.
+func TestNATSTamperedElsewhere(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		recipient string // whose queue the message ends up in
+		change    func(t *testing.T, js jetstream.JetStream, id string)
+	}{
+		{"moved to another recipient", "carol", func(t *testing.T, js jetstream.JetStream, id string) {
+			kv := kvBucket(t, js, "MSGS")
+			e, err := kv.Get(context.Background(), msgKey("bob", id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(context.Background(), msgKey("carol", id), e.Value()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"moved with its recipient changed", "carol", func(t *testing.T, js jetstream.JetStream, id string) {
+			kv := kvBucket(t, js, "MSGS")
+			e, err := kv.Get(context.Background(), msgKey("bob", id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r map[string]any
+			if err := json.Unmarshal(e.Value(), &r); err != nil {
+				t.Fatal(err)
+			}
+			r["to"] = "carol"
+			v, _ := json.Marshal(r)
+			if _, err := kv.Put(context.Background(), msgKey("carol", id), v); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"sender's public key", "bob", func(t *testing.T, js jetstream.JetStream, _ string) {
+			kv := kvBucket(t, js, "KEYS")
+			e, err := kv.Get(context.Background(), token("alice"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := append([]byte{}, e.Value()...)
+			v[0] ^= 1
+			if _, err := kv.Put(context.Background(), token("alice"), v); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"sender's key removed", "bob", func(t *testing.T, js jetstream.JetStream, _ string) {
+			if err := kvBucket(t, js, "KEYS").Purge(context.Background(), token("alice")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"recipient's data key replaced", "bob", func(t *testing.T, js jetstream.JetStream, _ string) {
+			kv := kvBucket(t, js, "DEKS")
+			e, err := kv.Get(context.Background(), token("mallory"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(context.Background(), token("bob"), e.Value()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newNATSFixture(t, Options{})
+			ctx := context.Background()
+			f.send(t, "alice", "mallory", "key") // mallory has a data key too
+			f.send(t, "alice", "carol", "key")   // and carol
+			msgs := f.receive(t, "carol")
+			if len(msgs) != 1 {
+				t.Fatalf("carol's own message: %+v", msgs)
+			}
+			if err := f.bus.Ack(ctx, "carol", msgs[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			id := f.send(t, "alice", "bob", "secret")
+			tc.change(t, mustJS(t, f), id)
+			g := f.reopen(t, testKey, Options{}) // another process: no keys cached
+			g.bus.o.Now = f.clock.Now
+			for _, m := range g.receive(t, tc.recipient) {
+				if m.ID == id {
+					t.Fatalf("tampered message delivered to %s: %q", tc.recipient, m.Payload)
+				}
+			}
+			dead, err := g.bus.DeadLetters(ctx, tc.recipient, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dead) != 1 || dead[0].ID != id || dead[0].Reason != "failed verification" {
+				t.Errorf("dead letters of %s = %+v, want %s failed verification", tc.recipient, dead, id)
+			}
+		})
+	}
+}
+
+func kvBucket(t *testing.T, js jetstream.JetStream, name string) jetstream.KeyValue {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), "SYMBI_BUS_"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
