@@ -246,3 +246,32 @@ func TestMigrateRefusesSQLite(t *testing.T) {
 		t.Error("Migrate on SQLite succeeded")
 	}
 }
+
+// BenchmarkLimiterAllow: one shared-bucket decision (one upsert round trip over the
+// unix socket of the test cluster), one key and many keys.
+func BenchmarkLimiterAllow(b *testing.B) {
+	u := pgtest.URL(b)
+	db, err := store.OpenPostgres(context.Background(), u)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := Migrate(context.Background(), db); err != nil {
+		b.Fatal(err)
+	}
+	l := NewLimiter(db, nil)
+	b.Run("one_key", func(b *testing.B) {
+		for b.Loop() {
+			l.Allow("alice\x00echo", 1_000_000, 1_000_000)
+		}
+	})
+	b.Run("parallel_keys", func(b *testing.B) {
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			key := fmt.Sprintf("id%d\x00echo", n.Add(1))
+			for pb.Next() {
+				l.Allow(key, 1_000_000, 1_000_000)
+			}
+		})
+	})
+}
