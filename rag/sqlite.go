@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"sort"
 	"strings"
@@ -29,8 +30,10 @@ func init() {
 type SQLite struct {
 	db      *sql.DB
 	once    sync.Once
-	rescore int  // quantized search: 0 off, else candidates per result rescored exactly
-	quant   bool // rag_qvec exists: writes keep it up to date
+	rescore int       // quantized search: 0 off, else candidates per result rescored exactly
+	quant   bool      // rag_qvec exists: writes keep it up to date
+	annLog  bool      // rag_ann_log exists: writes trim it
+	ann     *annIndex // Index "hnsw": the approximate index, else nil
 }
 
 // SQLiteOptions tunes the SQLite store.
@@ -42,6 +45,18 @@ type SQLiteOptions struct {
 	Quantize string
 	// Rescore is the candidates fetched per result for the exact pass (0: 4).
 	Rescore int
+	// Index is "" or "exact" (every search scans the collection) or "hnsw": an
+	// approximate HNSW index in memory, built from the stored vectors in the background
+	// when the store opens (searches scan exactly until it is ready) and kept current
+	// with every write, this process's or another's.
+	Index string
+	// HNSW tunes the index (zero fields: the defaults).
+	HNSW HNSWParams
+	// ExactBelow: collections with fewer vectors are scanned exactly even with an index
+	// (0: DefaultExactBelow; negative: never).
+	ExactBelow int
+	// Logger receives the index's build reports (nil: none).
+	Logger *slog.Logger
 }
 
 var _ Store = (*SQLite)(nil)
@@ -89,17 +104,48 @@ func NewSQLiteWith(ctx context.Context, db *sql.DB, o SQLiteOptions) (*SQLite, e
 	if o.Quantize != "" && o.Quantize != "int8" {
 		return nil, fmt.Errorf("%w: quantize %q: want \"\" or \"int8\"", ErrInvalid, o.Quantize)
 	}
+	if o.Index != "" && o.Index != "exact" && o.Index != "hnsw" {
+		return nil, fmt.Errorf("%w: index %q: want \"exact\" or \"hnsw\"", ErrInvalid, o.Index)
+	}
+	if o.HNSW.M < 0 || o.HNSW.M > 128 || o.HNSW.EfConstruction < 0 || o.HNSW.EfSearch < 0 {
+		return nil, fmt.Errorf("%w: hnsw parameters %+v: want M in 0..128 and ef ≥ 0", ErrInvalid, o.HNSW)
+	}
 	if _, err := db.ExecContext(ctx, sqliteSchema); err != nil {
 		return nil, fmt.Errorf("create knowledge tables: %w", err)
 	}
 	s := &SQLite{db: db}
+	if o.Index == "hnsw" {
+		if _, err := db.ExecContext(ctx, sqliteANNSchema); err != nil {
+			return nil, fmt.Errorf("create the vector index's change log: %w", err)
+		}
+		s.annLog = true
+	} else {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rag_ann_log'`).Scan(&n); err != nil {
+			return nil, fmt.Errorf("look for the vector index's change log: %w", err)
+		}
+		s.annLog = n > 0
+	}
+	if err := s.openQuant(ctx, o); err != nil {
+		return nil, err
+	}
+	if o.Index == "hnsw" {
+		s.ann = newANNIndex(db, o)
+		s.ann.start()
+	}
+	return s, nil
+}
+
+// openQuant sets up int8 quantization as o asks.
+func (s *SQLite) openQuant(ctx context.Context, o SQLiteOptions) error {
+	db := s.db
 	if o.Quantize == "" {
 		var n int
 		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rag_qvec'`).Scan(&n); err != nil {
-			return nil, fmt.Errorf("look for quantized vectors: %w", err)
+			return fmt.Errorf("look for quantized vectors: %w", err)
 		}
 		s.quant = n > 0
-		return s, nil
+		return nil
 	}
 	s.quant = true
 	s.rescore = o.Rescore
@@ -107,12 +153,12 @@ func NewSQLiteWith(ctx context.Context, db *sql.DB, o SQLiteOptions) (*SQLite, e
 		s.rescore = 4
 	}
 	if _, err := db.ExecContext(ctx, sqliteQuantSchema); err != nil {
-		return nil, fmt.Errorf("create quantized vectors: %w", err)
+		return fmt.Errorf("create quantized vectors: %w", err)
 	}
 	if err := s.backfill(ctx); err != nil {
-		return nil, fmt.Errorf("quantize stored vectors: %w", err)
+		return fmt.Errorf("quantize stored vectors: %w", err)
 	}
-	return s, nil
+	return nil
 }
 
 // backfill quantizes the chunks that have no int8 vector yet, a batch at a time.
@@ -179,10 +225,24 @@ func QuantizeInt8(v []float32) []byte {
 	return q
 }
 
-// Close implements Store. The database itself belongs to the caller.
+// Close implements Store: it stops the index's build if one runs. The database itself
+// belongs to the caller.
 func (s *SQLite) Close() error {
-	s.once.Do(func() {})
+	s.once.Do(func() {
+		if s.ann != nil {
+			s.ann.close()
+		}
+	})
 	return nil
+}
+
+// trimANNLog keeps the vector index's change log to its last annLogKeep entries.
+func (s *SQLite) trimANNLog(ctx context.Context, tx *sql.Tx) error {
+	if !s.annLog {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `DELETE FROM rag_ann_log WHERE seq <= (SELECT max(seq) FROM rag_ann_log) - ?`, annLogKeep)
+	return err
 }
 
 // EncodeVector is the little-endian float32 form sqlite-vec reads.
@@ -270,6 +330,9 @@ func (s *SQLite) Upsert(ctx context.Context, chunks []Chunk) error {
 			}
 		}
 	}
+	if err := s.trimANNLog(ctx, tx); err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store chunks: %w", err)
 	}
@@ -303,6 +366,9 @@ func (s *SQLite) deleteWhere(ctx context.Context, where string, args ...any) (in
 		return 0, err
 	}
 	n, _ := res.RowsAffected()
+	if err := s.trimANNLog(ctx, tx); err != nil {
+		return 0, err
+	}
 	return int(n), tx.Commit()
 }
 
@@ -450,6 +516,15 @@ func (s *SQLite) Nearest(ctx context.Context, q Query) ([]Hit, error) {
 	w, args, err := where(q)
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
+	}
+	if s.ann != nil {
+		hits, ok, err := s.annNearest(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("search chunks: %w", err)
+		}
+		if ok {
+			return hits, nil
+		}
 	}
 	qv := EncodeVector(q.Vector)
 	var rows *sql.Rows
