@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -24,7 +26,29 @@ import (
 type Postgres struct {
 	pool *pgxpool.Pool
 	once sync.Once
+
+	hnsw      bool // Index "hnsw"
+	params    HNSWParams
+	iterative bool // pgvector ≥ 0.8: hnsw.iterative_scan keeps filtered searches full
+
+	mu      sync.Mutex
+	indexed map[int]bool // vector lengths with an HNSW index
 }
+
+// PostgresOptions tunes the PostgreSQL store.
+type PostgresOptions struct {
+	// Index is "" or "exact" (every search scans its collection) or "hnsw": pgvector's
+	// HNSW index (cosine), one partial index per vector length, created at open for the
+	// lengths stored and when a new length is first stored. Its M and EfConstruction
+	// apply when an index is created (drop rag_chunks_hnsw_<dims> to rebuild it with
+	// others); EfSearch is set for every search (hnsw.ef_search).
+	Index string
+	HNSW  HNSWParams
+}
+
+// maxHNSWDims is the longest vector pgvector's HNSW index takes; longer ones are only
+// scanned.
+const maxHNSWDims = 2000
 
 var _ Store = (*Postgres)(nil)
 
@@ -66,6 +90,18 @@ const pgSchemaLock = 0x73796d6269 // "symbi"
 // vector extension if missing (the role needs the right to create the extension the
 // first time). The store owns its connections: Close releases them.
 func NewPostgres(ctx context.Context, url string) (*Postgres, error) {
+	return NewPostgresWith(ctx, url, PostgresOptions{})
+}
+
+// NewPostgresWith is NewPostgres with options.
+func NewPostgresWith(ctx context.Context, url string, o PostgresOptions) (*Postgres, error) {
+	if o.Index != "" && o.Index != "exact" && o.Index != "hnsw" {
+		return nil, fmt.Errorf("%w: index %q: want \"exact\" or \"hnsw\"", ErrInvalid, o.Index)
+	}
+	p := o.HNSW.withDefaults()
+	if p.M < 2 || p.M > 100 || p.EfConstruction < 2*p.M || p.EfConstruction > 1000 || p.EfSearch > 1000 {
+		return nil, fmt.Errorf("%w: hnsw parameters %+v: want M in 2..100, ef_construction in 2M..1000, ef_search ≤ 1000", ErrInvalid, o.HNSW)
+	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("context store URL: %w", err)
@@ -85,7 +121,72 @@ func NewPostgres(ctx context.Context, url string) (*Postgres, error) {
 		pool.Close()
 		return nil, fmt.Errorf("create knowledge tables in PostgreSQL: %w", err)
 	}
-	return &Postgres{pool: pool}, nil
+	s := &Postgres{pool: pool, hnsw: o.Index == "hnsw", params: p, indexed: map[int]bool{}}
+	if s.hnsw {
+		if err := s.openIndex(ctx); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// openIndex creates the HNSW index of every vector length stored and notes whether
+// pgvector has iterative index scans.
+func (s *Postgres) openIndex(ctx context.Context) error {
+	var version string
+	if err := s.pool.QueryRow(ctx, `SELECT extversion FROM pg_extension WHERE extname = 'vector'`).Scan(&version); err != nil {
+		return fmt.Errorf("pgvector version: %w", err)
+	}
+	var major, minor int
+	fmt.Sscanf(version, "%d.%d", &major, &minor)
+	s.iterative = major > 0 || minor >= 8
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT vector_dims(vec) FROM rag_chunks`)
+	if err != nil {
+		return fmt.Errorf("vector lengths stored: %w", err)
+	}
+	dims, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return fmt.Errorf("vector lengths stored: %w", err)
+	}
+	for _, d := range dims {
+		if err := s.ensureIndex(ctx, s.pool, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureIndex creates the HNSW index of vectors of length dims if missing: a partial
+// index on vec cast to vector(dims), since the column holds vectors of any length.
+func (s *Postgres) ensureIndex(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, dims int) error {
+	if dims < 1 || dims > maxHNSWDims {
+		return nil
+	}
+	s.mu.Lock()
+	done := s.indexed[dims]
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	// Every value here is an integer: nothing to quote.
+	if _, err := db.Exec(ctx, fmt.Sprintf(`CREATE INDEX IF NOT EXISTS rag_chunks_hnsw_%d ON rag_chunks
+		USING hnsw ((vec::vector(%d)) vector_cosine_ops) WITH (m = %d, ef_construction = %d) WHERE vector_dims(vec) = %d`,
+		dims, dims, s.params.M, s.params.EfConstruction, dims)); err != nil {
+		return fmt.Errorf("create the HNSW index of %d-dimension vectors: %w", dims, err)
+	}
+	s.mu.Lock()
+	s.indexed[dims] = true
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Postgres) hasIndex(dims int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.indexed[dims]
 }
 
 // Close implements Store.
@@ -174,6 +275,14 @@ func (s *Postgres) Upsert(ctx context.Context, chunks []Chunk) error {
 			return fmt.Errorf("store chunks: %w", err)
 		}
 	}
+	var fresh []int // vector lengths without an index yet: indexed after the commit
+	if s.hnsw {
+		for _, c := range chunks {
+			if d := len(c.Vector); d <= maxHNSWDims && !s.hasIndex(d) && !slices.Contains(fresh, d) {
+				fresh = append(fresh, d)
+			}
+		}
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var added, words int64
 		for _, c := range chunks {
@@ -201,6 +310,11 @@ func (s *Postgres) Upsert(ctx context.Context, chunks []Chunk) error {
 	})
 	if err != nil {
 		return fmt.Errorf("store chunks: %w", err)
+	}
+	for _, d := range fresh {
+		if err := s.ensureIndex(ctx, s.pool, d); err != nil {
+			return fmt.Errorf("store chunks: %w", err)
+		}
 	}
 	return nil
 }
@@ -324,38 +438,100 @@ func (s *Postgres) List(ctx context.Context, q Query) ([]Chunk, error) {
 	return out, nil
 }
 
-// Nearest implements Store.
+// Nearest implements Store. With the HNSW index, the search walks the index (with
+// pgvector's iterative scan, so that filtered-out rows do not leave the answer short);
+// when it finds fewer than the limit, an exact scan answers instead.
 func (s *Postgres) Nearest(ctx context.Context, q Query) ([]Hit, error) {
 	if len(q.Vector) == 0 {
 		return nil, fmt.Errorf("search chunks: %w: empty query vector", ErrInvalid)
+	}
+	limit := limitOf(q.Limit)
+	if s.hnsw && s.hasIndex(len(q.Vector)) {
+		hits, err := s.nearestIndexed(ctx, q, limit)
+		if err != nil {
+			return nil, fmt.Errorf("search chunks: %w", err)
+		}
+		if len(hits) == limit {
+			return hits, nil
+		}
 	}
 	w, args, err := pgWhere(q, []any{pgVector(q.Vector), len(q.Vector)})
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
-	args = append(args, limitOf(q.Limit))
+	args = append(args, limit)
 	rows, err := s.pool.Query(ctx, `SELECT `+pgChunkCols+`, c.vec <=> $1::vector AS d FROM rag_chunks c
 		WHERE `+w+` AND vector_dims(c.vec) = $2 ORDER BY d, c.rid LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
+	out, err := scanHits(rows)
+	if err != nil {
+		return nil, fmt.Errorf("search chunks: %w", err)
+	}
+	return out, nil
+}
+
+// nearestIndexed is the search through the HNSW index of q's vector length: the
+// expression and the predicate are the index's, written out (dims is an integer).
+func (s *Postgres) nearestIndexed(ctx context.Context, q Query, limit int) ([]Hit, error) {
+	query, args, err := indexedQuery(q, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []Hit
+	err = pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('hnsw.ef_search', $1, true)`, strconv.Itoa(max(s.params.EfSearch, limit))); err != nil {
+			return err
+		}
+		if s.iterative {
+			if _, err := tx.Exec(ctx, `SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)`); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		out, err = scanHits(rows)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// A relaxed-order iterative scan may return rows slightly out of order.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Score > out[j].Score })
+	return out, nil
+}
+
+// indexedQuery is the SQL of nearestIndexed.
+func indexedQuery(q Query, limit int) (string, []any, error) {
+	dims := len(q.Vector)
+	w, args, err := pgWhere(q, []any{pgVector(q.Vector)})
+	if err != nil {
+		return "", nil, err
+	}
+	args = append(args, limit)
+	return fmt.Sprintf(`SELECT `+pgChunkCols+`, c.vec::vector(%d) <=> $1::vector(%d) AS d FROM rag_chunks c
+		WHERE `+w+` AND vector_dims(c.vec) = %d ORDER BY d LIMIT $`+strconv.Itoa(len(args)), dims, dims, dims), args, nil
+}
+
+// scanHits reads chunks and their cosine distances, and closes rows.
+func scanHits(rows pgx.Rows) ([]Hit, error) {
 	defer rows.Close()
 	var out []Hit
 	for rows.Next() {
 		var d float64
 		c, err := scanChunk(rows, &d)
 		if err != nil {
-			return nil, fmt.Errorf("search chunks: %w", err)
+			return nil, err
 		}
 		if math.IsNaN(d) { // a zero vector has no direction
 			d = 1
 		}
 		out = append(out, Hit{Chunk: c, Score: 1 - d})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("search chunks: %w", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // FullText implements Store. The GIN index finds the chunks that have any of the words;
