@@ -95,13 +95,17 @@ func runKB(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		defer db.Close()
 	}
-	st, err := openContextStore(ctx, cfg.Context, db)
+	ccfg := cfg.Context
+	if ccfg.Store == "" {
+		// A one-off command would spend its run building the in-memory index; it scans.
+		ccfg.Index, ccfg.HNSWM, ccfg.HNSWEfConstruction, ccfg.HNSWEfSearch = "", 0, 0, 0
+	}
+	st, err := openContextStore(ctx, ccfg, db, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "symbi kb: %v\n", err)
 		return 1
 	}
 	defer st.Close()
-	ccfg := cfg.Context
 	ccfg.IngestRoots = nil // the operator may ingest any file; roots bound what clients may
 	eng, err := newContextEngine(ctx, ccfg, st, nil)
 	if err != nil {

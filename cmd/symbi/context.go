@@ -53,15 +53,16 @@ func newContextEngine(ctx context.Context, cfg config.Context, st rag.Store, log
 
 // openContextStore opens the configured vector store: PostgreSQL with pgvector for a
 // postgres:// URL, else the embedded SQLite store in db (which the caller owns).
-func openContextStore(ctx context.Context, cfg config.Context, db *sql.DB) (rag.Store, error) {
+func openContextStore(ctx context.Context, cfg config.Context, db *sql.DB, log *slog.Logger) (rag.Store, error) {
+	hnsw := rag.HNSWParams{M: cfg.HNSWM, EfConstruction: cfg.HNSWEfConstruction, EfSearch: cfg.HNSWEfSearch}
 	if cfg.Store != "" {
-		st, err := rag.NewPostgres(ctx, cfg.Store)
+		st, err := rag.NewPostgresWith(ctx, cfg.Store, rag.PostgresOptions{Index: cfg.Index, HNSW: hnsw})
 		if err != nil {
 			return nil, fmt.Errorf("context.store: %w", err)
 		}
 		return st, nil
 	}
-	return rag.NewSQLiteWith(ctx, db, rag.SQLiteOptions{Quantize: cfg.Quantize})
+	return rag.NewSQLiteWith(ctx, db, rag.SQLiteOptions{Quantize: cfg.Quantize, Index: cfg.Index, HNSW: hnsw, Logger: log})
 }
 
 // endWorkingMemory drops an identity's working memory at the end of its agent run.
@@ -623,7 +624,7 @@ func addContextBuiltins(gw *gateway.Gateway, f *contextFeature) {
 
 // addContext opens the context store and engine and registers their tools.
 func (rt *runtime) addContext(ctx context.Context, gw *gateway.Gateway, cfg config.Context, log *slog.Logger) error {
-	st, err := openContextStore(ctx, cfg, rt.db)
+	st, err := openContextStore(ctx, cfg, rt.db, log)
 	if err != nil {
 		return err
 	}

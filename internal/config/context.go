@@ -30,6 +30,13 @@ type Context struct {
 	// Quantize is "" (exact vectors) or "int8": the SQLite store also keeps int8 vectors,
 	// scans them first and reranks the best candidates exactly.
 	Quantize string `toml:"quantize"`
+	// Index is "exact" (the default: every search scans its collection) or "hnsw": an
+	// approximate nearest-neighbour index (in memory for SQLite, pgvector's HNSW for
+	// PostgreSQL), tuned by the HNSW* fields (0: the defaults).
+	Index              string `toml:"index"`
+	HNSWM              int    `toml:"hnsw_m"`
+	HNSWEfConstruction int    `toml:"hnsw_ef_construction"`
+	HNSWEfSearch       int    `toml:"hnsw_ef_search"`
 	// ToolsList is "all" (the default: tools/list shows every tool the caller may see) or
 	// "search" (only symbi's built-in tools; upstream tools are found with
 	// symbi__tools_search and called by name or through symbi__tools_call).
@@ -86,10 +93,39 @@ func (c *Context) validate(add func(key, format string, args ...any)) {
 	case c.Quantize != "" && c.Store != "":
 		add("context.quantize", "applies only to the SQLite store (context.store = \"\")")
 	}
+	c.validateIndex(add)
 	if c.ToolsList != "" && c.ToolsList != "all" && c.ToolsList != "search" {
 		add("context.tools_list", `must be "all" or "search" (got %q)`, c.ToolsList)
 	}
 	if c.ChunkChars != 0 && (c.ChunkChars < 200 || c.ChunkChars > 20000) {
 		add("context.chunk_chars", "must be between 200 and 20000 (got %d)", c.ChunkChars)
+	}
+}
+
+// validateIndex checks index and the HNSW parameters (pgvector's limits, which the
+// in-memory index shares).
+func (c *Context) validateIndex(add func(key, format string, args ...any)) {
+	if c.Index != "" && c.Index != "exact" && c.Index != "hnsw" {
+		add("context.index", `must be "exact" or "hnsw" (got %q)`, c.Index)
+	}
+	for _, p := range []struct {
+		key    string
+		v      int
+		lo, hi int
+	}{
+		{"context.hnsw_m", c.HNSWM, 2, 100},
+		{"context.hnsw_ef_construction", c.HNSWEfConstruction, 4, 1000},
+		{"context.hnsw_ef_search", c.HNSWEfSearch, 1, 1000},
+	} {
+		switch {
+		case p.v == 0:
+		case c.Index != "hnsw":
+			add(p.key, `applies only to index = "hnsw"`)
+		case p.v < p.lo || p.v > p.hi:
+			add(p.key, "must be between %d and %d (got %d)", p.lo, p.hi, p.v)
+		}
+	}
+	if c.Index == "hnsw" && c.HNSWEfConstruction != 0 && c.HNSWEfConstruction < 2*max(c.HNSWM, 16) {
+		add("context.hnsw_ef_construction", "must be at least twice hnsw_m (%d)", max(c.HNSWM, 16))
 	}
 }

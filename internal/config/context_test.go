@@ -19,13 +19,18 @@ embedder_key = "env:EMB_KEY"
 knowledge_retention = "720h"
 ingest_roots = ["/srv/docs"]
 chunk_chars = 800
+index = "hnsw"
+hnsw_m = 24
+hnsw_ef_construction = 128
+hnsw_ef_search = 100
 `
 	c, err := Parse("t.toml", []byte(in), env(map[string]string{"EMB_KEY": "sk-123", "PG": "postgres://u:p@h/db"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Context{Store: "postgres://u:p@h/db", Embedder: "openai", EmbedderURL: "http://127.0.0.1:11434", EmbedderModel: "nomic-embed-text",
-		EmbedderKey: "sk-123", KnowledgeRetention: dur(720 * time.Hour), IngestRoots: []string{"/srv/docs"}, ChunkChars: 800}
+		EmbedderKey: "sk-123", KnowledgeRetention: dur(720 * time.Hour), IngestRoots: []string{"/srv/docs"}, ChunkChars: 800,
+		Index: "hnsw", HNSWM: 24, HNSWEfConstruction: 128, HNSWEfSearch: 100}
 	if diff := cmp.Diff(want, c.Context); diff != "" {
 		t.Errorf("context mismatch (-want +got):\n%s", diff)
 	}
@@ -62,9 +67,15 @@ vector_index = "hnsw"
 		t.Errorf("builtin with a URL (-want +got):\n%s", diff)
 	}
 	for in, want := range map[string]string{
-		"version = 1\n[context]\nquantize = \"int4\"\n":                              "context.quantize",
-		"version = 1\n[context]\ntools_list = \"none\"\n":                            "context.tools_list",
-		"version = 1\n[context]\nstore = \"postgres://h/db\"\nquantize = \"int8\"\n": "context.quantize",
+		"version = 1\n[context]\nquantize = \"int4\"\n":                                      "context.quantize",
+		"version = 1\n[context]\ntools_list = \"none\"\n":                                    "context.tools_list",
+		"version = 1\n[context]\nstore = \"postgres://h/db\"\nquantize = \"int8\"\n":         "context.quantize",
+		"version = 1\n[context]\nindex = \"ivf\"\n":                                          "context.index",
+		"version = 1\n[context]\nhnsw_m = 16\n":                                              "context.hnsw_m",
+		"version = 1\n[context]\nindex = \"hnsw\"\nhnsw_m = 1\n":                             "context.hnsw_m",
+		"version = 1\n[context]\nindex = \"hnsw\"\nhnsw_ef_search = 5000\n":                  "context.hnsw_ef_search",
+		"version = 1\n[context]\nindex = \"hnsw\"\nhnsw_m = 32\nhnsw_ef_construction = 40\n": "context.hnsw_ef_construction",
+		"version = 1\n[context]\nindex = \"exact\"\nhnsw_ef_construction = 64\n":             "context.hnsw_ef_construction",
 	} {
 		if diff := cmp.Diff([]string{want}, keys(problems(t, in, nil))); diff != "" {
 			t.Errorf("%q (-want +got):\n%s", in, diff)
