@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -271,4 +272,56 @@ func int64s(ss []string) []int64 {
 		out[i], _ = strconv.ParseInt(s, 10, 64)
 	}
 	return out
+}
+
+// TestSQLiteHNSWConcurrent searches while other goroutines write and delete (run with
+// -race), then checks that the index holds exactly the stored vectors.
+func TestSQLiteHNSWConcurrent(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := openSQLiteHNSW(t, db, SQLiteOptions{})
+	r := rand.New(rand.NewPCG(41, 42))
+	vs := randomVectors(r, 400, 8)
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			for i := w; i < len(vs); i += 2 {
+				if err := s.Upsert(ctx, []Chunk{{Collection: "kb", ID: fmt.Sprint(i), Text: "t", Vector: vs[i]}}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%3 == 0 {
+					if _, err := s.Delete(ctx, "kb", fmt.Sprint(i)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	for range 2 {
+		wg.Go(func() {
+			for i := range 200 {
+				if _, err := s.Nearest(ctx, Query{Collection: "kb", Vector: vs[i], Limit: 5}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := s.Nearest(ctx, Query{Collection: "kb", Vector: vs[0], Limit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.ann.graph("kb", 8).Len(); got != st.Chunks {
+		t.Errorf("index holds %d vectors, the store %d", got, st.Chunks)
+	}
 }

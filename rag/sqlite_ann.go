@@ -144,6 +144,7 @@ func (a *annIndex) build(ctx context.Context) error {
 			return err
 		}
 	}
+	ngraphs := len(graphs)
 	a.mu.Lock()
 	a.graphs, a.owner, a.applied = graphs, owner, from
 	err := a.catchUpLocked(ctx)
@@ -152,7 +153,7 @@ func (a *annIndex) build(ctx context.Context) error {
 		return err
 	}
 	a.ready.Store(true)
-	a.log.Info("vector index built", "index", "hnsw", "vectors", n, "graphs", len(graphs), "took", time.Since(t0).Round(time.Millisecond))
+	a.log.Info("vector index built", "index", "hnsw", "vectors", n, "graphs", ngraphs, "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
