@@ -332,7 +332,6 @@ func (h *hnsw) add(key int64, v []float32) {
 	if level > h.top {
 		h.entry, h.top = id, level
 	}
-	h.maybeRebuild()
 }
 
 // link adds to a node's links on a layer, pruning them back to m by the heuristic.
@@ -367,25 +366,16 @@ func (h *hnsw) Remove(key int64) bool {
 	delete(h.byKey, key)
 	h.dead[id] = true
 	h.ndead++
-	h.maybeRebuild()
 	return true
 }
 
-// maybeRebuild relinks the live nodes into a fresh graph once tombstones are more than
-// a quarter of the nodes (and more than a thousand), so that removed vectors stop
-// costing memory and search time.
-func (h *hnsw) maybeRebuild() {
-	if h.ndead < 1000 || h.ndead*4 < len(h.keys) {
-		return
-	}
-	vecs, keys, dead := h.vecs, h.keys, h.dead
-	h.vecs, h.keys, h.links, h.dead, h.byKey = nil, nil, nil, nil, make(map[int64]int32, len(h.byKey))
-	h.entry, h.top, h.ndead = -1, 0, 0
-	for i, k := range keys {
-		if !dead[i] {
-			h.add(k, vecs[i*h.dims:(i+1)*h.dims])
-		}
-	}
+// Stale reports whether tombstones are more than a quarter of the nodes (and more than
+// a thousand): time to rebuild the graph from the live vectors, so that removed ones
+// stop costing memory and search time.
+func (h *hnsw) Stale() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.ndead >= 1000 && h.ndead*4 >= len(h.keys)
 }
 
 // Search returns up to k live keys closest to q, closest first, with their cosine

@@ -325,3 +325,54 @@ func TestSQLiteHNSWConcurrent(t *testing.T) {
 		t.Errorf("index holds %d vectors, the store %d", got, st.Chunks)
 	}
 }
+
+// TestSQLiteHNSWRebuild deletes most of a collection: the next search finds the graph
+// stale and rebuilds it in the background while the old one answers; the rebuilt graph
+// holds only the live vectors.
+func TestSQLiteHNSWRebuild(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := openSQLiteHNSW(t, db, SQLiteOptions{})
+	r := rand.New(rand.NewPCG(51, 52))
+	vs := randomVectors(r, 1500, 4)
+	var chunks []Chunk
+	var gone []string
+	for i, v := range vs {
+		chunks = append(chunks, Chunk{Collection: "kb", ID: fmt.Sprint(i), Text: "t", Vector: v})
+		if i < 1200 {
+			gone = append(gone, fmt.Sprint(i))
+		}
+	}
+	if err := s.Upsert(ctx, chunks); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, "kb", gone...); err != nil {
+		t.Fatal(err)
+	}
+	hits, err := s.Nearest(ctx, Query{Collection: "kb", Vector: vs[0], Limit: 300})
+	if err != nil || len(hits) != 300 {
+		t.Fatalf("search after the deletes = %d hits, %v; want 300", len(hits), err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		g := s.ann.graph("kb", 4)
+		g.mu.RLock()
+		nodes, dead := len(g.keys), g.ndead
+		g.mu.RUnlock()
+		if nodes == 300 && dead == 0 && s.ann.ready.Load() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("graph not rebuilt: %d nodes, %d tombstones", nodes, dead)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	again, err := s.Nearest(ctx, Query{Collection: "kb", Vector: vs[0], Limit: 300})
+	if err != nil || !slices.Equal(ids(again), ids(hits)) {
+		t.Errorf("search after the rebuild differs: %v", err)
+	}
+}

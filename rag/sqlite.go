@@ -131,7 +131,7 @@ func NewSQLiteWith(ctx context.Context, db *sql.DB, o SQLiteOptions) (*SQLite, e
 	}
 	if o.Index == "hnsw" {
 		s.ann = newANNIndex(db, o)
-		s.ann.start()
+		s.ann.start(false)
 	}
 	return s, nil
 }

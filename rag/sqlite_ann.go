@@ -76,12 +76,15 @@ func newANNIndex(db *sql.DB, o SQLiteOptions) *annIndex {
 	return &annIndex{db: db, p: o.HNSW.withDefaults(), exactBelow: eb, log: log, ctx: ctx, cancel: cancel}
 }
 
-// start builds the index in the background.
-func (a *annIndex) start() {
+// start builds the index in the background. With serve, the current graphs answer
+// (and follow writes) until the new ones replace them; without, searches scan exactly.
+func (a *annIndex) start(serve bool) {
 	if !a.busy.CompareAndSwap(false, true) {
 		return
 	}
-	a.ready.Store(false)
+	if !serve {
+		a.ready.Store(false)
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -187,18 +190,22 @@ func (a *annIndex) catchUp(ctx context.Context) (bool, error) {
 }
 
 func (a *annIndex) catchUpLocked(ctx context.Context) error {
+	// One of min() or max() alone is a lookup in the primary key; both at once a scan.
 	var lo, hi int64
-	if err := a.db.QueryRowContext(ctx, `SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM rag_ann_log`).Scan(&lo, &hi); err != nil {
+	if err := a.db.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM rag_ann_log`).Scan(&hi); err != nil {
 		return fmt.Errorf("read the vector index's change log: %w", err)
 	}
 	if hi == a.applied {
 		return nil
 	}
+	if err := a.db.QueryRowContext(ctx, `SELECT coalesce(min(seq), 0) FROM rag_ann_log`).Scan(&lo); err != nil {
+		return fmt.Errorf("read the vector index's change log: %w", err)
+	}
 	if hi < a.applied || (lo > a.applied+1 && a.applied > 0) {
 		// The log was trimmed past what this index has seen (or replaced): rebuild.
 		a.log.Warn("vector index fell behind the change log; rebuilding", "applied", a.applied, "oldest", lo)
 		a.ready.Store(false)
-		a.start()
+		a.start(false)
 		return nil
 	}
 	rows, err := a.db.QueryContext(ctx, `SELECT l.rid, c.collection, c.vec FROM (SELECT DISTINCT rid FROM rag_ann_log WHERE seq > ? AND seq <= ?) l
@@ -227,6 +234,12 @@ func (a *annIndex) catchUpLocked(ctx context.Context) error {
 		return fmt.Errorf("read the vector index's change log: %w", err)
 	}
 	a.applied = hi
+	for _, g := range a.graphs {
+		if g.Stale() {
+			a.start(true) // the graphs in use answer until the rebuilt ones replace them
+			break
+		}
+	}
 	return nil
 }
 
