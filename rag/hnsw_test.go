@@ -114,10 +114,10 @@ func openSQLiteHNSW(t *testing.T, db *sql.DB, o SQLiteOptions) *SQLite {
 
 func waitIndex(t testing.TB, s *SQLite) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(15 * time.Minute)
 	for !s.ann.ready.Load() {
 		if time.Now().After(deadline) {
-			t.Fatal("the vector index was not built in 5 minutes")
+			t.Fatal("the vector index was not built in 15 minutes")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

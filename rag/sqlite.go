@@ -336,6 +336,18 @@ func (s *SQLite) Upsert(ctx context.Context, chunks []Chunk) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store chunks: %w", err)
 	}
+	return s.indexWrites(ctx)
+}
+
+// indexWrites brings the vector index up to date after a write, so that the writer
+// rather than the next search pays for linking the new vectors in.
+func (s *SQLite) indexWrites(ctx context.Context) error {
+	if s.ann == nil {
+		return nil
+	}
+	if _, err := s.ann.catchUp(ctx); err != nil {
+		return fmt.Errorf("index written chunks: %w", err)
+	}
 	return nil
 }
 
@@ -369,7 +381,10 @@ func (s *SQLite) deleteWhere(ctx context.Context, where string, args ...any) (in
 	if err := s.trimANNLog(ctx, tx); err != nil {
 		return 0, err
 	}
-	return int(n), tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	return int(n), s.indexWrites(ctx)
 }
 
 // Delete implements Store.
