@@ -267,6 +267,13 @@ func (c *Console) decide1(ctx context.Context, q *request, action, upstream stri
 	if err != nil {
 		c.log.Error("policy decision for the console", "action", action, "identity", q.identity.ID, "err", err)
 	}
+	if err == nil && d.Allow && len(d.Conditions) > 0 {
+		// The console has nothing a condition could act on (no arguments to redact, no
+		// tier, no call to hold for approval): an allow that carries one is a promise it
+		// cannot keep, so it fails closed, as the gateway does for actions that cannot
+		// honour a condition.
+		d = policy.Decision{Reason: fmt.Sprintf("policy attached condition %q, which %s cannot honour", d.Conditions[0].Type, action)}
+	}
 	if !d.Allow {
 		c.record(audit.Event{Type: audit.TypeDecision, Action: action, Identity: q.identity.ID, IdentityKind: q.identity.Kind,
 			Transport: "console", Upstream: upstream, Decision: audit.Deny, Reason: reasonOf(d), Outcome: audit.OutcomeDenied})

@@ -43,9 +43,13 @@ decision := {"allow": false, "reason": "no audit for carol"} if {
 	input.action == "audit/stream"
 	input.identity.id == "carol"
 }
+
+decision := {"allow": true, "conditions": [{"type": "redact_secrets"}]} if {
+	input.identity.id == "dave"
+}
 `
 
-var tokens = map[string]string{"tok-alice": "alice", "tok-bob": "bob", "tok-mallory": "mallory", "tok-carol": "carol"}
+var tokens = map[string]string{"tok-alice": "alice", "tok-bob": "bob", "tok-mallory": "mallory", "tok-carol": "carol", "tok-dave": "dave"}
 
 type env struct {
 	t       *testing.T
@@ -609,13 +613,18 @@ func TestPolicy(t *testing.T) {
 	if r := e.do(carol, "GET", "/ui/", nil, nil); r.code != 200 {
 		t.Errorf("carol GET /ui/ = %d", r.code)
 	}
+	// An allow with a condition the console cannot honour fails closed.
+	dave := e.login("tok-dave")
+	if r := e.do(dave, "GET", "/ui/", nil, nil); r.code != http.StatusForbidden || !strings.Contains(r.body, "cannot honour") || strings.Contains(r.body, "<table") {
+		t.Errorf("dave GET /ui/ (allow with a condition) = %d\n%s", r.code, r.body)
+	}
 	denied := map[string]bool{}
 	for _, ev := range e.events(audit.TypeDecision) {
 		if ev.Decision == audit.Deny {
 			denied[ev.Identity+" "+ev.Action] = true
 		}
 	}
-	for _, want := range []string{"bob tools/approve", "mallory console/view", "carol audit/stream"} {
+	for _, want := range []string{"bob tools/approve", "mallory console/view", "carol audit/stream", "dave console/view"} {
 		if !denied[want] {
 			t.Errorf("no audited denial %q in %v", want, denied)
 		}
