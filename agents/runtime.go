@@ -481,6 +481,20 @@ var ErrNoAgent = errors.New("no such agent")
 // Run queues a run of the agent; trigger says why (schedule, manual, resume) and by
 // who asked. It returns the run's id, or a *Refusal, *StateError or ErrNoAgent.
 func (r *Runtime) Run(ctx context.Context, name, trigger, by string) (string, error) {
+	return r.run(ctx, name, trigger, by, -1)
+}
+
+// RunWithPriority is Run at priority p instead of the agent's own: the level a policy's
+// priority condition set on the request that asked for the run.
+func (r *Runtime) RunWithPriority(ctx context.Context, name, trigger, by string, p Priority) (string, error) {
+	if p < 0 || p >= numPriorities {
+		return "", fmt.Errorf("run agent %s: invalid priority %d", name, p)
+	}
+	return r.run(ctx, name, trigger, by, p)
+}
+
+// run is Run at priority p; a negative p is the agent's own.
+func (r *Runtime) run(ctx context.Context, name, trigger, by string, p Priority) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.agents[name]
@@ -494,11 +508,14 @@ func (r *Runtime) Run(ctx context.Context, name, trigger, by string) (string, er
 		return "", err
 	}
 	rec := &RunRecord{ID: uuid.NewString(), Agent: name, Identity: a.def.ID(), Trigger: trigger, State: RunQueued, Created: r.o.Now()}
-	return rec.ID, r.submit(ctx, a, rec, by)
+	if p < 0 {
+		p = a.def.Priority
+	}
+	return rec.ID, r.submit(ctx, a, rec, by, p)
 }
 
-// submit queues rec for a. The caller holds mu.
-func (r *Runtime) submit(ctx context.Context, a *agent, rec *RunRecord, by string) error {
+// submit queues rec for a at priority prio. The caller holds mu.
+func (r *Runtime) submit(ctx context.Context, a *agent, rec *RunRecord, by string, prio Priority) error {
 	limit := max(a.def.MaxConcurrent, 1)
 	if len(a.active) >= limit {
 		err := &Refusal{Reason: fmt.Sprintf("agent %s already has %d run(s) in progress (limits.max_concurrent %d)", a.def.Name, len(a.active), limit),
@@ -511,7 +528,7 @@ func (r *Runtime) submit(ctx context.Context, a *agent, rec *RunRecord, by strin
 		return err
 	}
 	id, err := r.o.Scheduler.Submit(Spec{
-		Owner: a.def.ID(), Priority: a.def.Priority, Timeout: a.def.Timeout, Label: a.def.Name,
+		Owner: a.def.ID(), Priority: prio, Timeout: a.def.Timeout, Label: a.def.Name,
 		Demand: Resources{MemoryBytes: a.def.MemoryBytes, MilliCPU: a.def.MilliCPU},
 		Run:    func(ctx context.Context) (any, error) { return nil, r.execute(ctx, a.def.Name, rec) },
 		OnDrop: func(in Info) { // under the scheduler's lock: hand it to the loop
@@ -683,7 +700,7 @@ func (r *Runtime) Resume(ctx context.Context, name, by string) (string, error) {
 	prev := a.resume
 	rec := &RunRecord{ID: uuid.NewString(), Agent: name, Identity: a.def.ID(), Trigger: "resume", State: RunQueued, Step: prev.Step,
 		Vars: prev.Vars, Created: r.o.Now()}
-	if err := r.submit(ctx, a, rec, by); err != nil {
+	if err := r.submit(ctx, a, rec, by, a.def.Priority); err != nil {
 		return "", err
 	}
 	a.resume = nil

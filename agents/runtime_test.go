@@ -698,3 +698,67 @@ func TestOnRunEnd(t *testing.T) {
 		t.Errorf("run ends told (-want +got):\n%s", diff)
 	}
 }
+
+// TestRunWithPriority: a run queued at a priority other than the agent's own (the level
+// a policy priority condition set) waits at that priority: it overtakes a run of the
+// agent's own priority queued before it.
+func TestRunWithPriority(t *testing.T) {
+	f := newFakeCaller()
+	release := make(chan struct{})
+	f.tools["up__block"] = func(ctx context.Context, _ map[string]any) (*mcp.CallToolResult, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return text("released"), nil
+	}
+	ctx := context.Background()
+	sched := NewScheduler(&Options{MaxRunning: 1})
+	rt := NewRuntime(RuntimeOptions{Scheduler: sched, Store: openStore(t), Caller: f})
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = rt.Close()
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := sched.Close(cctx); err != nil {
+			t.Error(err)
+		}
+	})
+	read := []Step{{Tool: "up__read"}}
+	if err := rt.Sync(ctx, []Definition{{Name: "blocker", Steps: []Step{{Tool: "up__block"}}}, {Name: "x", Priority: PriorityNormal, Steps: read}, {Name: "y", Priority: PriorityNormal, Steps: read}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Run(ctx, "blocker", "manual", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-f.seen; c.Tool != "up__block" {
+		t.Fatalf("first call %+v, want up__block", c)
+	}
+	if _, err := rt.Run(ctx, "x", "manual", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.RunWithPriority(ctx, "y", "manual", "test", PriorityHigh); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.RunWithPriority(ctx, "y", "manual", "test", Priority(9)); err == nil {
+		t.Error("RunWithPriority(9): want an error")
+	}
+	if st := sched.Stats(); st.ByPriority["high"] != 1 || st.ByPriority["normal"] != 1 {
+		t.Errorf("queued by priority %v, want one high and one normal", st.ByPriority)
+	}
+	close(release)
+	var order []string
+	for range 2 {
+		select {
+		case c := <-f.seen:
+			order = append(order, c.Identity)
+		case <-time.After(5 * time.Second):
+			t.Fatal("queued runs did not start")
+		}
+	}
+	if diff := cmp.Diff([]string{"agent:y", "agent:x"}, order); diff != "" {
+		t.Errorf("run order (-want +got):\n%s", diff)
+	}
+}

@@ -76,6 +76,7 @@ type Condition struct {
 	Paths     []string `json:"paths,omitempty"`
 	Tier      string   `json:"tier,omitempty"`
 	PerMinute int      `json:"per_minute,omitempty"`
+	Level     string   `json:"level,omitempty"` // priority
 }
 
 // Event is one audit record: what happened (Type, Action, Tool...), when (Time), where

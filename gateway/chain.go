@@ -34,10 +34,15 @@ type Request struct {
 	verdict  verdict
 	findings []secrets.Finding
 	approval *policy.Condition
+	priority string // the level a policy priority condition set; "" = none
 	// afterTask, set by the policy step, applies the decision's result conditions to the
 	// result of a call that became a task (tasks.go).
 	afterTask func(mcp.Result) (mcp.Result, error)
 }
+
+// Priority is the level (low, normal, high, critical) a policy priority condition set
+// for the task or agent run this request creates, or "" when the policy set none.
+func (r *Request) Priority() string { return r.priority }
 
 // Handler handles a Request.
 type Handler func(ctx context.Context, req *Request) (mcp.Result, error)

@@ -219,7 +219,7 @@ func verdictOf(d policy.Decision) verdict {
 		v.decision = "allow"
 	}
 	for _, c := range d.Conditions {
-		v.conditions = append(v.conditions, audit.Condition{Type: c.Type, Paths: c.Paths})
+		v.conditions = append(v.conditions, audit.Condition{Type: c.Type, Paths: c.Paths, Level: c.Level})
 	}
 	return v
 }
@@ -295,6 +295,7 @@ func (p *policyStep) gate(ctx context.Context, r *Request, id policy.Identity, n
 	if len(d.Conditions) == 0 {
 		return next(ctx, r)
 	}
+	r.priority = d.Priority()
 	if c, ok := d.Find(policy.CondRequireApproval); ok {
 		switch r.Method {
 		case "tools/call", "prompts/get", "resources/read":

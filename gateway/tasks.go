@@ -685,7 +685,7 @@ func (g *Gateway) taskScheduler() TaskScheduler {
 var errSchedulerStopped = errors.New("the scheduler stopped the call")
 
 // scheduleCall queues the bridged call p (body runs it) in the scheduler, owned by the
-// caller's identity at normal priority (the policy has no priority condition yet). The
+// caller's identity at the priority the policy set (normal when it set none). The
 // call is answered, or becomes a task, as if it had started: while queued it is a
 // working task that tasks/cancel takes out of the queue. A full queue refuses the call
 // with a retryable error.
@@ -707,7 +707,7 @@ func (g *Gateway) scheduleCall(s TaskScheduler, r *Request, p *pendingCall, body
 			end()
 		}
 	}
-	cancel, err := s.ScheduleCall(r.Identity.ID, "", r.Name, run, dropped)
+	cancel, err := s.ScheduleCall(r.Identity.ID, r.priority, r.Name, run, dropped)
 	if err != nil {
 		return &Error{Kind: Unavailable, Public: err.Error(), Err: err}
 	}

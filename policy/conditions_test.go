@@ -331,3 +331,32 @@ var limitKeys = func() []string {
 	}
 	return k
 }()
+
+func TestDecisionPriority(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		conds []Condition
+		want  string
+	}{
+		{"none", nil, ""},
+		{"other conditions only", []Condition{{Type: CondRateLimit, PerMinute: 1}}, ""},
+		{"one", []Condition{{Type: CondPriority, Level: "low"}}, "low"},
+		{"highest of several", []Condition{{Type: CondPriority, Level: "high"}, {Type: CondRedactSecrets},
+			{Type: CondPriority, Level: "critical"}, {Type: CondPriority, Level: "normal"}}, "critical"},
+		{"unknown level ignored", []Condition{{Type: CondPriority, Level: "urgent"}, {Type: CondPriority, Level: "low"}}, "low"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := (Decision{Allow: true, Conditions: tc.conds}).Priority(); got != tc.want {
+				t.Errorf("Priority() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	for _, l := range PriorityLevels() {
+		if err := (Condition{Type: CondPriority, Level: l}).Validate(); err != nil {
+			t.Errorf("Validate(priority %s) = %v", l, err)
+		}
+	}
+	if err := (Condition{Type: CondPriority, Level: "Normal"}).Validate(); err == nil {
+		t.Error("Validate(priority Normal) = nil; levels are lower case")
+	}
+}

@@ -128,7 +128,23 @@ const (
 	CondRateLimit       = "rate_limit"
 	CondRequireTier     = "require_tier"
 	CondRequireApproval = "require_approval"
+	CondPriority        = "priority"
 )
+
+// Priority levels a priority condition may set, lowest first.
+var priorityLevels = []string{"low", "normal", "high", "critical"}
+
+// PriorityLevels lists the levels of a priority condition, lowest first.
+func PriorityLevels() []string { return append([]string(nil), priorityLevels...) }
+
+func priorityRank(level string) int {
+	for i, l := range priorityLevels {
+		if l == level {
+			return i
+		}
+	}
+	return -1
+}
 
 // Decision is a policy's answer. When Allow is true the gateway must enforce every
 // condition, and must refuse the request if it cannot.
@@ -155,6 +171,9 @@ type Condition struct {
 	Burst     int `json:"burst,omitempty"`
 	// Message, for require_approval: optional text shown to the human.
 	Message string `json:"message,omitempty"`
+	// Level, for priority: the priority of the task or agent run the request creates
+	// (low, normal, high or critical).
+	Level string `json:"level,omitempty"`
 }
 
 // Find returns the first condition of the given type.
@@ -165,6 +184,18 @@ func (d Decision) Find(typ string) (Condition, bool) {
 		}
 	}
 	return Condition{}, false
+}
+
+// Priority returns the level the decision's priority conditions set: the highest when
+// there are several, "" when there are none.
+func (d Decision) Priority() string {
+	best := ""
+	for _, c := range d.Conditions {
+		if c.Type == CondPriority && priorityRank(c.Level) > priorityRank(best) {
+			best = c.Level
+		}
+	}
+	return best
 }
 
 // Engine decides requests. Implementations are safe for concurrent use.

@@ -330,7 +330,7 @@ var (
 )
 
 func init() {
-	for _, k := range []string{"type", "mode", "tier", "message", "per_minute", "burst", "paths"} {
+	for _, k := range []string{"type", "mode", "tier", "message", "level", "per_minute", "burst", "paths"} {
 		condFields[k] = ast.StringTerm(k)
 	}
 }
@@ -451,6 +451,7 @@ func parseCondition(v ast.Value) (Condition, error) {
 	str("mode", &c.Mode)
 	str("tier", &c.Tier)
 	str("message", &c.Message)
+	str("level", &c.Level)
 	num("per_minute", &c.PerMinute)
 	num("burst", &c.Burst)
 	if err != nil {
@@ -507,6 +508,10 @@ func (c Condition) Validate() error {
 			return fmt.Errorf("require_tier tier %q is not one of %s", c.Tier, strings.Join(Tiers(), ", "))
 		}
 	case CondRequireApproval:
+	case CondPriority:
+		if priorityRank(c.Level) < 0 {
+			return fmt.Errorf("priority level %q is not one of %s", c.Level, strings.Join(priorityLevels, ", "))
+		}
 	case "":
 		return errors.New("condition has no type")
 	default:

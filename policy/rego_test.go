@@ -79,6 +79,7 @@ decision := {"allow": true, "conditions": [
 	{"type": "rate_limit", "per_minute": 60},
 	{"type": "redact_secrets"},
 	{"type": "require_approval", "message": "ok?"},
+	{"type": "priority", "level": "high"},
 ]}
 `
 	const conditionSet = `package symbi.authz
@@ -108,6 +109,7 @@ decision := {"allow": true, "reason": sprintf("%v/%v", [input.arguments.n, input
 			{Type: CondRateLimit, PerMinute: 60},
 			{Type: CondRedactSecrets},
 			{Type: CondRequireApproval, Message: "ok?"},
+			{Type: CondPriority, Level: "high"},
 		}}},
 		{"conditions as a set", conditionSet, toolInput(ActionToolsCall, StatusVerified), Decision{Allow: true, Conditions: []Condition{
 			{Type: CondRateLimit, PerMinute: 5, Burst: 2},
@@ -166,6 +168,12 @@ decision := {"allow": true, "conditions": [{"type": "require_tier", "tier": "vm"
 decision := {"allow": true, "conditions": [{"type": "rate_limit", "per_minute": 0}]}`, "policy produced a malformed decision"},
 		{"rate limit fraction", `package symbi.authz
 decision := {"allow": true, "conditions": [{"type": "rate_limit", "per_minute": 1.5}]}`, "policy produced a malformed decision"},
+		{"unknown priority level", `package symbi.authz
+decision := {"allow": true, "conditions": [{"type": "priority", "level": "urgent"}]}`, "policy produced a malformed decision"},
+		{"priority without level", `package symbi.authz
+decision := {"allow": true, "conditions": [{"type": "priority"}]}`, "policy produced a malformed decision"},
+		{"priority level not a string", `package symbi.authz
+decision := {"allow": true, "conditions": [{"type": "priority", "level": 3}]}`, "policy produced a malformed decision"},
 		{"conditions not array", `package symbi.authz
 decision := {"allow": true, "conditions": "redact"}`, "policy produced a malformed decision"},
 		{"conflict", `package symbi.authz

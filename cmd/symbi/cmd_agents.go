@@ -317,6 +317,8 @@ type agentRunOut struct {
 	Agent string `json:"agent"`
 	RunID string `json:"run_id,omitempty"`
 	State string `json:"state"`
+	// Priority is set when a policy priority condition chose the run's priority.
+	Priority string `json:"priority,omitempty"`
 }
 
 // agentError is what a refused agent operation tells the client.
@@ -326,6 +328,21 @@ func agentError(err error) error {
 		return errors.New(agents.Describe(err))
 	}
 	return err
+}
+
+// runAgent queues a manual run of the named agent for the caller of ctx, at the
+// priority a policy priority condition set on the call ("" when none: the agent's own).
+func runAgent(ctx context.Context, rt *agents.Runtime, name string) (id, priority string, err error) {
+	if r, ok := gateway.RequestFrom(ctx); ok && r.Priority() != "" {
+		p, err := agents.ParsePriority(r.Priority())
+		if err != nil { // the policy package validated it: not reached
+			return "", "", err
+		}
+		id, err := rt.RunWithPriority(ctx, name, "manual", callerIdentity(ctx), p)
+		return id, p.String(), err
+	}
+	id, err = rt.Run(ctx, name, "manual", callerIdentity(ctx))
+	return id, "", err
 }
 
 // addAgentBuiltins registers the agents' tools and the symbi://agents and
@@ -355,11 +372,11 @@ func addAgentBuiltins(gw *gateway.Gateway, ar *agentsRuntime) {
 		Description: "Queue a run of an agent now. The run acts as the agent's own identity, so policy and audit see the agent. Refusals (queue full, max_concurrent reached) are retryable.",
 		Annotations: act,
 	}, func(ctx context.Context, _ *mcp.CallToolRequest, in agentNameIn) (*mcp.CallToolResult, agentRunOut, error) {
-		id, err := ar.rt.Run(ctx, in.Name, "manual", callerIdentity(ctx))
+		id, prio, err := runAgent(ctx, ar.rt, in.Name)
 		if err != nil {
 			return nil, agentRunOut{}, agentError(err)
 		}
-		return nil, agentRunOut{Agent: in.Name, RunID: id, State: string(agents.RunQueued)}, nil
+		return nil, agentRunOut{Agent: in.Name, RunID: id, State: string(agents.RunQueued), Priority: prio}, nil
 	})
 	gateway.AddBuiltinTool(gw, &mcp.Tool{Name: p + "agent_suspend", Title: "Suspend an agent",
 		Description: "Suspend an agent: its runs in progress stop at their current step and its schedule is held until it is resumed.",
