@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/symbi-dev/symbi/audit"
+	"github.com/symbi-dev/symbi/sandbox"
 )
 
 // Audit event types the runtime records.
@@ -25,7 +26,7 @@ const (
 // Definition is one agent as configured.
 type Definition struct {
 	Name     string
-	Kind     string // "workflow"
+	Kind     string // "workflow" (or "") or "container"
 	Identity string // "" = agent:<name>
 	Schedule *Schedule
 	Priority Priority
@@ -34,7 +35,8 @@ type Definition struct {
 	MemoryBytes   int64         // reserved from the pool per run
 	MilliCPU      int64         // reserved from the pool per run
 	MaxConcurrent int           // runs at once; 0 = 1
-	Steps         []Step
+	Steps         []Step        // workflow agents
+	Container     *Container    // container agents
 }
 
 // ID is the identity the agent acts as.
@@ -50,6 +52,10 @@ type RuntimeOptions struct {
 	Scheduler *Scheduler // required
 	Store     *Store     // required
 	Caller    ToolCaller // required for workflow agents
+	// Sandbox starts container agents' containers and Sessions serves them an MCP
+	// session as the agent; both are required for container agents.
+	Sandbox  sandbox.Runner
+	Sessions SessionServer
 	// Record receives lifecycle and run events for the audit trail; nil: none.
 	Record func(audit.Event)
 	// OnChange is told when agents are added or removed (for list_changed); nil: none.
@@ -238,6 +244,15 @@ func (r *Runtime) load(ctx context.Context, a *agent, reload bool) error {
 			err = errors.New("no tool caller for workflow agents")
 		} else {
 			a.wf, err = compileWorkflow(d.Steps)
+		}
+	case "container":
+		switch {
+		case r.o.Sandbox == nil || r.o.Sessions == nil:
+			err = errors.New("no sandbox for container agents")
+		case len(d.Steps) > 0:
+			err = errors.New("a container agent has no steps")
+		default:
+			err = compileContainer(d.Container)
 		}
 	default:
 		err = fmt.Errorf("kind %q is not supported", d.Kind)
@@ -577,7 +592,7 @@ func (r *Runtime) execute(ctx context.Context, name string, rec *RunRecord) erro
 		r.mu.Unlock()
 		return fmt.Errorf("agent is %s", a.state)
 	}
-	wf, id := a.wf, a.def.ID()
+	wf, id, def := a.wf, a.def.ID(), a.def
 	rec.State = RunRunning
 	if err := r.o.Store.SaveRun(bg, rec); err != nil {
 		r.log.Error("save run", "agent", name, "err", err)
@@ -587,11 +602,16 @@ func (r *Runtime) execute(ctx context.Context, name string, rec *RunRecord) erro
 	call := func(ctx context.Context, tool string, args json.RawMessage) (*mcp.CallToolResult, error) {
 		return r.o.Caller.CallTool(ctx, id, tool, args)
 	}
-	out := wf.run(ctx, call, rec, func() {
-		if err := r.o.Store.SaveRun(bg, rec); err != nil {
-			r.log.Error("save run progress", "agent", name, "err", err)
-		}
-	})
+	var out stepOutcome
+	if def.Kind == "container" {
+		out = r.runContainer(ctx, def, rec)
+	} else {
+		out = wf.run(ctx, call, rec, func() {
+			if err := r.o.Store.SaveRun(bg, rec); err != nil {
+				r.log.Error("save run progress", "agent", name, "err", err)
+			}
+		})
+	}
 	if out.state == RunCancelled && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		out = stepOutcome{RunSuspended, fmt.Sprintf("limit: run exceeded its timeout (%s)", a.def.Timeout)}
 	}

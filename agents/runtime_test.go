@@ -507,9 +507,9 @@ func TestSyncHotReload(t *testing.T) {
 	}
 	b2 := twoSteps("b")
 	b2.Priority = PriorityHigh
-	broken := Definition{Name: "c", Kind: "container"}
+	broken := Definition{Name: "c", Kind: "daemon"}
 	err := rt.Sync(ctx, []Definition{b2, broken})
-	if err == nil || !strings.Contains(err.Error(), `kind "container" is not supported`) {
+	if err == nil || !strings.Contains(err.Error(), `kind "daemon" is not supported`) {
 		t.Errorf("Sync with a broken definition: %v", err)
 	}
 	if diff := cmp.Diff([]string{"b", "c"}, rt.Names()); diff != "" {
@@ -761,4 +761,37 @@ func TestRunWithPriority(t *testing.T) {
 	if diff := cmp.Diff([]string{"agent:y", "agent:x"}, order); diff != "" {
 		t.Errorf("run order (-want +got):\n%s", diff)
 	}
+}
+
+func TestCompileContainer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    *Container
+		ok   bool
+	}{
+		{"none", nil, false},
+		{"no image", &Container{Tier: "docker"}, false},
+		{"image", &Container{Image: "i"}, true},
+		{"gvisor", &Container{Image: "i", Tier: "gvisor"}, true},
+		{"unknown tier", &Container{Image: "i", Tier: "vm"}, false},
+		{"host without command", &Container{Tier: "none"}, false},
+		{"host command", &Container{Tier: "none", Command: []string{"/bin/true"}}, true},
+	} {
+		if err := compileContainer(tc.c); (err == nil) != tc.ok {
+			t.Errorf("%s: compileContainer = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+	// Without a sandbox and a session server, a container agent cannot load.
+	sched := NewScheduler(nil)
+	defer sched.Close(context.Background())
+	rt := NewRuntime(RuntimeOptions{Scheduler: sched, Store: openStore(t)})
+	ctx := context.Background()
+	err := rt.Sync(ctx, []Definition{{Name: "c", Kind: "container", Container: &Container{Image: "i"}}})
+	if err == nil || !strings.Contains(err.Error(), "no sandbox") {
+		t.Errorf("Sync without a sandbox: %v", err)
+	}
+	if st, _ := rt.Get(ctx, "c", 0); st.State != StateFailed {
+		t.Errorf("state %s, want failed", st.State)
+	}
+	_ = rt.Close()
 }

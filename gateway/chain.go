@@ -306,6 +306,9 @@ func (g *Gateway) identify(ss *mcp.ServerSession, extra *mcp.RequestExtra) (Iden
 				if strings.HasPrefix(id, "sse-") { // SSE sessions share the map
 					return v.(Identity), "sse"
 				}
+				if strings.HasPrefix(id, containerSessionPrefix) { // and ServeAs sessions
+					return v.(Identity), ContainerTransport
+				}
 				return v.(Identity), "websocket"
 			}
 		}
@@ -315,6 +318,11 @@ func (g *Gateway) identify(ss *mcp.ServerSession, extra *mcp.RequestExtra) (Iden
 	}
 	return Identity{ID: "local", Kind: "client"}, "stdio"
 }
+
+// ContainerTransport is the transport of a session served with ServeAs.
+const ContainerTransport = "container"
+
+const containerSessionPrefix = "ctr-"
 
 // unknownLabel is the metric label value of a tool or prompt the gateway does not expose.
 const unknownLabel = "unknown"

@@ -710,6 +710,35 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request, guard *
 	g.sessionClosed(ss, "websocket")
 }
 
+// ServeAs serves one MCP session over r/w as identity, the way ServeStdio does for
+// the local client: newline-delimited JSON-RPC, every request of the session decided by
+// the policy and audited as identity, transport "container" (a container agent's
+// stdio). It returns when the peer goes away or ctx ends.
+func (g *Gateway) ServeAs(ctx context.Context, identity Identity, r io.Reader, w io.Writer, c io.Closer) error {
+	if identity.ID == "" {
+		return errors.New("serve session: no identity")
+	}
+	id := containerSessionPrefix + rand.Text()
+	g.wsIdentity.Store(id, identity)
+	defer g.wsIdentity.Delete(id)
+	conn := newFrameConn(newLineFramer(r, w, c, g.opts.MaxMessageBytes), FrameConnOptions{
+		Peer: "container " + identity.ID, AnswerGarbage: true, ExactIDs: true, SessionID: id, Logger: g.log,
+		OnGarbage: func(reason string) { g.metrics.badFrames.WithLabelValues("client", reason).Inc() },
+	})
+	ss, err := g.server.Connect(ctx, frameTransport{conn}, nil)
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("serve session as %s: %w", identity.ID, err)
+	}
+	defer g.sessionClosed(ss, ContainerTransport)
+	stop := context.AfterFunc(ctx, func() { _ = ss.Close() })
+	defer stop()
+	if err := ss.Wait(); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
 // ServeStdio serves one MCP session over r/w (symbi mcp) until the client goes away
 // or ctx ends.
 func (g *Gateway) ServeStdio(ctx context.Context, r interface{ Read([]byte) (int, error) }, w interface{ Write([]byte) (int, error) }, c interface{ Close() error }) error {

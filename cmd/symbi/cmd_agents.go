@@ -23,6 +23,7 @@ import (
 	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/gateway"
 	"github.com/symbi-dev/symbi/internal/config"
+	"github.com/symbi-dev/symbi/sandbox"
 )
 
 // agentsRuntime is the scheduler and the agents of a serving symbi.
@@ -55,6 +56,14 @@ func (c gatewayCaller) CallTool(ctx context.Context, identity, tool string, args
 	return res, err
 }
 
+// agentSessions serves container agents their MCP session into the gateway's chain as
+// themselves.
+type agentSessions struct{ gw *gateway.Gateway }
+
+func (s agentSessions) ServeAs(ctx context.Context, identity string, r io.Reader, w io.Writer, c io.Closer) error {
+	return s.gw.ServeAs(ctx, gateway.Identity{ID: identity, Kind: "agent"}, r, w, c)
+}
+
 var _ gateway.TaskScheduler = (*agents.Scheduler)(nil)
 
 // startAgents builds the scheduler and the agents' runtime on the state file, loads the
@@ -74,8 +83,14 @@ func startAgents(ctx context.Context, rt *runtime, cfg *config.Config, gw *gatew
 		so.Pool = append(so.Pool, agents.Resources{MemoryBytes: int64(p.Memory), MilliCPU: int64(p.CPUs * 1000), Slots: p.Slots})
 	}
 	ar := &agentsRuntime{sched: agents.NewScheduler(so), gw: gw, cfg: cfg, log: log.With("component", "agents"), resources: map[string]bool{}}
+	if rt.sandbox == nil { // Docker is contacted only when a container tier is first used
+		rt.sandbox = sandbox.New(&sandbox.Options{Logger: log.With("component", "sandbox"), DockerHost: os.Getenv("DOCKER_HOST"),
+			ProtectedPaths: cfg.ProtectedPaths()})
+		rt.closers = append(rt.closers, rt.sandbox.Close)
+	}
 	ar.rt = agents.NewRuntime(agents.RuntimeOptions{
 		Scheduler: ar.sched, Store: st, Caller: gatewayCaller{gw}, Record: record, Logger: ar.log,
+		Sandbox: rt.sandbox, Sessions: agentSessions{gw},
 		OnChange: ar.syncResources, OnRunEnd: rt.endWorkingMemory,
 	})
 	if err := ar.rt.Recover(ctx); err != nil { // before any run can be queued
@@ -153,6 +168,9 @@ func definition(a config.Agent) (agents.Definition, error) {
 		if d.Schedule, err = agents.ParseSchedule(a.Schedule, a.Timezone, a.Jitter.Duration, a.Missed); err != nil {
 			return agents.Definition{}, fmt.Errorf("agent %s: %w", a.Name, err)
 		}
+	}
+	if a.Kind == "container" {
+		d.Container = &agents.Container{Image: a.Image, Command: a.Command, Tier: sandbox.Tier(a.Sandbox), Env: a.Env}
 	}
 	for _, s := range a.Steps {
 		d.Steps = append(d.Steps, agents.Step{Tool: s.Tool, Arguments: s.Arguments, Save: s.Save, When: s.When,

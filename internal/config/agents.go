@@ -46,6 +46,12 @@ type Agent struct {
 	Identity string      `toml:"identity"` // "" = agent:<name>
 	Limits   AgentLimits `toml:"limits"`
 	Steps    []Step      `toml:"steps"`
+	// Container agents: a command in an image, run in a sandbox tier with no network,
+	// whose stdio is an MCP session into symbi as the agent.
+	Image   string            `toml:"image"`
+	Command []string          `toml:"command"` // empty: the image's entrypoint
+	Sandbox string            `toml:"sandbox"` // docker (default) or gvisor; none runs command on the host (development)
+	Env     map[string]string `toml:"env"`
 
 	// File is where the definition came from (not a key).
 	File string `toml:"-"`
@@ -111,6 +117,7 @@ func ParseBytes(s string) (int64, error) {
 var (
 	agentNameRE = nameRE
 	agentKinds  = []string{"workflow", "container"}
+	agentTiers  = []string{"docker", "gvisor", "none"}
 	priorities  = []string{"", "low", "normal", "high", "critical"}
 	toolNameRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 	saveNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -245,8 +252,27 @@ func validateAgent(key string, a *Agent) []Problem {
 	}
 	if !slices.Contains(agentKinds, a.Kind) {
 		add(".kind", `must be "workflow" or "container"`)
-	} else if a.Kind == "container" {
-		add(".kind", `"container" agents are not supported yet`)
+	}
+	if a.Kind == "container" {
+		if a.Sandbox != "" && !slices.Contains(agentTiers, a.Sandbox) {
+			add(".sandbox", `must be "docker", "gvisor" or "none"`)
+		}
+		if a.Image == "" && a.Sandbox != "none" {
+			add(".image", "a container agent needs an image")
+		}
+		if a.Sandbox == "none" && len(a.Command) == 0 {
+			add(".command", `is required with sandbox = "none"`)
+		}
+		if len(a.Steps) > 0 {
+			add(".steps", "a container agent has no steps")
+		}
+		for k := range a.Env {
+			if k == "" || strings.ContainsAny(k, "=\x00") || strings.HasPrefix(k, "SYMBI_") {
+				add(".env", "invalid name %q (SYMBI_* names are set by symbi)", k)
+			}
+		}
+	} else if a.Image != "" || len(a.Command) > 0 || a.Sandbox != "" || len(a.Env) > 0 {
+		add(".kind", `image, command, sandbox and env are for kind = "container"`)
 	}
 	if a.Schedule != "" {
 		if _, err := cronspec.Parse(a.Schedule, a.Timezone); err != nil {

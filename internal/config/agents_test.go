@@ -89,6 +89,29 @@ steps = [
 name = "twice"
 kind = "container"
 steps = [{ tool = "t", bogus = 1 }]
+
+[[agents]]
+name = "wf"
+image = "x"
+steps = [{ tool = "t" }]
+
+[[agents]]
+name = "steps"
+kind = "container"
+image = "i"
+steps = [{ tool = "t" }]
+
+[[agents]]
+name = "box"
+kind = "container"
+sandbox = "vm"
+image = "i"
+env = { SYMBI_IDENTITY = "root", OK = "1" }
+
+[[agents]]
+name = "host"
+kind = "container"
+sandbox = "none"
 `
 	_, err := Parse("bad.toml", []byte(file), env(nil))
 	var ce *Error
@@ -106,7 +129,8 @@ steps = [{ tool = "t", bogus = 1 }]
 		"agents[0].limits.max_concurrent",
 		"agents[1].schedule", "agents[1].steps[0].tool", "agents[1].steps[0].save", "agents[1].steps[0].arguments.a",
 		"agents[1].steps[0].retries", "agents[1].steps[1].tool", "agents[1].steps[1].when", "agents[1].steps[2].save",
-		"agents[2].kind", "agents[2].name",
+		"agents[2].image", "agents[3].kind", "agents[4].steps", "agents[5].sandbox", "agents[5].env", "agents[6].command",
+		"agents[2].name",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("problem keys mismatch (-want +got):\n%s\n%v", diff, ce)
