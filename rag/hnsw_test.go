@@ -69,11 +69,11 @@ func clusteredVectors(r *rand.Rand, n, dims int, spread float64) [][]float32 {
 	return out
 }
 
-// TestHNSWRecall builds the graph over 3,000 clustered 384-dimension vectors and
+// TestHNSWRecall builds the graph over 2,000 clustered 384-dimension vectors and
 // checks recall@10 against brute force at the default parameters: it fails below 0.95.
 func TestHNSWRecall(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	const n, queries = 3000, 100
+	const n, queries = 2000, 100
 	all := clusteredVectors(r, n+queries, BuiltinDims, 1.5)
 	vs, qs := all[:n], all[n:]
 	h := newHNSW(BuiltinDims, HNSWParams{})
@@ -149,7 +149,7 @@ func TestSQLiteIndexOptions(t *testing.T) {
 }
 
 // TestSQLiteHNSWSearch checks the indexed store against the exact scan of the same
-// database on 3,000 clustered vectors: recall@10 (≥ 0.95, with and without a metadata
+// database on 2,000 clustered vectors: recall@10 (≥ 0.95, with and without a metadata
 // filter), a filter too selective for the graph (exact fallback, same answer), writes
 // and deletes visible to the next search, writes of another store on the same database
 // (another process), and a rebuild when a store opens on existing chunks.
@@ -165,20 +165,20 @@ func TestSQLiteHNSWSearch(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(21, 22))
-	const n, queries = 3000, 50
+	const n, queries = 2000, 50
 	all := clusteredVectors(r, n+queries, BuiltinDims, 1.5)
 	var chunks []Chunk
 	for i, v := range all[:n] {
 		meta := map[string]string{"half": fmt.Sprint(i % 2)}
 		if i%1000 == 7 {
-			meta["rare"] = "yes" // 3 chunks
+			meta["rare"] = "yes" // 2 chunks
 		}
 		chunks = append(chunks, Chunk{Collection: CollKnowledge, ID: fmt.Sprint(i), Text: "t", Meta: meta, Vector: v})
 	}
 	if err := exact.Upsert(ctx, chunks); err != nil {
 		t.Fatal(err)
 	}
-	s := openSQLiteHNSW(t, db, SQLiteOptions{ExactBelow: 100}) // built from the 3,000 stored chunks
+	s := openSQLiteHNSW(t, db, SQLiteOptions{ExactBelow: 100}) // built from the 2,000 stored chunks
 	if got := s.ann.graph(CollKnowledge, BuiltinDims).Len(); got != n {
 		t.Fatalf("index holds %d vectors, want %d", got, n)
 	}
@@ -205,14 +205,14 @@ func TestSQLiteHNSWSearch(t *testing.T) {
 		t.Errorf("recall@10 = %.3f, %.3f with a filter; want ≥ 0.95", all0, half)
 	}
 
-	// A filter that 3 chunks match: the candidates hold too few, the exact scan answers.
+	// A filter that 2 chunks match: the candidates hold too few, the exact scan answers.
 	q := Query{Collection: CollKnowledge, Vector: all[n], Limit: 10, Filter: map[string]string{"rare": "yes"}}
 	if _, ok, err := s.annNearest(ctx, q); ok || err != nil {
 		t.Errorf("selective filter: index answered (%v, %v); want the exact fallback", ok, err)
 	}
 	want, _ := exact.Nearest(ctx, q)
 	got, err := s.Nearest(ctx, q)
-	if err != nil || len(got) != 3 || !slices.Equal(ids(got), ids(want)) {
+	if err != nil || len(got) != 2 || !slices.Equal(ids(got), ids(want)) {
 		t.Errorf("selective filter = %v, %v; want %v", ids(got), err, ids(want))
 	}
 
