@@ -199,6 +199,7 @@ var benchSetups = []benchSetup{
 	{name: "gateway+policy+audit/inmem", gateway: true, policy: true, audit: true, transport: "inmem"},
 	{name: "direct/http", transport: "http"},
 	{name: "gateway/http", gateway: true, transport: "http"},
+	{name: "gateway+sdkpath/http", gateway: true, transport: "http", sdkPath: true},
 	{name: "gateway+policy+audit/http", gateway: true, policy: true, audit: true, transport: "http"},
 	{name: "gateway+policy+audit+sdkpath/http", gateway: true, policy: true, audit: true, transport: "http", sdkPath: true},
 }
