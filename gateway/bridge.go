@@ -379,7 +379,7 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			asks: make(chan *bridgeAsk), finished: make(chan struct{})}
 		// The upstream call outlives this client request: it goes on while the client
 		// answers. It ends with the upstream's timeout, abandonment, or the gateway.
-		cctx, cancel := context.WithCancelCause(g.runCtx())
+		cctx, cancel := context.WithCancelCause(g.carryTrace(g.runCtx(), ctx))
 		sched := g.taskScheduler()
 		if !taskWindowFrom(ctx) {
 			sched = nil

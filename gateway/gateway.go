@@ -27,6 +27,7 @@ import (
 	"github.com/symbi-dev/symbi/audit"
 	"github.com/symbi-dev/symbi/internal/oauth"
 	"github.com/symbi-dev/symbi/policy"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configures a Gateway. The zero value (or nil) is a gateway with no upstreams
@@ -218,6 +219,7 @@ type Gateway struct {
 	// modernSeen is set by the first request from a 2026-07-28 client.
 	modernSeen atomic.Bool
 	internal   internalCalls // CallTool's session (internal_call.go)
+	tracer     trace.Tracer  // nil: tracing off (trace.go)
 }
 
 type route struct {
@@ -379,6 +381,9 @@ func (g *Gateway) sessionClosed(ss *mcp.ServerSession, transport string) {
 // included), policy, then the caller's own steps.
 func (g *Gateway) rebuildChain() {
 	steps := []Step{g.observe}
+	if g.tracer != nil {
+		steps = []Step{g.traceStep, g.observe} // trace.go
+	}
 	if g.audit != nil {
 		steps = append(steps, g.auditStep)
 	}

@@ -150,7 +150,11 @@ func toolInput(ti *ToolInfo) *policy.Tool {
 		Verification: policy.Verification{Status: ti.Verification.Status, Domain: ti.Verification.Domain, Fingerprint: ti.Verification.Fingerprint}}
 }
 
-func (p *policyStep) decide(ctx context.Context, in *policy.Input) policy.Decision {
+func (p *policyStep) decide(ctx context.Context, in *policy.Input) (d policy.Decision) {
+	if p.g.tracer != nil && !listAction(in.Action) { // trace.go
+		end := p.g.tracePolicy(ctx, in)
+		defer func() { end(d) }()
+	}
 	d, err := p.eng.Decide(ctx, in)
 	if err != nil {
 		// The engine fails closed: d is a denial whose Reason is safe to show; the error
@@ -717,7 +721,7 @@ func (g *Gateway) auditStep(ctx context.Context, r *Request, next Handler) (mcp.
 	}
 	if r.Method == "tools/list" || r.Method == "prompts/list" || r.Method == "resources/list" || r.Method == "resources/templates/list" || r.Method == "logging/setLevel" {
 		res, err := next(ctx, r)
-		g.record(audit.Event{Type: audit.TypeList, Action: r.Method, Identity: r.Identity.ID, IdentityKind: r.Identity.Kind,
+		g.recordTraced(ctx, audit.Event{Type: audit.TypeList, Action: r.Method, Identity: r.Identity.ID, IdentityKind: r.Identity.Kind,
 			SessionID: sessionID(r.Session), Transport: r.Transport, Outcome: outcomeOf(res, err), Error: errText(err)})
 		return res, err
 	}
@@ -754,7 +758,7 @@ func (g *Gateway) auditStep(ctx context.Context, r *Request, next Handler) (mcp.
 			ev.Decision = audit.Deny
 		}
 	}
-	g.record(ev)
+	g.recordTraced(ctx, ev)
 	return res, err
 }
 

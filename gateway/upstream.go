@@ -527,6 +527,9 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 		},
 	})
 	client.AddReceivingMiddleware(c.rootsMiddleware)
+	if u.g.tracer != nil {
+		client.AddSendingMiddleware(u.g.traceSending(u.cfg.Name)) // trace.go
+	}
 
 	var (
 		transport mcp.Transport
@@ -618,7 +621,11 @@ func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (u *upstream) httpClient(tap *listTap) *http.Client {
-	return &http.Client{Transport: tapRoundTripper{base: headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers},
+	var base http.RoundTripper = http.DefaultTransport
+	if u.g.tracer != nil {
+		base = traceTransport{base: base} // trace.go
+	}
+	return &http.Client{Transport: tapRoundTripper{base: headerTransport{base: base, headers: u.cfg.Headers},
 		tap: tap, max: u.g.opts.MaxMessageBytes}}
 }
 

@@ -105,6 +105,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}
 	check("policy compiles", err, detail)
+	doctorTracing(ctx, check) // tracing.go
 
 	cat, err := catalog.Load()
 	check("server catalog", err, fmt.Sprintf("%d well-known servers built in: symbi add --list, symbi add NAME", len(cat)))

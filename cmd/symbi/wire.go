@@ -221,6 +221,11 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	}
 	opts.TaskTTL = cfg.Scheduler.TaskTTL.Duration
 	gw := gateway.New(opts)
+	closeTracing, err := useTracing(ctx, gw, log) // tracing.go
+	if err != nil {
+		return nil, nil, err
+	}
+	rt.closers = append(rt.closers, closeTracing)
 	// Calls waiting for a client's input are shown, not judged: a full bridge refuses
 	// new such calls with a retryable error, but serves everything else.
 	rt.http.ReadyChecks["bridged_calls"] = func() (bool, any) { return true, gw.BridgeStatus() }
