@@ -176,7 +176,9 @@ func (u *upstream) modernConn() *conn {
 // fastToolCall serves r (a tools/call the chain has decided) on the fast path when it
 // fits; handled is false when it does not, and the SDK path serves it.
 func (g *Gateway) fastToolCall(ctx context.Context, r *Request, p *mcp.CallToolParamsRaw) (res mcp.Result, handled bool, err error) {
-	if g.opts.NoFastPath || r.Tool == nil || r.approval != nil || r.Session == nil || !legacyClient(r.Session) ||
+	// A traced call takes the SDK path, whose client span carries the trace context to
+	// the upstream (trace.go).
+	if g.opts.NoFastPath || g.tracer != nil || r.Tool == nil || r.approval != nil || r.Session == nil || !legacyClient(r.Session) ||
 		taskWindowFrom(ctx) || p.RequestState != "" || p.InputResponses != nil || p.GetProgressToken() != nil {
 		return nil, false, nil
 	}

@@ -138,6 +138,11 @@ func newTraceGateway(t *testing.T, kind string, traced bool, eng policy.Engine) 
 
 // connectInMemory is a client session over in-memory transports (a stdio client).
 func (ts *traceSetup) connectInMemory(t *testing.T) *mcp.ClientSession {
+	return ts.connectVersion(t, "")
+}
+
+// connectVersion is connectInMemory speaking the given protocol version ("" = latest).
+func (ts *traceSetup) connectVersion(t *testing.T, version string) *mcp.ClientSession {
 	t.Helper()
 	ct, st := mcp.NewInMemoryTransports()
 	ss, err := ts.g.Server().Connect(ts.ctx, st, nil)
@@ -145,7 +150,11 @@ func (ts *traceSetup) connectInMemory(t *testing.T) *mcp.ClientSession {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ss.Close() })
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "trace-client", Version: "1"}, nil).Connect(ts.ctx, ct, nil)
+	var so *mcp.ClientSessionOptions
+	if version != "" {
+		so = &mcp.ClientSessionOptions{ProtocolVersion: version}
+	}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "trace-client", Version: "1"}, nil).Connect(ts.ctx, ct, so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,10 +246,13 @@ func wantChain(t *testing.T, spans map[string]sdktrace.ReadOnlySpan, wantParent 
 }
 
 func TestTraceFromMetaToEveryUpstreamKind(t *testing.T) {
-	for _, kind := range []string{"stdio", "streamable"} {
-		t.Run(kind, func(t *testing.T) {
+	for _, tc := range []struct{ kind, version string }{
+		{"stdio", ""}, {"stdio", "2025-11-25"}, {"streamable", ""}, {"streamable", "2025-11-25"},
+	} {
+		kind := tc.kind
+		t.Run(kind+"/"+tc.version, func(t *testing.T) {
 			ts := newTraceGateway(t, kind, true, policy.Default())
-			cs := ts.connectInMemory(t)
+			cs := ts.connectVersion(t, tc.version)
 			got, res, err := callTraced(t, ts.ctx, cs, mcp.Meta{"traceparent": clientParent, "tracestate": "vendor=x"})
 			if err != nil || res.IsError {
 				t.Fatalf("call: %v %+v", err, res)
