@@ -83,7 +83,6 @@ func TestHNSWRecall(t *testing.T) {
 	}
 	build := time.Since(t0)
 	found := 0
-	t0 = time.Now()
 	for _, q := range qs {
 		got, _ := h.Search(q, 10, h.p.EfSearch)
 		found += recallOf(exactKeys(vs, q, 10), got)
