@@ -54,6 +54,8 @@ stage_setup() {
 	eval "$(bash .ci/node.sh "$SYMBI_NODE_CACHE")"
 	log "setup: Go modules"
 	$GO mod download
+	log "setup: Jaeger (the OTLP receiver of the tracing end-to-end test)"
+	sh .ci/jaeger.sh >/dev/null
 }
 
 stage_lint() {
@@ -85,7 +87,7 @@ stage_integration() {
 	log "sandbox integration tests against the real Docker engine and gVisor"
 	# One package at a time: both start and reap labelled containers on the same engine,
 	# and the sandbox package's reaper must not meet the end-to-end tests' containers.
-	SYMBI_REQUIRE_NODE=1 SYMBI_REQUIRE_SHARED=1 $GO test -race -count=1 -timeout 20m -p 1 -tags integration ./sandbox/... ./test/...
+	SYMBI_REQUIRE_NODE=1 SYMBI_REQUIRE_SHARED=1 SYMBI_REQUIRE_JAEGER=1 $GO test -race -count=1 -timeout 20m -p 1 -tags integration ./sandbox/... ./test/...
 }
 
 stage_fuzz() {
