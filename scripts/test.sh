@@ -36,6 +36,13 @@ stage_setup() {
 		echo "Docker is not running and this is not root: start Docker (with the runsc runtime) first, see .ci/docker.sh" >&2
 		exit 1
 	fi
+	log "setup: the Go build image for the Dockerfile (debootstrap and the Go module proxy)"
+	if [ "$(id -u)" = 0 ]; then
+		sh .ci/baseimages.sh
+	elif ! docker image inspect symbi-local/golang:1.26-bookworm >/dev/null 2>&1; then
+		echo "the Go build image is missing and this is not root: see .ci/baseimages.sh" >&2
+		exit 1
+	fi
 	log "setup: PostgreSQL and pgvector"
 	if [ "$(id -u)" = 0 ]; then
 		sh .ci/postgres.sh

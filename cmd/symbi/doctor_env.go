@@ -57,6 +57,10 @@ func (p envProbe) detect() hostEnv {
 	}
 	version := p.read("/proc/version")
 	e.gvisor = strings.HasPrefix(version, "Linux version 4.4.0 #1 SMP Sun Jan 10 15:06:54 PST 2016")
+	if e.gvisor && e.container == "" {
+		// gVisor hides Docker's marker and the cgroup path; its kernel runs sandboxes only.
+		e.container = "container"
+	}
 	return e
 }
 

@@ -22,6 +22,7 @@ func TestDetectEnvironment(t *testing.T) {
 		{"docker marker", map[string]string{".dockerenv": "", "proc/version": hostVersion}, nil, hostEnv{container: "Docker"}},
 		{"docker cgroup v1", map[string]string{"proc/1/cgroup": "12:pids:/docker/0123abcd\n"}, nil, hostEnv{container: "Docker"}},
 		{"docker on gvisor", map[string]string{".dockerenv": "", "proc/version": gvisorVersion}, nil, hostEnv{container: "Docker", gvisor: true}},
+		{"gvisor without markers", map[string]string{"proc/version": gvisorVersion}, nil, hostEnv{container: "container", gvisor: true}},
 		{"kubernetes env", map[string]string{"proc/version": hostVersion}, map[string]string{"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, hostEnv{container: "Kubernetes pod"}},
 		{"kubernetes cgroup", map[string]string{"proc/1/cgroup": "11:memory:/kubepods/burstable/pod1/abc\n"}, nil, hostEnv{container: "Kubernetes pod"}},
 		{"podman", map[string]string{"run/.containerenv": ""}, nil, hostEnv{container: "Podman"}},
