@@ -98,6 +98,11 @@ func newTraceGateway(t *testing.T, kind string, traced bool, eng policy.Engine) 
 		hs := httptest.NewServer(ts.tap.wrap(h))
 		t.Cleanup(hs.Close)
 		uc.URL = hs.URL
+	case "sse":
+		h := mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return metaServer() }, nil)
+		hs := httptest.NewServer(ts.tap.wrap(h))
+		t.Cleanup(hs.Close)
+		uc.URL, uc.SSE = hs.URL, true
 	}
 	up := make(chan struct{})
 	var once sync.Once
@@ -247,7 +252,7 @@ func wantChain(t *testing.T, spans map[string]sdktrace.ReadOnlySpan, wantParent 
 
 func TestTraceFromMetaToEveryUpstreamKind(t *testing.T) {
 	for _, tc := range []struct{ kind, version string }{
-		{"stdio", ""}, {"stdio", "2025-11-25"}, {"streamable", ""}, {"streamable", "2025-11-25"},
+		{"stdio", ""}, {"stdio", "2025-11-25"}, {"streamable", ""}, {"streamable", "2025-11-25"}, {"sse", ""},
 	} {
 		kind := tc.kind
 		t.Run(kind+"/"+tc.version, func(t *testing.T) {

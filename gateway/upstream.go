@@ -565,13 +565,11 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 	default:
 		transport = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.httpClient(tap), MaxRetries: 2}
 	}
-	cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
-	defer cancel()
 	var sopts *mcp.ClientSessionOptions
 	if version != "" {
 		sopts = &mcp.ClientSessionOptions{ProtocolVersion: version}
 	}
-	cs, err := client.Connect(cctx, transport, sopts)
+	cs, err := u.dial(ctx, client, transport, sopts)
 	if err != nil {
 		err = fmt.Errorf("connect upstream %s: %w", u.cfg.Name, err)
 		if proc != nil {
@@ -588,6 +586,35 @@ func (c *conn) connect(ctx context.Context, version string) (*mcp.ClientSession,
 		c.mu.Unlock()
 	}
 	return cs, proc, nil
+}
+
+// dial connects client over transport, the handshake bounded by the upstream's timeout.
+// The legacy SSE transport keeps its GET stream on the context given to Connect, so
+// for it that context must outlive the handshake (a context cancelled once Connect
+// returns ends the stream, and with it the session): it lives until the session closes,
+// and a timer bounds the handshake instead.
+func (u *upstream) dial(ctx context.Context, client *mcp.Client, transport mcp.Transport, sopts *mcp.ClientSessionOptions) (*mcp.ClientSession, error) {
+	if !u.cfg.SSE {
+		cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+		defer cancel()
+		return client.Connect(cctx, transport, sopts)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(u.cfg.Timeout, cancel)
+	cs, err := client.Connect(lctx, transport, sopts)
+	if !timer.Stop() && err == nil {
+		_ = cs.Close()
+		err = fmt.Errorf("handshake took longer than %s", u.cfg.Timeout)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() { // owned: ends when cs closes (the session closes it when it ends)
+		_ = cs.Wait()
+		cancel()
+	}()
+	return cs, nil
 }
 
 // stderrOf returns the last stderr lines of a process that has ended or been stopped,
