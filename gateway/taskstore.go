@@ -121,6 +121,34 @@ func (s *SQLTaskStore) LoadTask(ctx context.Context, id string) (*TaskRecord, bo
 	return t, true, nil
 }
 
+// RecentTasks lists owner's newest tasks, at most limit, newest first, without their
+// results (the web console's list). Tasks past their TTL are left out, as tasks/get
+// would leave them.
+func (s *SQLTaskStore) RecentTasks(ctx context.Context, owner string, limit int, now time.Time) ([]TaskRecord, error) {
+	rows, err := s.db.QueryContext(ctx, store.Rebind(s.db, `SELECT id, tool, upstream, status, message, created_ns, updated_ns, ttl_ns
+		FROM mcp_tasks WHERE owner = ? ORDER BY created_ns DESC, id LIMIT ?`), owner, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of %s: %w", owner, err)
+	}
+	defer rows.Close()
+	var out []TaskRecord
+	for rows.Next() {
+		t := TaskRecord{Owner: owner}
+		var created, updated, ttl int64
+		if err := rows.Scan(&t.ID, &t.Tool, &t.Upstream, &t.Status, &t.Message, &created, &updated, &ttl); err != nil {
+			return nil, fmt.Errorf("list tasks of %s: %w", owner, err)
+		}
+		t.Created, t.Updated, t.TTL = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC(), time.Duration(ttl)
+		if !t.expired(now) {
+			out = append(out, t)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tasks of %s: %w", owner, err)
+	}
+	return out, nil
+}
+
 // FailUnfinished fails the tasks an earlier symbi left working or waiting for input,
 // with message (a JSON-RPC internal error), and deletes the tasks past their TTL. A
 // task whose symbi process is still alive (alive(pid), when alive is set: another

@@ -90,6 +90,36 @@ func testSQLTaskStore(t *testing.T, db, db2 *sql.DB) {
 			t.Errorf("%s: loaded %+v", name, got)
 		}
 	}
+	// The console's list: the owner's own tasks, newest first, none past its TTL, none
+	// of another identity's, on either replica.
+	if err := st.SaveTask(ctx, &TaskRecord{ID: "bobs", Owner: "bob", Tool: "slow", Upstream: "jobs", Status: TaskCompleted,
+		Created: now.Add(time.Second), Updated: now, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := other.RecentTasks(ctx, "alice", 10, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range list {
+		ids = append(ids, r.ID)
+		if r.Owner != "alice" || r.Tool != "slow" || r.Result != nil {
+			t.Errorf("listed %+v", r)
+		}
+	}
+	if got, want := strings.Join(ids, ","), "done,waiting,working"; got != want {
+		t.Errorf("alice's tasks = %s, want %s", got, want)
+	}
+	if list, err := st.RecentTasks(ctx, "alice", 2, now); err != nil || len(list) != 2 {
+		t.Errorf("limit 2: %d tasks (%v)", len(list), err)
+	}
+	if list, err := st.RecentTasks(ctx, "mallory", 10, now); err != nil || len(list) != 0 {
+		t.Errorf("mallory sees %d tasks (%v)", len(list), err)
+	}
+	if list, _ := st.RecentTasks(ctx, "bob", 10, now); len(list) != 1 || list[0].ID != "bobs" {
+		t.Errorf("bob's tasks = %+v", list)
+	}
+
 	// An update keeps the owner and creation time.
 	upd := recs[0]
 	upd.Status, upd.Owner, upd.Updated = TaskInputRequired, "mallory", now.Add(time.Second)

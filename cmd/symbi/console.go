@@ -15,7 +15,7 @@ import (
 
 // mountConsole serves the web console at /ui on the main listener, behind the gateway's
 // own authentication (internal/console).
-func (rt *runtime) mountConsole(gw *gateway.Gateway, log *slog.Logger) error {
+func (rt *runtime) mountConsole(gw *gateway.Gateway, tasks *gateway.SQLTaskStore, log *slog.Logger) error {
 	o := console.Options{
 		Logger:       log.With("component", "console"),
 		Authenticate: gw.Authenticate,
@@ -25,6 +25,7 @@ func (rt *runtime) mountConsole(gw *gateway.Gateway, log *slog.Logger) error {
 		AuditStream:  rt.audit.Handler(),
 		Upstreams:    func() []console.Upstream { return consoleUpstreams(gw) },
 		Refresh:      gw.Refresh,
+		Tasks:        console.TasksFrom(tasks),
 	}
 	if ar := rt.agents; ar != nil {
 		o.Agents = func(ctx context.Context) []agents.Status {

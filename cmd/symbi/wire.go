@@ -216,9 +216,11 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		}
 		record(audit.Event{Type: typ, Upstream: name, Reason: reason})
 	}
-	if opts.TaskStore, err = openTaskStore(ctx, shared.or(rt.db), log); err != nil {
+	taskStore, err := openTaskStore(ctx, shared.or(rt.db), log)
+	if err != nil {
 		return nil, nil, err
 	}
+	opts.TaskStore = taskStore
 	opts.TaskTTL = cfg.Scheduler.TaskTTL.Duration
 	gw := gateway.New(opts)
 	closeTracing, err := useTracing(ctx, gw, log) // tracing.go
@@ -255,7 +257,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 		return nil, nil, fmt.Errorf("start agents: %w", err)
 	}
 	rt.closers = append(rt.closers, func() error { rt.agents.close(cfg.Server.ShutdownTimeout.Duration); return nil })
-	if err := rt.mountConsole(gw, log); err != nil {
+	if err := rt.mountConsole(gw, taskStore, log); err != nil {
 		return nil, nil, err
 	}
 	for _, ev := range rt.tierEvents {

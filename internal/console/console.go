@@ -44,6 +44,28 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
+// Task is one MCP task as the console lists it (no result: that is for tasks/get).
+type Task struct {
+	ID, Tool, Upstream, Status, Message string
+	Created, Updated                    time.Time
+}
+
+// TasksFrom lists tasks for the console from the gateway's task store: the newest 50 of
+// the identity's tasks still within their TTL.
+func TasksFrom(ts *gateway.SQLTaskStore) func(ctx context.Context, identity string) ([]Task, error) {
+	return func(ctx context.Context, identity string) ([]Task, error) {
+		recs, err := ts.RecentTasks(ctx, identity, 50, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Task, len(recs))
+		for i, r := range recs {
+			out[i] = Task{ID: r.ID, Tool: r.Tool, Upstream: r.Upstream, Status: r.Status, Message: r.Message, Created: r.Created, Updated: r.Updated}
+		}
+		return out, nil
+	}
+}
+
 // Upstream is one upstream as the console shows it.
 type Upstream struct {
 	gateway.UpstreamStatus
@@ -69,6 +91,9 @@ type Options struct {
 	Refresh   func(ctx context.Context, upstream string) error
 	Agents    func(ctx context.Context) []agents.Status
 	Scheduler func() agents.Stats
+	// Tasks lists the newest MCP tasks of one identity: the console shows the signed-in
+	// identity its own tasks only, as tasks/get does.
+	Tasks func(ctx context.Context, identity string) ([]Task, error)
 	// SessionTTL is how long a sign-in lasts; 0: 8h. MaxSessions bounds the session
 	// table; 0: 1024.
 	SessionTTL  time.Duration

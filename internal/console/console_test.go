@@ -85,6 +85,19 @@ func newEnvWith(t *testing.T, gwOpts *gateway.Options, tlsConf *tls.Config) *env
 	if err != nil {
 		t.Fatal(err)
 	}
+	tasks, err := gateway.OpenTaskStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []gateway.TaskRecord{
+		{ID: "task-of-alice", Owner: "alice", Tool: "files__slow_copy", Upstream: "files", Status: gateway.TaskWorking},
+		{ID: "task-of-bob", Owner: "bob", Tool: "files__slow_copy", Upstream: "files", Status: gateway.TaskCompleted},
+	} {
+		tr.Created, tr.Updated, tr.TTL = time.Now(), time.Now(), time.Hour
+		if err := tasks.SaveTask(ctx, &tr); err != nil {
+			t.Fatal(err)
+		}
+	}
 	trail, err := audit.Open(&audit.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +132,7 @@ func newEnvWith(t *testing.T, gwOpts *gateway.Options, tlsConf *tls.Config) *env
 		Scheduler: func() agents.Stats {
 			return agents.Stats{Running: 1, MaxRunning: 4, Queued: 2, MaxQueued: 10, Submitted: 7}
 		},
+		Tasks: TasksFrom(tasks),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +426,7 @@ func TestPages(t *testing.T) {
 		{"/ui/audit?type=upstream.up", []string{"upstream.up"}, []string{"files__list"}, 200},
 		{"/ui/decisions", []string{"nope-for-bob", "files__list", "rate_limit 30/min"}, []string{"upstream.up"}, 200},
 		{"/ui/decisions?decision=deny", []string{"nope-for-bob"}, []string{"files__list"}, 200},
-		{"/ui/agents", []string{"nightly", "agent:nightly", "0 3 * * *", "run-1 completed", "1 of 4", "2 of 10"}, nil, 200},
+		{"/ui/agents", []string{"nightly", "agent:nightly", "0 3 * * *", "run-1 completed", "1 of 4", "2 of 10", "task-of-alice", "files__slow_copy", "working"}, []string{"task-of-bob"}, 200},
 		{"/ui/static/style.css", []string{"--accent"}, nil, 200},
 		{"/ui/static/audit.js", []string{"EventSource"}, nil, 200},
 		{"/ui/nowhere", nil, nil, 404},

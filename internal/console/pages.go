@@ -271,5 +271,14 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, q *request)
 		st := c.o.Scheduler()
 		data["Scheduler"] = &st
 	}
+	if c.o.Tasks != nil {
+		data["HaveTasks"] = true
+		tasks, err := c.o.Tasks(r.Context(), q.identity.ID)
+		if err != nil {
+			c.log.Error("list tasks for the console", "identity", q.identity.ID, "err", err)
+			data["TasksError"] = "the task store could not be read"
+		}
+		data["Tasks"] = tasks
+	}
 	c.render(w, q, http.StatusOK, "agents", "Agents and tasks", data)
 }
