@@ -2,206 +2,26 @@ package rag
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/symbi-dev/symbi/internal/pgtest"
 )
 
-// The PostgreSQL tests start a throwaway cluster of their own (initdb into a temporary
-// directory, a server on a unix socket only) the first time one asks for it, and stop it
-// after the package's tests. SYMBI_REQUIRE_POSTGRES=1 (set by scripts/test.sh) makes a
-// missing PostgreSQL or pgvector a failure; otherwise those tests skip, saying why.
-// .ci/postgres.sh installs both.
+// The PostgreSQL tests run on the throwaway cluster of internal/pgtest (a missing
+// PostgreSQL fails them under SYMBI_REQUIRE_POSTGRES=1, else they skip); the store needs
+// pgvector there too, which .ci/postgres.sh installs with it.
 
-type pgCluster struct {
-	dir  string
-	cmd  *exec.Cmd
-	url  string // of the cluster's "postgres" database; the tests add their own
-	err  error
-	next atomic.Int64
-}
-
-var (
-	pgOnce sync.Once
-	pgC    pgCluster
-)
-
-// pgBinDir finds the newest installed PostgreSQL's programs that have pgvector.
-func pgBinDir() (string, error) {
-	if d := os.Getenv("SYMBI_PG_BIN"); d != "" {
-		return d, nil
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool {
-		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
-		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
-		return vi > vj
-	})
-	for _, d := range dirs {
-		ver := filepath.Base(filepath.Dir(d))
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err != nil {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join("/usr/share/postgresql", ver, "extension", "vector.control")); err != nil {
-			return "", fmt.Errorf("PostgreSQL %s has no pgvector (run .ci/postgres.sh)", ver)
-		}
-		return d, nil
-	}
-	return "", errors.New("no PostgreSQL found under /usr/lib/postgresql (run .ci/postgres.sh)")
-}
-
-// asUser runs cmd as the postgres system user when this process is root (PostgreSQL
-// refuses to run as root).
-func asUser(cmd *exec.Cmd) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return fmt.Errorf("running as root needs the postgres user: %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	return nil
-}
-
-func chownTree(dir string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return err
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Chown(p, uid, gid)
-	})
-}
-
-func (c *pgCluster) start() error {
-	bin, err := pgBinDir()
-	if err != nil {
-		return err
-	}
-	if c.dir, err = os.MkdirTemp("", "symbi-pg-"); err != nil {
-		return err
-	}
-	data, sock := filepath.Join(c.dir, "data"), filepath.Join(c.dir, "sock")
-	for _, d := range []string{data, sock} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			return err
-		}
-	}
-	if err := os.Chmod(c.dir, 0o755); err != nil {
-		return err
-	}
-	if err := chownTree(c.dir); err != nil {
-		return err
-	}
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "symbi", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions")
-	if err := asUser(initdb); err != nil {
-		return err
-	}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		return fmt.Errorf("initdb: %w: %s", err, out)
-	}
-	logf, err := os.Create(filepath.Join(c.dir, "postgres.log"))
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	c.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", sock, "-c", "listen_addresses=",
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=50")
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	if err := asUser(c.cmd); err != nil {
-		return err
-	}
-	if err := c.cmd.Start(); err != nil {
-		return fmt.Errorf("start postgres: %w", err)
-	}
-	c.url = "postgres://symbi@/postgres?host=" + url.QueryEscape(sock) + "&sslmode=disable"
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := pgx.Connect(ctx, c.url)
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return nil
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(c.dir, "postgres.log"))
-			return fmt.Errorf("postgres did not accept connections within 30s: %w\n%s", err, log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// stop ends the server (fast shutdown) and removes the cluster.
-func (c *pgCluster) stop() {
-	if c.cmd != nil && c.cmd.Process != nil {
-		_ = c.cmd.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { _ = c.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-done
-		}
-	}
-	if c.dir != "" {
-		_ = os.RemoveAll(c.dir)
-	}
-}
-
-// postgresURL returns the URL of a new, empty database on the test cluster, or skips (or
-// fails, under SYMBI_REQUIRE_POSTGRES=1) when PostgreSQL with pgvector is not installed.
-func postgresURL(t testing.TB) string {
-	t.Helper()
-	pgOnce.Do(func() { pgC.err = pgC.start() })
-	if pgC.err != nil {
-		if os.Getenv("SYMBI_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("PostgreSQL is required (SYMBI_REQUIRE_POSTGRES=1): %v", pgC.err)
-		}
-		t.Skipf("no PostgreSQL for this test (install it with .ci/postgres.sh; SYMBI_REQUIRE_POSTGRES=1 makes this a failure): %v", pgC.err)
-	}
-	name := fmt.Sprintf("t%d", pgC.next.Add(1))
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pgC.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(pgC.url)
-	u.Path = "/" + name
-	return u.String()
-}
+// postgresURL is a new, empty database on the test cluster.
+func postgresURL(t testing.TB) string { return pgtest.URL(t) }
 
 func openPostgres(t *testing.T) Store {
 	t.Helper()
@@ -217,7 +37,7 @@ func TestPostgresStore(t *testing.T) { storeSuite(t, openPostgres) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	pgC.stop()
+	pgtest.Stop()
 	os.Exit(code)
 }
 
