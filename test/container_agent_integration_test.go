@@ -3,21 +3,12 @@
 package test
 
 import (
-	"archive/tar"
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/moby/moby/client"
 )
 
 const agentClientImage = "symbi-e2e-agentclient:test"
@@ -25,65 +16,12 @@ const agentClientImage = "symbi-e2e-agentclient:test"
 var agentImageOnce sync.Once
 var agentImageErr error
 
-// agentClientImage builds the container-agent fixture (a static MCP client) and an
-// image FROM scratch holding it, once per test binary.
+// agentImage builds the container-agent fixture (a static MCP client) and an image
+// FROM scratch holding it, once per test binary.
 func agentImage(t testing.TB) string {
 	t.Helper()
 	agentImageOnce.Do(func() {
-		bin := filepath.Join(binDir, "agentclient")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../agents/testdata/agentclient")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentImageErr = fmt.Errorf("build agentclient: %v\n%s", err, out)
-			return
-		}
-		body, err := os.ReadFile(bin)
-		if err != nil {
-			agentImageErr = err
-			return
-		}
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for _, f := range []struct {
-			name string
-			mode int64
-			data []byte
-		}{
-			{"Dockerfile", 0o644, []byte("FROM scratch\nCOPY agentclient /agentclient\nENTRYPOINT [\"/agentclient\"]\n")},
-			{"agentclient", 0o755, body},
-		} {
-			_ = tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data))})
-			_, _ = tw.Write(f.data)
-		}
-		_ = tw.Close()
-		cli, err := client.New(client.FromEnv)
-		if err != nil {
-			agentImageErr = err
-			return
-		}
-		defer cli.Close()
-		res, err := cli.ImageBuild(context.Background(), &buf, client.ImageBuildOptions{Tags: []string{agentClientImage}, Remove: true, ForceRemove: true})
-		if err != nil {
-			agentImageErr = fmt.Errorf("build image: %w", err)
-			return
-		}
-		defer res.Body.Close()
-		dec := json.NewDecoder(res.Body)
-		for {
-			var msg struct {
-				Error string `json:"error"`
-			}
-			if err := dec.Decode(&msg); err == io.EOF {
-				break
-			} else if err != nil {
-				agentImageErr = err
-				return
-			}
-			if msg.Error != "" {
-				agentImageErr = fmt.Errorf("build image: %s", msg.Error)
-				return
-			}
-		}
+		agentImageErr = buildScratchImage("../agents/testdata/agentclient", "agentclient", agentClientImage)
 	})
 	if agentImageErr != nil {
 		t.Fatal(agentImageErr)

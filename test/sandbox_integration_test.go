@@ -44,65 +44,70 @@ func dockerClient(t testing.TB) *client.Client {
 // scratch holding it, once per test binary.
 func probeImage(t testing.TB) string {
 	t.Helper()
-	probeImageOnce.Do(func() {
-		bin := filepath.Join(binDir, "probe")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../sandbox/testdata/probe")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			probeImageErr = fmt.Errorf("build probe: %v\n%s", err, out)
-			return
-		}
-		body, err := os.ReadFile(bin)
-		if err != nil {
-			probeImageErr = err
-			return
-		}
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for name, f := range map[string]struct {
-			mode int64
-			data []byte
-		}{
-			"Dockerfile": {0o644, []byte("FROM scratch\nCOPY probe /probe\nENTRYPOINT [\"/probe\"]\n")},
-			"probe":      {0o755, body},
-		} {
-			_ = tw.WriteHeader(&tar.Header{Name: name, Mode: f.mode, Size: int64(len(f.data))})
-			_, _ = tw.Write(f.data)
-		}
-		_ = tw.Close()
-		cli, err := client.New(client.FromEnv)
-		if err != nil {
-			probeImageErr = err
-			return
-		}
-		defer cli.Close()
-		res, err := cli.ImageBuild(context.Background(), &buf, client.ImageBuildOptions{Tags: []string{e2eProbeImage}, Remove: true, ForceRemove: true})
-		if err != nil {
-			probeImageErr = fmt.Errorf("build image: %w", err)
-			return
-		}
-		defer res.Body.Close()
-		dec := json.NewDecoder(res.Body)
-		for {
-			var msg struct {
-				Error string `json:"error"`
-			}
-			if err := dec.Decode(&msg); err == io.EOF {
-				break
-			} else if err != nil {
-				probeImageErr = err
-				return
-			}
-			if msg.Error != "" {
-				probeImageErr = fmt.Errorf("build image: %s", msg.Error)
-				return
-			}
-		}
-	})
+	probeImageOnce.Do(func() { probeImageErr = buildScratchImage("../sandbox/testdata/probe", "probe", e2eProbeImage) })
 	if probeImageErr != nil {
 		t.Fatal(probeImageErr)
 	}
 	return e2eProbeImage
+}
+
+// buildScratchImage builds the Go package pkg as a static binary called name and an
+// image FROM scratch, tagged tag, whose entry point it is.
+func buildScratchImage(pkg, name, tag string) error {
+	bin := filepath.Join(binDir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %v\n%s", name, err, out)
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range []struct {
+		name string
+		mode int64
+		data []byte
+	}{
+		{"Dockerfile", 0o644, fmt.Appendf(nil, "FROM scratch\nCOPY %s /%s\nENTRYPOINT [\"/%s\"]\n", name, name, name)},
+		{name, 0o755, body},
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	res, err := cli.ImageBuild(context.Background(), &buf, client.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
+	if err != nil {
+		return fmt.Errorf("build image %s: %w", tag, err)
+	}
+	defer res.Body.Close()
+	dec := json.NewDecoder(res.Body)
+	for {
+		var msg struct {
+			Error string `json:"error"`
+		}
+		if err := dec.Decode(&msg); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if msg.Error != "" {
+			return fmt.Errorf("build image %s: %s", tag, msg.Error)
+		}
+	}
 }
 
 type probeReport struct {
