@@ -418,6 +418,13 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 			return nil, &Error{Kind: Unavailable, Public: "symbi is shutting down; retry later"}
 		}
 	}
+	if lt := legacyTaskFrom(ctx); lt != nil { // a 2025-11-25 task: a task at once (tasks_legacy.go)
+		res, err := g.adopt(r, u, p, lt)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &taskCreated{res}
+	}
 	var window <-chan time.Time
 	if taskWindowFrom(ctx) && g.tasksAvailable(r.Identity.ID) { // a task tool: a call that outlives the window becomes a task
 		tm := time.NewTimer(g.taskWindow())
@@ -426,7 +433,7 @@ func (g *Gateway) bridged(ctx context.Context, u *upstream, ss *mcp.ServerSessio
 	}
 	select {
 	case <-window:
-		res, err := g.adopt(r, u, p) // tasks.go
+		res, err := g.adopt(r, u, p, nil) // tasks.go
 		if err != nil {
 			return nil, err
 		}

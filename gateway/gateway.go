@@ -93,6 +93,13 @@ type Options struct {
 	// TaskWindow is how long a task tool's call may run before it becomes a task (a
 	// shorter call is answered at once); 0 = DefaultTaskWindow.
 	TaskWindow time.Duration
+	// TaskInputTimeout bounds how long a task waits for the client's input
+	// (input_required); then it fails and its upstream call is cancelled.
+	// 0 = DefaultTaskInputTimeout.
+	TaskInputTimeout time.Duration
+	// TaskSweepInterval is how often finished tasks past their TTL are deleted while
+	// the gateway runs; 0 = DefaultTaskSweepInterval.
+	TaskSweepInterval time.Duration
 	// MaxTasksPerIdentity bounds the unfinished tasks of one identity; beyond it a task
 	// tool's call is served synchronously. 0 = DefaultMaxTasksPerIdentity.
 	MaxTasksPerIdentity int
@@ -297,6 +304,7 @@ func New(opts *Options) *Gateway {
 	registerTaskMethods(g.server)
 	g.rebuildChain()
 	g.server.AddReceivingMiddleware(g.middleware)
+	g.server.AddReceivingMiddleware(g.legacyTasksMiddleware) // tasks_legacy.go
 	g.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "symbi_sessions", Help: "Open client sessions.",
 	}, func() float64 { return float64(g.sessionCount()) }))
@@ -344,6 +352,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		g.upMu.Unlock()
 		g.goOwned(func() { g.sampleResources(ctx, 15*time.Second) })
+		g.goOwned(func() { g.sweepTasks(ctx) }) // tasks_legacy.go
 	})
 	if !started {
 		return errors.New("run gateway: already running")

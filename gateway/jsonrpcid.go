@@ -150,6 +150,7 @@ func (m *idMap) forget(scope string, tokens ...string) {
 // encoded messages, or SSE events carrying them). It returns out itself when there is
 // nothing to restore, which is the common case and costs one scan.
 func (m *idMap) restore(out []byte) []byte {
+	out = rewriteTaskNotes(out) // tasks_legacy.go
 	if m.n.Load() == 0 {
 		return out
 	}
@@ -297,6 +298,7 @@ func skipValue(data []byte, i int) int {
 // it introduced, if any. drop is true for a cancellation of a request whose id the SDK
 // could not represent and symbi never saw: handed on, it would cancel another request.
 func (m *idMap) mapInbound(scope string, data []byte) (out []byte, token string, drop bool) {
+	data = liftTaskParam(data) // tasks_legacy.go
 	s, e, ok := jsonSpan(data, "id")
 	if ok && !exactID(data[s:e]) {
 		quoted := m.substitute(scope, data[s:e])

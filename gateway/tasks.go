@@ -128,13 +128,14 @@ var errTaskCancelled = errors.New("cancelled by the client")
 
 // taskCreated carries a CreateTaskResult out of the tool handler (whose result type is
 // fixed) to the middleware, which answers with it.
-type taskCreated struct{ res *taskResult }
+type taskCreated struct{ res mcp.Result }
 
 func (*taskCreated) Error() string { return "the call became a task" }
 
 // taskInput is a question of the upstream that a task waits on.
 type taskInput struct {
-	ask *bridgeAsk
+	ask    *bridgeAsk
+	asking bool // a 2025-11-25 tasks/result is putting it to the client now
 }
 
 // taskRun is a live task: its record and the call behind it.
@@ -143,6 +144,19 @@ type taskRun struct {
 	rec    TaskRecord
 	inputs map[string]*taskInput
 	p      *pendingCall
+
+	// legacy is set for a task a 2025-11-25 client created (params.task): its wire
+	// shapes are that revision's, its questions go out on tasks/result, and ss (the
+	// creating session) is told of its status changes.
+	legacy bool
+	ss     *mcp.ServerSession
+	// done is closed once the task is final; changed is closed (and replaced) when a
+	// question arrives.
+	done    chan struct{}
+	changed chan struct{}
+	// inputTimer fails the task when input_required lasts inputTimeout.
+	inputTimer   *time.Timer
+	inputTimeout time.Duration
 }
 
 // taskTable is the gateway's tasks.
@@ -210,13 +224,13 @@ func registerTaskMethods(s *mcp.Server) {
 	never := func(context.Context, *mcp.ServerSession, *taskParams) (*ackResult, error) {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "tasks method not served"}
 	}
-	for _, m := range []string{"tasks/get", "tasks/cancel", "tasks/update"} {
+	for _, m := range []string{"tasks/get", "tasks/cancel", "tasks/update", "tasks/result"} {
 		if err := mcp.AddReceivingCustomMethod(s, m, never); err != nil {
 			panic(err) // a programming error: the SDK took the name
 		}
 	}
-	// tasks/list is removed by the extension; 2025-11-25 still has it, and symbi does not
-	// offer it: answered -32601 by the middleware.
+	// tasks/list is removed by the extension; 2025-11-25 still has it: served to
+	// 2025-11-25 sessions, -32601 to the others (by the middleware).
 	if err := mcp.AddReceivingCustomMethod(s, "tasks/list", func(context.Context, *mcp.ServerSession, *tasksListParams) (*ackResult, error) {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "tasks/list is not supported"}
 	}); err != nil {
@@ -289,6 +303,10 @@ func taskWindowFrom(ctx context.Context) bool {
 // taskCall prepares a tools/call for tasks: it refuses a required-task tool to a client
 // without the extension, and marks ctx when the call may become a task.
 func (g *Gateway) taskCall(ctx context.Context, r *Request) (context.Context, error) {
+	lt := takeTaskParam(r.Raw.GetParams()) // never forwarded
+	if tasks2025(r.Session) {
+		return g.legacyTaskCall(ctx, r, lt) // tasks_legacy.go
+	}
 	support := g.taskSupport(r.Tool)
 	if support == "" {
 		return ctx, nil
@@ -312,7 +330,7 @@ func (g *Gateway) taskCall(ctx context.Context, r *Request) (context.Context, er
 
 // adopt turns the bridged call p, which outlived the window, into a task owned by r's
 // identity, and returns its CreateTaskResult once the task is stored.
-func (g *Gateway) adopt(r *Request, u *upstream, p *pendingCall) (*taskResult, error) {
+func (g *Gateway) adopt(r *Request, u *upstream, p *pendingCall, lt *legacyTaskReq) (mcp.Result, error) {
 	p.mu.Lock()
 	if p.over {
 		p.mu.Unlock()
@@ -331,7 +349,13 @@ func (g *Gateway) adopt(r *Request, u *upstream, p *pendingCall) (*taskResult, e
 	t := &taskRun{p: p, inputs: map[string]*taskInput{}, rec: TaskRecord{
 		ID: rand.Text(), Owner: r.Identity.ID, Tool: r.Name, Upstream: u.cfg.Name,
 		Status: TaskWorking, Created: now, Updated: now, TTL: g.taskTTL(),
-	}}
+	}, done: make(chan struct{}), changed: make(chan struct{}), inputTimeout: g.taskInputTimeout()}
+	if lt != nil {
+		t.legacy, t.ss = true, r.Session
+		if lt.ttl > 0 && lt.ttl < t.rec.TTL { // a client may ask for less, never for more
+			t.rec.TTL = lt.ttl
+		}
+	}
 	if err := g.saveTask(&t.rec); err != nil {
 		p.cancel(fmt.Errorf("store the task: %w", err))
 		return nil, &Error{Kind: Unavailable, Public: "symbi could not record the task; retry later", Err: err}
@@ -347,8 +371,14 @@ func (g *Gateway) adopt(r *Request, u *upstream, p *pendingCall) (*taskResult, e
 	g.tasks.active[t.rec.Owner]++
 	g.tasks.mu.Unlock()
 	g.auditTask(r, &t.rec, "created", "")
-	res := taskWire(&t.rec, nil)
-	res.ResultType = "task"
+	var res mcp.Result
+	if t.legacy {
+		res = &legacyCreateTaskResult{Task: legacyWire(&t.rec)}
+	} else {
+		w := taskWire(&t.rec, nil)
+		w.ResultType = "task"
+		res = w
+	}
 	if !g.goOwned(func() { g.watchTask(r, t) }) {
 		p.cancel(errShutdown)
 	}
@@ -372,6 +402,14 @@ func (g *Gateway) watchTask(r *Request, t *taskRun) {
 			t.mu.Lock()
 			t.inputs[rand.Text()] = &taskInput{ask: a}
 			changed := t.setStatus(TaskInputRequired, "")
+			close(t.changed)
+			t.changed = make(chan struct{})
+			if t.inputTimer == nil {
+				d := t.inputTimeout
+				t.inputTimer = time.AfterFunc(d, func() {
+					p.cancel(fmt.Errorf("%w: no input arrived within %s", errTaskNoInput, d))
+				})
+			}
 			t.mu.Unlock()
 			if changed {
 				g.persistTask(r, t, "input_required")
@@ -383,12 +421,21 @@ func (g *Gateway) watchTask(r *Request, t *taskRun) {
 				p.res, p.err = r.afterTask(p.res)
 			}
 			status, msg, result, rpcErr := taskOutcome(p)
+			if t.legacy && status == TaskCompleted && toolError(result) {
+				// 2025-11-25: a tool result with isError fails the task (tasks/result
+				// still returns the result).
+				status, msg = TaskFailed, "the tool reported an error"
+			}
 			t.mu.Lock()
+			if t.inputTimer != nil {
+				t.inputTimer.Stop()
+			}
 			t.inputs = map[string]*taskInput{}
 			t.rec.Result, t.rec.Error = result, rpcErr
 			t.setStatus(status, msg)
 			t.mu.Unlock()
 			g.persistTask(r, t, status)
+			close(t.done)
 			g.tasks.mu.Lock()
 			if g.tasks.active[t.rec.Owner]--; g.tasks.active[t.rec.Owner] <= 0 {
 				delete(g.tasks.active, t.rec.Owner)
@@ -415,6 +462,10 @@ func taskOutcome(p *pendingCall) (status, msg string, result, rpcErr json.RawMes
 	switch {
 	case errors.Is(p.cause, errTaskCancelled):
 		return TaskCancelled, "cancelled by the client", nil, nil
+	case errors.Is(p.cause, errTaskNoInput):
+		msg = p.cause.Error() + "; the upstream call was cancelled"
+		b, _ := json.Marshal(&jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: msg})
+		return TaskFailed, msg, nil, b
 	case errors.Is(p.cause, context.DeadlineExceeded):
 		msg = fmt.Sprintf("the upstream did not finish within its timeout of %s", p.upstream.cfg.Timeout)
 		b, _ := json.Marshal(&jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: msg})
@@ -464,6 +515,9 @@ func (g *Gateway) persistTask(r *Request, t *taskRun, status string) {
 		g.log.Error("store task", "task", rec.ID, "err", err)
 	}
 	g.auditTask(r, &rec, status, rec.Message)
+	if t.legacy {
+		g.notifyTaskStatus(t.ss, &rec) // tasks_legacy.go
+	}
 }
 
 func (g *Gateway) saveTask(rec *TaskRecord) error {
@@ -515,6 +569,9 @@ func taskWire(rec *TaskRecord, inputs map[string]*taskInput) *taskResult {
 
 // serveTasks answers tasks/get, tasks/cancel, tasks/update and tasks/list.
 func (g *Gateway) serveTasks(ctx context.Context, ss *mcp.ServerSession, method string, req mcp.Request) (mcp.Result, error) {
+	if tasks2025(ss) {
+		return g.serveLegacyTasks(ctx, ss, method, req) // tasks_legacy.go
+	}
 	if method == "tasks/list" || method == "tasks/result" {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: method + " is not supported (tasks/get inlines the result)"}
 	}
@@ -572,6 +629,12 @@ func (g *Gateway) serveTasks(ctx context.Context, ss *mcp.ServerSession, method 
 func (t *taskRun) deliver(responses map[string]json.RawMessage) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.deliverLocked(responses)
+}
+
+// deliverLocked is deliver with t.mu held; it reports whether the task is working
+// again.
+func (t *taskRun) deliverLocked(responses map[string]json.RawMessage) bool {
 	for k, raw := range responses {
 		in := t.inputs[k]
 		if in == nil || !json.Valid(raw) {
@@ -585,8 +648,13 @@ func (t *taskRun) deliver(responses map[string]json.RawMessage) {
 		delete(t.inputs, k)
 	}
 	if len(t.inputs) == 0 {
-		t.setStatus(TaskWorking, "")
+		if t.inputTimer != nil {
+			t.inputTimer.Stop()
+			t.inputTimer = nil
+		}
+		return t.setStatus(TaskWorking, "")
 	}
+	return false
 }
 
 // findTask returns the identity's task: live (t set) or from the store (only rec).

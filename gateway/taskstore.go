@@ -199,3 +199,15 @@ func (s *SQLTaskStore) FailUnfinished(ctx context.Context, now time.Time, messag
 	}
 	return n, nil
 }
+
+// DeleteExpired deletes the finished tasks past their TTL at now (the gateway's
+// periodic sweep) and reports how many went.
+func (s *SQLTaskStore) DeleteExpired(ctx context.Context, now time.Time) (int, error) {
+	res, err := s.db.ExecContext(ctx, store.Rebind(s.db, `DELETE FROM mcp_tasks WHERE ttl_ns > 0 AND created_ns + ttl_ns < ?
+		AND status NOT IN (?, ?)`), now.UnixNano(), TaskWorking, TaskInputRequired)
+	if err != nil {
+		return 0, fmt.Errorf("delete expired tasks: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}

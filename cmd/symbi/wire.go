@@ -222,6 +222,7 @@ func buildRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ 
 	}
 	opts.TaskStore = taskStore
 	opts.TaskTTL = cfg.Scheduler.TaskTTL.Duration
+	opts.TaskInputTimeout = cfg.Scheduler.InputTimeout.Duration
 	gw := gateway.New(opts)
 	closeTracing, err := useTracing(ctx, gw, log) // tracing.go
 	if err != nil {

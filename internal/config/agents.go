@@ -19,6 +19,9 @@ type Scheduler struct {
 	MaxRunning int      `toml:"max_running"` // 0: 64
 	MaxQueued  int      `toml:"max_queued"`  // 0: 10000
 	TaskTTL    Duration `toml:"task_ttl"`    // 0: 1h
+	// InputTimeout is how long a task may wait for the client's input (status
+	// input_required) before it fails and its upstream call is cancelled; 0: 10m.
+	InputTimeout Duration `toml:"input_timeout"`
 	// MaxExecution caps every task's and run's execution time; 0: 1h.
 	MaxExecution Duration `toml:"max_execution"`
 	Placement    string   `toml:"placement"` // first_fit (default) or best_fit
@@ -219,6 +222,9 @@ func (c *Config) validateAgents() []Problem {
 	}
 	if s.MaxExecution.Duration < 0 {
 		add("scheduler.max_execution", "must not be negative")
+	}
+	if s.InputTimeout.Duration < 0 {
+		add("scheduler.input_timeout", "must not be negative")
 	}
 	if s.Placement != "" && s.Placement != "first_fit" && s.Placement != "best_fit" {
 		add("scheduler.placement", `must be "first_fit" or "best_fit"`)

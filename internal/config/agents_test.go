@@ -19,6 +19,7 @@ agents_dir = "./agents.d"
 max_running = 8
 max_queued = 100
 task_ttl = "30m"
+input_timeout = "2m"
 placement = "best_fit"
 [[scheduler.pool]]
 memory = "4g"
@@ -41,7 +42,7 @@ steps = [
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	want := Scheduler{MaxRunning: 8, MaxQueued: 100, TaskTTL: dur(30 * time.Minute), Placement: "best_fit",
+	want := Scheduler{MaxRunning: 8, MaxQueued: 100, TaskTTL: dur(30 * time.Minute), InputTimeout: dur(2 * time.Minute), Placement: "best_fit",
 		Pool: []PoolPartition{{Memory: 4 << 30, CPUs: 2}}}
 	if diff := cmp.Diff(want, c.Scheduler); diff != "" {
 		t.Errorf("scheduler mismatch (-want +got):\n%s", diff)
@@ -65,6 +66,7 @@ func TestAgentProblems(t *testing.T) {
 version = 1
 [scheduler]
 max_running = -1
+input_timeout = "-1s"
 placement = "worst_fit"
 [[scheduler.pool]]
 slots = -2
@@ -124,7 +126,7 @@ sandbox = "none"
 	}
 	want := []string{
 		"agents[2].steps[0].bogus",
-		"scheduler.max_running", "scheduler.placement", "scheduler.pool[0].slots",
+		"scheduler.max_running", "scheduler.input_timeout", "scheduler.placement", "scheduler.pool[0].slots",
 		"agents[0].name", "agents[0].kind", "agents[0].schedule", "agents[0].priority", "agents[0].limits.timeout",
 		"agents[0].limits.max_concurrent",
 		"agents[1].schedule", "agents[1].steps[0].tool", "agents[1].steps[0].save", "agents[1].steps[0].arguments.a",
