@@ -134,6 +134,9 @@ func BenchmarkIdleAgentMemory(b *testing.B) {
 		runtime.KeepAlive(rt)
 		_ = rt.Close()
 		_ = sched.Close(context.Background())
+		if err := st.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 		db.Close()
 	}
 }
@@ -182,6 +185,9 @@ func BenchmarkConcurrentRuns(b *testing.B) {
 		}
 		for sched.Stats().Completed < n {
 			time.Sleep(time.Millisecond)
+		}
+		if err := st.Flush(context.Background()); err != nil {
+			b.Fatal(err)
 		}
 		b.StopTimer()
 		el := time.Since(start)

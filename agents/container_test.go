@@ -106,6 +106,9 @@ func TestContainerAgent(t *testing.T) {
 		wg.Wait()
 		_ = sb.Close()
 		_ = trail.Close()
+		if err := st.Flush(cctx); err != nil {
+			t.Error(err)
+		}
 		_ = db.Close()
 	})
 	if err := rt.Start(ctx); err != nil {

@@ -132,6 +132,9 @@ func (h *harness) close() {
 	if err := h.sched.Close(ctx); err != nil {
 		h.t.Errorf("close scheduler: %v", err)
 	}
+	if err := h.store.Flush(ctx); err != nil {
+		h.t.Errorf("flush store: %v", err)
+	}
 }
 
 // waitRun waits until the run is final and returns it.
@@ -413,11 +416,16 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
 	st, err := OpenStore(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // after the harnesses' (cleanups run last first)
+		if err := st.Flush(context.Background()); err != nil {
+			t.Error(err)
+		}
+		db.Close()
+	})
 	ctx := context.Background()
 	f := newFakeCaller()
 	f.setDeny("up__echo", "not now")

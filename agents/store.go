@@ -6,14 +6,89 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"sync"
 	"time"
 )
 
 // Store keeps agents' lifecycle state, their schedules and their runs in symbi's SQLite
 // state file (tables agents_state, agents_schedule, agents_runs).
+//
+// Writes of states, schedules and runs are group-committed: SaveState, SaveSchedule,
+// DeleteSchedule and SaveRun keep a snapshot of the row (the newest per key replaces an
+// older one not yet written) and return; a writer goroutine, started when there is
+// something to write and gone when there is not, commits what has accumulated in one
+// transaction, then what accumulated meanwhile. Reads see the rows not yet written
+// (LoadState, LoadSchedule) or write them first (Runs, FailInterrupted). Flush writes
+// everything saved before it; call it before closing the database. A process that dies
+// loses at most the rows of the transaction in progress and those saved during it.
 type Store struct {
 	db *sql.DB
+
+	commitMu sync.Mutex // one commit at a time: rows reach the file in the order saved
+
+	mu       sync.Mutex
+	pending  *batch // saved, not yet taken by a commit
+	inflight *batch // taken by the commit in progress
+	writing  bool   // the writer goroutine is running
+	err      error  // the last commit's error; nil after a commit succeeds
+
+	prepOnce sync.Once
+	prepErr  error
+	stmts    [4]*sql.Stmt // upsert state, upsert schedule, delete schedule, upsert run
 }
+
+// The statements of a commit, prepared once (a transaction uses them through Tx.Stmt).
+var storeStatements = [4]string{
+	`INSERT INTO agents_state (name, state, reason, updated_ns) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_ns = excluded.updated_ns`,
+	`INSERT INTO agents_schedule (name, spec, due_ns, done) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, due_ns = excluded.due_ns, done = excluded.done`,
+	`DELETE FROM agents_schedule WHERE name = ?`,
+	`INSERT INTO agents_runs (id, agent, identity, trigger, state, reason, step, vars, created_ns, finished_ns)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, step = excluded.step,
+		vars = excluded.vars, finished_ns = excluded.finished_ns`,
+}
+
+// prepare prepares the commit's statements on first use.
+func (s *Store) prepare(ctx context.Context) error {
+	s.prepOnce.Do(func() {
+		for i, q := range storeStatements {
+			st, err := s.db.PrepareContext(ctx, q)
+			if err != nil {
+				s.prepErr = fmt.Errorf("prepare agents' statements: %w", err)
+				return
+			}
+			s.stmts[i] = st
+		}
+	})
+	return s.prepErr
+}
+
+// maxBatch bounds the rows of one transaction, so that the state file's write lock is
+// held briefly and other packages' writers are not kept waiting.
+const maxBatch = 2048
+
+// batch is rows to write, the newest per key.
+type batch struct {
+	states map[string]StateRecord
+	scheds map[string]schedRow
+	runs   map[string]RunRecord
+}
+
+type schedRow struct {
+	spec    string
+	due     time.Time
+	done    bool
+	deleted bool
+}
+
+func newBatch() *batch {
+	return &batch{states: map[string]StateRecord{}, scheds: map[string]schedRow{}, runs: map[string]RunRecord{}}
+}
+
+func (b *batch) len() int { return len(b.states) + len(b.scheds) + len(b.runs) }
 
 // OpenStore creates or migrates the agents' tables in db.
 func OpenStore(ctx context.Context, db *sql.DB) (*Store, error) {
@@ -51,7 +126,7 @@ CREATE TABLE IF NOT EXISTS agents_lease (
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("migrate agents tables: %w", err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, pending: newBatch()}, nil
 }
 
 // StateRecord is an agent's persisted lifecycle state.
@@ -61,19 +136,24 @@ type StateRecord struct {
 	Updated time.Time
 }
 
-// SaveState records an agent's lifecycle state.
-func (s *Store) SaveState(ctx context.Context, name string, st State, reason string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO agents_state (name, state, reason, updated_ns) VALUES (?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_ns = excluded.updated_ns`,
-		name, string(st), reason, at.UnixNano())
-	if err != nil {
-		return fmt.Errorf("save agent state %s: %w", name, err)
-	}
-	return nil
+// SaveState records an agent's lifecycle state. It returns the error of the last commit
+// that failed, if the one after it has not succeeded yet (the state is kept and written
+// all the same).
+func (s *Store) SaveState(_ context.Context, name string, st State, reason string, at time.Time) error {
+	return s.save(func(b *batch) { b.states[name] = StateRecord{State: st, Reason: reason, Updated: at} })
 }
 
 // LoadState returns an agent's persisted state; false when there is none.
 func (s *Store) LoadState(ctx context.Context, name string) (StateRecord, bool, error) {
+	s.mu.Lock()
+	rec, ok := s.pending.states[name]
+	if !ok && s.inflight != nil {
+		rec, ok = s.inflight.states[name]
+	}
+	s.mu.Unlock()
+	if ok {
+		return rec, true, nil
+	}
 	var st, reason string
 	var ns int64
 	err := s.db.QueryRowContext(ctx, `SELECT state, reason, updated_ns FROM agents_state WHERE name = ?`, name).Scan(&st, &reason, &ns)
@@ -86,23 +166,26 @@ func (s *Store) LoadState(ctx context.Context, name string) (StateRecord, bool, 
 	return StateRecord{State: State(st), Reason: reason, Updated: time.Unix(0, ns)}, true, nil
 }
 
-// SaveSchedule records when an agent's schedule fires next (done: a one-shot that fired).
-func (s *Store) SaveSchedule(ctx context.Context, name, spec string, due time.Time, done bool) error {
-	var ns int64
-	if !due.IsZero() {
-		ns = due.UnixNano()
-	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO agents_schedule (name, spec, due_ns, done) VALUES (?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, due_ns = excluded.due_ns, done = excluded.done`,
-		name, spec, ns, done)
-	if err != nil {
-		return fmt.Errorf("save schedule %s: %w", name, err)
-	}
-	return nil
+// SaveSchedule records when an agent's schedule fires next (done: a one-shot that
+// fired). Its error is SaveState's.
+func (s *Store) SaveSchedule(_ context.Context, name, spec string, due time.Time, done bool) error {
+	return s.save(func(b *batch) { b.scheds[name] = schedRow{spec: spec, due: due, done: done} })
 }
 
 // LoadSchedule returns an agent's persisted schedule; false when there is none.
 func (s *Store) LoadSchedule(ctx context.Context, name string) (spec string, due time.Time, done, ok bool, err error) {
+	s.mu.Lock()
+	row, saved := s.pending.scheds[name]
+	if !saved && s.inflight != nil {
+		row, saved = s.inflight.scheds[name]
+	}
+	s.mu.Unlock()
+	if saved {
+		if row.deleted {
+			return "", time.Time{}, false, false, nil
+		}
+		return row.spec, row.due, row.done, true, nil
+	}
 	var ns int64
 	err = s.db.QueryRowContext(ctx, `SELECT spec, due_ns, done FROM agents_schedule WHERE name = ?`, name).Scan(&spec, &ns, &done)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -117,12 +200,9 @@ func (s *Store) LoadSchedule(ctx context.Context, name string) (spec string, due
 	return spec, due, done, true, nil
 }
 
-// DeleteSchedule forgets an agent's schedule.
-func (s *Store) DeleteSchedule(ctx context.Context, name string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM agents_schedule WHERE name = ?`, name); err != nil {
-		return fmt.Errorf("delete schedule %s: %w", name, err)
-	}
-	return nil
+// DeleteSchedule forgets an agent's schedule. Its error is SaveState's.
+func (s *Store) DeleteSchedule(_ context.Context, name string) error {
+	return s.save(func(b *batch) { b.scheds[name] = schedRow{deleted: true} })
 }
 
 // RunRecord is one run of an agent.
@@ -152,29 +232,227 @@ const (
 	RunCancelled RunState = "cancelled"
 )
 
-// SaveRun inserts or updates a run.
-func (s *Store) SaveRun(ctx context.Context, r *RunRecord) error {
-	vars, err := json.Marshal(r.Vars)
-	if err != nil {
-		return fmt.Errorf("save run %s: %w", r.ID, err)
+// SaveRun inserts or updates a run (a snapshot of r: later changes to r are not
+// saved). Its error is SaveState's.
+func (s *Store) SaveRun(_ context.Context, r *RunRecord) error {
+	rec := *r
+	rec.Vars = maps.Clone(r.Vars)
+	return s.save(func(b *batch) { b.runs[rec.ID] = rec })
+}
+
+// save adds a row to the pending batch and starts the writer if it is not running.
+func (s *Store) save(add func(*batch)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	add(s.pending)
+	if !s.writing {
+		s.writing = true
+		go s.writer() // owned by the store: it ends when nothing is pending (Flush waits for the rows it took)
 	}
-	var fin int64
-	if !r.Finished.IsZero() {
-		fin = r.Finished.UnixNano()
+	return s.err
+}
+
+// writer commits pending rows until there are none. A failing write is tried again
+// after a pause, up to writeAttempts times; then the rows it could not write are dropped
+// (their error stays for the next save or Flush to report).
+func (s *Store) writer() {
+	failures := 0
+	for {
+		s.mu.Lock()
+		if s.pending.len() == 0 {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		time.Sleep(gather)
+		if err := s.commit(context.Background()); err == nil {
+			failures = 0
+			continue
+		}
+		if failures++; failures >= writeAttempts {
+			s.mu.Lock()
+			s.pending = newBatch()
+			s.mu.Unlock()
+			failures = 0
+			continue
+		}
+		time.Sleep(10 * time.Millisecond << failures) // 20ms, 40ms, 80ms, 160ms (and each attempt waits out a busy file)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO agents_runs (id, agent, identity, trigger, state, reason, step, vars, created_ns, finished_ns)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason, step = excluded.step,
-		vars = excluded.vars, finished_ns = excluded.finished_ns`,
-		r.ID, r.Agent, r.Identity, r.Trigger, string(r.State), r.Reason, r.Step, string(vars), r.Created.UnixNano(), fin)
+}
+
+// gather is how long the writer lets rows accumulate before a commit: under load a
+// commit then carries the rows of many runs (and a row saved twice meanwhile is written
+// once); alone, a row waits that long to be written.
+const gather = 2 * time.Millisecond
+
+// writeAttempts is how many times the writer tries to write rows before it drops them.
+const writeAttempts = 5
+
+// Flush writes every row saved before it and returns the error of that write.
+func (s *Store) Flush(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		n := s.pending.len()
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if err := s.commit(ctx); err != nil {
+			return err
+		}
+	}
+	// A commit in progress (taken before this Flush) ends before commitMu is free.
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// commit takes up to maxBatch pending rows and writes them in one transaction. Rows of a
+// failed write go back to the pending batch unless newer ones replaced them, and are
+// tried again by the next commit.
+func (s *Store) commit(ctx context.Context) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	b := s.take()
+	s.inflight = b
+	s.mu.Unlock()
+	err := s.write(ctx, b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inflight = nil
+	s.err = err
 	if err != nil {
-		return fmt.Errorf("save run %s: %w", r.ID, err)
+		for k, v := range b.states {
+			if _, ok := s.pending.states[k]; !ok {
+				s.pending.states[k] = v
+			}
+		}
+		for k, v := range b.scheds {
+			if _, ok := s.pending.scheds[k]; !ok {
+				s.pending.scheds[k] = v
+			}
+		}
+		for k, v := range b.runs {
+			if _, ok := s.pending.runs[k]; !ok {
+				s.pending.runs[k] = v
+			}
+		}
+	}
+	return err
+}
+
+// take removes up to maxBatch rows from the pending batch. The caller holds mu.
+func (s *Store) take() *batch {
+	if s.pending.len() <= maxBatch {
+		b := s.pending
+		s.pending = newBatch()
+		return b
+	}
+	b, n := newBatch(), 0
+	for k, v := range s.pending.states {
+		if n == maxBatch {
+			return b
+		}
+		b.states[k] = v
+		delete(s.pending.states, k)
+		n++
+	}
+	for k, v := range s.pending.scheds {
+		if n == maxBatch {
+			return b
+		}
+		b.scheds[k] = v
+		delete(s.pending.scheds, k)
+		n++
+	}
+	for k, v := range s.pending.runs {
+		if n == maxBatch {
+			return b
+		}
+		b.runs[k] = v
+		delete(s.pending.runs, k)
+		n++
+	}
+	return b
+}
+
+// write stores a batch in one transaction.
+func (s *Store) write(ctx context.Context, b *batch) (err error) {
+	if b.len() == 0 {
+		return nil
+	}
+	if err := s.prepare(ctx); err != nil {
+		return err
+	}
+
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("save agents' rows: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	stmt := func(i int) *sql.Stmt { return tx.StmtContext(ctx, s.stmts[i]) }
+	if len(b.states) > 0 {
+		st := stmt(0)
+		for name, r := range b.states {
+			if _, err := st.ExecContext(ctx, name, string(r.State), r.Reason, r.Updated.UnixNano()); err != nil {
+				return fmt.Errorf("save agent state %s: %w", name, err)
+			}
+		}
+	}
+	if len(b.scheds) > 0 {
+		up, del := stmt(1), stmt(2)
+		for name, r := range b.scheds {
+			if r.deleted {
+				if _, err := del.ExecContext(ctx, name); err != nil {
+					return fmt.Errorf("delete schedule %s: %w", name, err)
+				}
+				continue
+			}
+			var ns int64
+			if !r.due.IsZero() {
+				ns = r.due.UnixNano()
+			}
+			if _, err := up.ExecContext(ctx, name, r.spec, ns, r.done); err != nil {
+				return fmt.Errorf("save schedule %s: %w", name, err)
+			}
+		}
+	}
+	if len(b.runs) > 0 {
+		st := stmt(3)
+		for _, r := range b.runs {
+			vars, err := json.Marshal(r.Vars)
+			if err != nil {
+				return fmt.Errorf("save run %s: %w", r.ID, err)
+			}
+			var fin int64
+			if !r.Finished.IsZero() {
+				fin = r.Finished.UnixNano()
+			}
+			if _, err := st.ExecContext(ctx, r.ID, r.Agent, r.Identity, r.Trigger, string(r.State), r.Reason, r.Step, string(vars),
+				r.Created.UnixNano(), fin); err != nil {
+				return fmt.Errorf("save run %s: %w", r.ID, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("save agents' rows: %w", err)
 	}
 	return nil
 }
 
 // Runs returns an agent's newest runs, newest first.
 func (s *Store) Runs(ctx context.Context, agent string, limit int) ([]RunRecord, error) {
+	if err := s.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("list runs of %s: %w", agent, err)
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT id, agent, identity, trigger, state, reason, step, vars, created_ns, finished_ns
 		FROM agents_runs WHERE agent = ? ORDER BY created_ns DESC, rowid DESC LIMIT ?`, agent, limit)
 	if err != nil {
@@ -207,6 +485,9 @@ func (s *Store) Runs(ctx context.Context, agent string, limit int) ([]RunRecord,
 // FailInterrupted marks runs that were queued or running when symbi stopped as failed,
 // and returns them.
 func (s *Store) FailInterrupted(ctx context.Context, at time.Time) ([]RunRecord, error) {
+	if err := s.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("find interrupted runs: %w", err)
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT id, agent FROM agents_runs WHERE state IN ('queued', 'running')`)
 	if err != nil {
 		return nil, fmt.Errorf("find interrupted runs: %w", err)

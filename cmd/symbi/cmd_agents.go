@@ -30,6 +30,7 @@ import (
 type agentsRuntime struct {
 	sched *agents.Scheduler
 	rt    *agents.Runtime
+	st    *agents.Store
 	gw    *gateway.Gateway
 	log   *slog.Logger
 
@@ -82,7 +83,7 @@ func startAgents(ctx context.Context, rt *runtime, cfg *config.Config, gw *gatew
 	for _, p := range cfg.Scheduler.Pool {
 		so.Pool = append(so.Pool, agents.Resources{MemoryBytes: int64(p.Memory), MilliCPU: int64(p.CPUs * 1000), Slots: p.Slots})
 	}
-	ar := &agentsRuntime{sched: agents.NewScheduler(so), gw: gw, cfg: cfg, log: log.With("component", "agents"), resources: map[string]bool{}}
+	ar := &agentsRuntime{sched: agents.NewScheduler(so), st: st, gw: gw, cfg: cfg, log: log.With("component", "agents"), resources: map[string]bool{}}
 	if rt.sandbox == nil { // Docker is contacted only when a container tier is first used
 		rt.sandbox = sandbox.New(&sandbox.Options{Logger: log.With("component", "sandbox"), DockerHost: os.Getenv("DOCKER_HOST"),
 			ProtectedPaths: cfg.ProtectedPaths()})
@@ -265,6 +266,9 @@ func (ar *agentsRuntime) close(timeout time.Duration) {
 	defer cancel()
 	if err := ar.sched.Close(ctx); err != nil {
 		ar.log.Error("close scheduler", "err", err)
+	}
+	if err := ar.st.Flush(ctx); err != nil { // the runs' last rows, written in the background
+		ar.log.Error("save agents' state", "err", err)
 	}
 }
 
