@@ -42,7 +42,11 @@ type Options struct {
 	// NoFastPath sends every tools/call through the go-sdk client (the fast path is in
 	// fastcall.go); for comparisons and tests.
 	NoFastPath bool
-	Metrics    *Metrics // nil: a new registry
+	// NoFastServe sends every streamable HTTP tools/call through the go-sdk's HTTP
+	// handler (the client side of the fast path is in fastserve.go); for comparisons and
+	// tests.
+	NoFastServe bool
+	Metrics     *Metrics // nil: a new registry
 
 	// Steps run, in order, on every request after identity and metrics; they are
 	// the extension point for verification, policy and audit.
@@ -180,6 +184,9 @@ type Gateway struct {
 	started time.Time
 	// fastCalls counts the tools/calls served on the fast path (fastcall.go).
 	fastCalls atomic.Uint64
+	// fastServed counts the tools/calls the client side of the fast path answered
+	// (fastserve.go).
+	fastServed atomic.Uint64
 
 	// ups is the set of upstreams, replaced whole (copy-on-write) by UpdateUpstreams, so
 	// readers take a snapshot without locking; upMu serialises the changes and guards

@@ -60,10 +60,11 @@ func (g *Gateway) handler(opts *HTTPOptions) (http.Handler, *idMap) {
 	guard := newRequestGuard(o.AllowedOrigins)
 	mux := http.NewServeMux()
 	getServer := func(*http.Request) *mcp.Server { return g.server }
+	events := mcp.NewMemoryEventStore(nil)
 	stateful := mcp.NewStreamableHTTPHandler(getServer, &mcp.StreamableHTTPOptions{
 		Logger:              g.log.With("component", "streamable"),
 		MaxRequestBodyBytes: int64(g.opts.MaxMessageBytes),
-		EventStore:          mcp.NewMemoryEventStore(nil),
+		EventStore:          events,
 	})
 	stateless := mcp.NewStreamableHTTPHandler(getServer, &mcp.StreamableHTTPOptions{
 		Logger:                       g.log.With("component", "streamable_stateless"),
@@ -76,7 +77,9 @@ func (g *Gateway) handler(opts *HTTPOptions) (http.Handler, *idMap) {
 	limits := o.Limits.withDefaults(g.opts.MaxMessageBytes)
 	sessions := newSessionLimiter(g, limits)
 	inflight := newInflightLimiter(g, limits)
-	streamable := &generationRouter{stateful: stateful, stateless: stateless, max: int64(g.opts.MaxMessageBytes), sessions: sessions}
+	fast := newFastSessions(g, events)
+	sessions.fast = fast
+	streamable := &generationRouter{stateful: stateful, stateless: stateless, max: int64(g.opts.MaxMessageBytes), sessions: sessions, fast: fast}
 	sse := &sseHandler{g: g, sessions: map[string]*sseSession{}, limit: sessions, ids: ids}
 	protect := g.authenticate
 	mux.Handle("/mcp", protect(inflight.wrap(exactIDs(ids, maxMsg, streamable))))
@@ -150,6 +153,7 @@ type generationRouter struct {
 	stateful, stateless http.Handler
 	max                 int64
 	sessions            *sessionLimiter
+	fast                *fastSessions // the client side of the tools/call fast path
 }
 
 func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -161,11 +165,18 @@ func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get("Mcp-Session-Id"); id != "" {
 		if r.Method == http.MethodDelete {
 			h.sessions.forget(id)
+			h.fast.gone(id)
 			h.stateful.ServeHTTP(w, r)
 			return
 		}
 		h.sessions.begin(id)
 		defer h.sessions.end(id, true)
+		if body, ok := r.Body.(*releasingReader); ok && r.Method == http.MethodPost {
+			h.fast.cancelCall(id, body.b)
+			if h.fast.serve(w, r, id) {
+				return
+			}
+		}
 		h.stateful.ServeHTTP(w, r)
 		return
 	}
@@ -194,6 +205,7 @@ func (h *generationRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				defer done()
 				h.stateful.ServeHTTP(&admittedWriter{ResponseWriter: w, done: done}, r)
 				h.sessions.end(w.Header().Get("Mcp-Session-Id"), false)
+				h.fast.opened(w.Header().Get("Mcp-Session-Id"), r)
 				return
 			}
 		}

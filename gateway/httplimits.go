@@ -144,6 +144,7 @@ type sessionLimiter struct {
 	mu      sync.Mutex
 	pending int // sessions being opened, not yet counted by the server
 	tracked map[string]*idleSession
+	fast    *fastSessions // told of the sessions it expires
 }
 
 type idleSession struct {
@@ -237,6 +238,7 @@ func (s *sessionLimiter) expire(id string, t *idleSession) {
 	}
 	delete(s.tracked, id)
 	s.mu.Unlock()
+	s.fast.gone(id)
 	for ss := range s.g.server.Sessions() {
 		if ss.ID() == id {
 			s.g.log.Info("closing idle session", "session", id, "idle", s.idle.String())
