@@ -91,6 +91,7 @@ type benchSetup struct {
 	audit     bool
 	transport string // "inmem" or "http"
 	sdkPath   bool   // tools/call through the go-sdk client (Options.NoFastPath)
+	sdkServe  bool   // tools/call through the go-sdk's HTTP handler (Options.NoFastServe)
 }
 
 // connector opens client sessions to one configuration; its cleanup is registered on b.
@@ -112,6 +113,7 @@ func newConnector(b *testing.B, s benchSetup) *connector {
 			Upstreams:   []gateway.UpstreamConfig{{Name: "up", Prefix: "up", Launch: pipeLauncher}},
 			InitialWait: 10 * time.Second,
 			NoFastPath:  s.sdkPath,
+			NoFastServe: s.sdkServe,
 		})
 		if s.policy {
 			g.UsePolicy(gateway.PolicyOptions{Engine: policy.Default()})
@@ -199,8 +201,10 @@ var benchSetups = []benchSetup{
 	{name: "gateway+policy+audit/inmem", gateway: true, policy: true, audit: true, transport: "inmem"},
 	{name: "direct/http", transport: "http"},
 	{name: "gateway/http", gateway: true, transport: "http"},
+	{name: "gateway+sdkserve/http", gateway: true, transport: "http", sdkServe: true},
 	{name: "gateway+sdkpath/http", gateway: true, transport: "http", sdkPath: true},
 	{name: "gateway+policy+audit/http", gateway: true, policy: true, audit: true, transport: "http"},
+	{name: "gateway+policy+audit+sdkserve/http", gateway: true, policy: true, audit: true, transport: "http", sdkServe: true},
 	{name: "gateway+policy+audit+sdkpath/http", gateway: true, policy: true, audit: true, transport: "http", sdkPath: true},
 }
 
