@@ -31,7 +31,7 @@ import (
 //
 // Everything else takes the SDK's handler, with the request body intact: another
 // method, a batch, a notification, any member the scanner does not know, a progress
-// token, a task, a _meta key of the protocol's own, headers the SDK would check
+// token, a task (params.task, which exactIDs moves into _meta), a _meta key of the protocol's own, headers the SDK would check
 // (Mcp-Method and the like, Last-Event-ID), a protocol version other than 2025-11-25, an
 // unknown session or one of another identity, a session whose client can answer
 // elicitation or sampling (the upstream may ask mid-call, and the SDK sends that on the
@@ -164,7 +164,7 @@ func (f *fastSessions) serve(w http.ResponseWriter, r *http.Request, sid string)
 			return false
 		}
 		for k := range meta {
-			if k == "progressToken" || strings.HasPrefix(k, "io.modelcontextprotocol/") {
+			if k == "progressToken" || k == metaTaskKey || strings.HasPrefix(k, "io.modelcontextprotocol/") {
 				return false
 			}
 		}

@@ -127,9 +127,7 @@ func post(t *testing.T, url, session, body string, hdr map[string]string, answer
 		fmt.Fprintf(&h, "%s: %s\n", k, strings.Join(resp.Header[k], ", "))
 	}
 	out := streamIDs.ReplaceAllString(b.String(), "id: S_")
-	if progressEvents.MatchString(out) {
-		out = eventNumbers.ReplaceAllString(progressEvents.ReplaceAllString(out, ""), "id: S_n")
-	}
+	out = progressEvents.ReplaceAllString(out, "")
 	return rawResponse{status: resp.StatusCode, headers: h.String(), body: out}
 }
 
@@ -204,7 +202,9 @@ func TestFastServeSameBytes(t *testing.T) {
 		hdr    map[string]string
 		caps   string
 		noSess bool
-		served bool // answered on the client side of the fast path
+		// progress events may be left out: the events' numbers are not compared
+		progress bool
+		served   bool // answered on the client side of the fast path
 	}{
 		{name: "success", body: call(1, "up__echo", `{"text":"hello"}`, ""), served: true},
 		{name: "string id", body: call("a-1", "up__echo", `{"text":"hello"}`, ""), served: true},
@@ -219,7 +219,7 @@ func TestFastServeSameBytes(t *testing.T) {
 		{name: "condition redact_secrets", body: call(10, "up__echo", `{"text":"redact"}`, ""), served: true},
 		{name: "condition redact arguments", body: call(11, "up__echo", `{"text":"mask"}`, ""), served: true},
 		{name: "secret in arguments, redacted", body: call(12, "up__echo", `{"text":"redact `+argSecret+`"}`, ""), served: true},
-		{name: "progress token", body: call(13, "up__progress", `{"text":"p"}`, `{"progressToken":"tok-1"}`)},
+		{name: "progress token", body: call(13, "up__progress", `{"text":"p"}`, `{"progressToken":"tok-1"}`), progress: true},
 		{name: "no progress token", body: call(14, "up__progress", `{"text":"p"}`, ""), served: true},
 		{name: "other _meta", body: call(15, "up__echo", `{"text":"m"}`, `{"example.com/trace":"abc"}`), served: true},
 		{name: "duplicate argument key", body: call(16, "up__echo", `{"text":"a","text":"b"}`, ""), served: true},
@@ -256,6 +256,10 @@ func TestFastServeSameBytes(t *testing.T) {
 			before := gateway.FastServed(fastG)
 			want := post(t, sdkURL, sdkSess, tc.body, tc.hdr, accept)
 			got := post(t, fastURL, fastSess, tc.body, tc.hdr, accept)
+			if tc.progress {
+				want.body = eventNumbers.ReplaceAllString(want.body, "id: S_n")
+				got.body = eventNumbers.ReplaceAllString(got.body, "id: S_n")
+			}
 			if got != want {
 				t.Errorf("fast path answered\n%d\n%s\n%s\nthe SDK\n%d\n%s\n%s", got.status, got.headers, got.body, want.status, want.headers, want.body)
 			}
