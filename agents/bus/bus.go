@@ -54,6 +54,8 @@ type Options struct {
 	Rate        float64               // messages a second each sender may send (a token bucket per sender); 0: unlimited
 	Burst       int                   // tokens a sender may save up; 0: Rate rounded up (at least 1)
 	Now         func() time.Time      // clock for timestamps (tests); nil: time.Now
+
+	skipMasterCheck bool // RotateKeyNATS opens the buckets whatever key the check holds
 }
 
 // Event is what the bus reports about a message: metadata and the payload's SHA-256,
@@ -149,6 +151,10 @@ CREATE TABLE IF NOT EXISTS bus_data_keys (
 	identity TEXT PRIMARY KEY,
 	wrapped  BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bus_master (
+	id     INTEGER PRIMARY KEY CHECK (id = 1),
+	sealed BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bus_requests (
 	id         TEXT PRIMARY KEY,
 	requester  TEXT NOT NULL,
@@ -156,8 +162,6 @@ CREATE TABLE IF NOT EXISTS bus_requests (
 	expires_ns INTEGER NOT NULL
 );`
 
-// Open creates or migrates the bus tables in db. key is the 32-byte master key that
-// encrypts payloads and seals the identities' signing keys; keep it out of db.
 // newBus checks the master key and the options, without a transport.
 func newBus(key []byte, opts *Options) (*Bus, error) {
 	if len(key) != KeySize {
@@ -210,15 +214,18 @@ func newBus(key []byte, opts *Options) (*Bus, error) {
 		stmts: map[string]*sql.Stmt{}, limit: newLimiter(o.Rate, o.Burst), wake: map[string]chan struct{}{}, closed: make(chan struct{})}, nil
 }
 
+// Open creates or migrates the bus tables in db. key is the 32-byte master key that
+// encrypts payloads and seals the identities' signing keys; keep it out of db. A key
+// that is not the one db's keys are wrapped with is refused (ErrWrongKey).
 func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, error) {
 	b, err := newBus(key, opts)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		return nil, fmt.Errorf("migrate bus tables: %w", err)
+	if err := migrate(ctx, db); err != nil {
+		return nil, err
 	}
-	if err := addDEKColumn(ctx, db); err != nil {
+	if err := b.checkMasterUnlessSkipped(ctx, db); err != nil {
 		return nil, err
 	}
 	stmts := b.stmts
@@ -235,6 +242,14 @@ func Open(ctx context.Context, db *sql.DB, key []byte, opts *Options) (*Bus, err
 	b.db = db
 	b.group = newGrouper(b)
 	return b, nil
+}
+
+// migrate creates or updates the bus tables.
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("migrate bus tables: %w", err)
+	}
+	return addDEKColumn(ctx, db)
 }
 
 // Visibility is how long a delivered, unacknowledged message stays hidden.

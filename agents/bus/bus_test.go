@@ -338,13 +338,30 @@ func TestRestart(t *testing.T) {
 	}
 }
 
-// TestWrongMasterKey: with another master key nothing stored under the first opens.
+// TestWrongMasterKey: a bus opened with another master key is refused (rather than
+// dead-letter every message as tampered); with the check value removed, nothing stored
+// under the first key opens either.
 func TestWrongMasterKey(t *testing.T) { forTransports(t, testWrongMasterKey) }
 
 func testWrongMasterKey(t *testing.T, tr transport) {
 	f := tr.fixture(t, Options{})
 	f.send(t, "alice", "bob", "hello")
-	other := f.reopen(t, bytes.Repeat([]byte{1}, KeySize), Options{})
+	otherKey := bytes.Repeat([]byte{1}, KeySize)
+	if err := f.openErr(t, otherKey); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("open with another master key: %v, want ErrWrongKey", err)
+	}
+	// Without the check value (a store from before it), a stored key is tried instead.
+	if f.nc != nil {
+		if err := f.bus.nb.keys.Purge(context.Background(), natsMasterKey); err != nil {
+			t.Fatal(err)
+		}
+	} else if _, err := f.db.Exec(`DELETE FROM bus_master`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.openErr(t, otherKey); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("open with another master key, no check value: %v, want ErrWrongKey", err)
+	}
+	other := f.reopen(t, otherKey, Options{skipMasterCheck: true})
 	if got := other.receive(t, "bob"); len(got) != 0 {
 		t.Fatalf("delivered under another master key: %v", payloads(got))
 	}

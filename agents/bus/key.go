@@ -14,21 +14,14 @@ import (
 // LoadKey reads the master key at path, creating it (32 random bytes, mode 0600) when
 // it does not exist. Several processes may race to create it: the key is written to a
 // temporary file and linked into place, so one wins and all read a complete key.
+//
+// A key at path+NextKeySuffix means a rotation (RotateKeyFile) did not finish: LoadKey
+// refuses until it is run again.
 func LoadKey(path string) ([]byte, error) {
-	key, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := create(path); err != nil {
-			return nil, err
-		}
-		key, err = os.ReadFile(path)
+	if _, err := os.Stat(path + NextKeySuffix); err == nil {
+		return nil, fmt.Errorf("read bus key %s: a rotation of the master key did not finish (%s exists): run symbi bus rotate-key again", path, path+NextKeySuffix)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read bus key %s: %w", path, err)
-	}
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("read bus key %s: %d bytes, want %d", path, len(key), KeySize)
-	}
-	return key, nil
+	return loadOrCreate(path)
 }
 
 func create(path string) error {

@@ -115,6 +115,12 @@ func OpenNATS(ctx context.Context, no NATSOptions, key []byte, opts *Options) (*
 		return nil, fmt.Errorf("open bus: %w", err)
 	}
 	b.group = nil
+	if !b.o.skipMasterCheck {
+		if err := b.natsCheckMaster(ctx); err != nil {
+			_ = nb.sub.Unsubscribe()
+			return nil, err
+		}
+	}
 	return b, nil
 }
 

@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"policy":    {"eval|test: evaluate Rego policies and run their tests", runPolicy},
 		"audit":     {"verify|tail|query|report: the tamper-evident audit trail", runAudit},
 		"agents":    {"list|status|run|suspend|resume|terminate: the agents of a running symbi", runAgents},
+		"bus":       {"rotate-key: the agent bus's master key", runBus},
 		"kb":        {"ingest|search|stats: the knowledge base behind symbi__knowledge_search and symbi__rag_answer", runKB},
 		"add":       {"add an upstream to the configuration (a command, a URL, or a catalog name) and reload", runAdd},
 		"remove":    {"remove an upstream from the configuration and reload", runRemove},
