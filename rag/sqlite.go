@@ -55,6 +55,11 @@ type SQLiteOptions struct {
 	// ExactBelow: collections with fewer vectors are scanned exactly even with an index
 	// (0: DefaultExactBelow; negative: never).
 	ExactBelow int
+	// IndexFile is where the HNSW index is saved after it is built and when the store
+	// closes, and loaded from at the next start instead of rebuilding it ("": beside
+	// the database file, as <file>.hnsw; "-": never saved, nor when the database is in
+	// memory).
+	IndexFile string
 	// Logger receives the index's build reports (nil: none).
 	Logger *slog.Logger
 }
@@ -130,10 +135,36 @@ func NewSQLiteWith(ctx context.Context, db *sql.DB, o SQLiteOptions) (*SQLite, e
 		return nil, err
 	}
 	if o.Index == "hnsw" {
-		s.ann = newANNIndex(db, o)
+		file, token, err := annFileOf(ctx, db, o.IndexFile)
+		if err != nil {
+			return nil, err
+		}
+		s.ann = newANNIndex(db, o, file, token)
 		s.ann.start(false)
 	}
 	return s, nil
+}
+
+// annFileOf is where the index is saved (name as SQLiteOptions.IndexFile) and the
+// database's index token.
+func annFileOf(ctx context.Context, db *sql.DB, name string) (file, token string, err error) {
+	if err := db.QueryRowContext(ctx, `SELECT token FROM rag_ann_state WHERE id = 1`).Scan(&token); err != nil {
+		return "", "", fmt.Errorf("read the vector index's token: %w", err)
+	}
+	switch name {
+	case "-":
+		return "", token, nil
+	case "":
+		var main string
+		if err := db.QueryRowContext(ctx, `SELECT file FROM pragma_database_list WHERE name = 'main'`).Scan(&main); err != nil {
+			return "", "", fmt.Errorf("locate the database file: %w", err)
+		}
+		if main == "" {
+			return "", token, nil // in memory
+		}
+		return main + ".hnsw", token, nil
+	}
+	return name, token, nil
 }
 
 // openQuant sets up int8 quantization as o asks.

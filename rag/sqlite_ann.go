@@ -18,6 +18,14 @@ import (
 // rag_ann_log, whichever process wrote it; before each search the index applies the
 // entries it has not seen, so writes are visible to the next search, including writes
 // of another process sharing the file (`symbi kb ingest` while symbi serves).
+//
+// The graphs are saved to a file (by default beside the database: <file>.hnsw) after
+// each build and when the store closes, stamped with the database's index token (a
+// random value in rag_ann_state), the last change-log entry they include and the HNSW
+// parameters. At the next start the file is loaded instead of rebuilding: if its stamp
+// matches, its checksum holds and the change log still reaches back to its last entry,
+// the writes made since (by any process) are applied from the log, and the live vectors
+// are counted against the table; otherwise the file is reported and the graphs rebuilt.
 
 // sqliteANNSchema is the change log and its triggers. Once created they stay (like
 // rag_qvec), and every store trims the log to its last annLogKeep entries as it writes.
@@ -26,6 +34,8 @@ CREATE TABLE IF NOT EXISTS rag_ann_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, r
 CREATE TRIGGER IF NOT EXISTS rag_ann_ins AFTER INSERT ON rag_chunks BEGIN INSERT INTO rag_ann_log (rid) VALUES (new.rowid); END;
 CREATE TRIGGER IF NOT EXISTS rag_ann_upd AFTER UPDATE ON rag_chunks BEGIN INSERT INTO rag_ann_log (rid) VALUES (new.rowid); END;
 CREATE TRIGGER IF NOT EXISTS rag_ann_del AFTER DELETE ON rag_chunks BEGIN INSERT INTO rag_ann_log (rid) VALUES (old.rowid); END;
+CREATE TABLE IF NOT EXISTS rag_ann_state (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
+INSERT OR IGNORE INTO rag_ann_state (id, token) VALUES (1, lower(hex(randomblob(16))));
 `
 
 // annLogKeep is how many change-log entries writers keep; an index further behind than
@@ -58,12 +68,19 @@ type annIndex struct {
 	ready   atomic.Bool     // built: searches may use it
 	busy    atomic.Bool     // a build is running
 
+	file   string       // where the graphs are saved ("": nowhere)
+	token  string       // the database's index token, rag_ann_state
+	saved  int64        // applied as of the last save or load (under mu)
+	behind bool         // catching up found the log trimmed past applied (under mu)
+	builds atomic.Int32 // graphs built from the table
+	loads  atomic.Int32 // graphs loaded from the file
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-func newANNIndex(db *sql.DB, o SQLiteOptions) *annIndex {
+func newANNIndex(db *sql.DB, o SQLiteOptions, file, token string) *annIndex {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -73,7 +90,7 @@ func newANNIndex(db *sql.DB, o SQLiteOptions) *annIndex {
 		eb = DefaultExactBelow
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &annIndex{db: db, p: o.HNSW.withDefaults(), exactBelow: eb, log: log, ctx: ctx, cancel: cancel}
+	return &annIndex{db: db, p: o.HNSW.withDefaults(), exactBelow: eb, log: log, ctx: ctx, cancel: cancel, file: file, token: token, saved: -1}
 }
 
 // start builds the index in the background. With serve, the current graphs answer
@@ -89,19 +106,32 @@ func (a *annIndex) start(serve bool) {
 	go func() {
 		defer a.wg.Done()
 		defer a.busy.Store(false)
+		if !serve && a.load(a.ctx) {
+			return
+		}
 		if err := a.build(a.ctx); err != nil {
 			if a.ctx.Err() == nil {
 				a.log.Error("build the vector index; searches scan exactly", "err", err)
 			}
 			return
 		}
+		if err := a.save(); err != nil {
+			a.log.Error("save the vector index", "file", a.file, "err", err)
+		}
 	}()
 }
 
-// close stops a build and waits for it.
+// close stops a build and waits for it, then saves the graphs if they changed since
+// they were last saved or loaded.
 func (a *annIndex) close() {
 	a.cancel()
 	a.wg.Wait()
+	if !a.ready.Load() {
+		return
+	}
+	if err := a.save(); err != nil {
+		a.log.Error("save the vector index", "file", a.file, "err", err)
+	}
 }
 
 // build reads every stored vector into fresh graphs, then catches up with the writes
@@ -149,12 +179,13 @@ func (a *annIndex) build(ctx context.Context) error {
 	}
 	ngraphs := len(graphs)
 	a.mu.Lock()
-	a.graphs, a.owner, a.applied = graphs, owner, from
+	a.graphs, a.owner, a.applied, a.behind = graphs, owner, from, false
 	err := a.catchUpLocked(ctx)
 	a.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	a.builds.Add(1)
 	a.ready.Store(true)
 	a.log.Info("vector index built", "index", "hnsw", "vectors", n, "graphs", ngraphs, "took", time.Since(t0).Round(time.Millisecond))
 	return nil
@@ -204,6 +235,7 @@ func (a *annIndex) catchUpLocked(ctx context.Context) error {
 	if hi < a.applied || (lo > a.applied+1 && a.applied > 0) {
 		// The log was trimmed past what this index has seen (or replaced): rebuild.
 		a.log.Warn("vector index fell behind the change log; rebuilding", "applied", a.applied, "oldest", lo)
+		a.behind = true
 		a.ready.Store(false)
 		a.start(false)
 		return nil
