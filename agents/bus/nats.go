@@ -49,7 +49,19 @@ type NATSOptions struct {
 	// Replicas is the number of copies JetStream keeps of each bucket (a clustered
 	// server); 0: 1.
 	Replicas int
+	// MaxBytes bounds the messages bucket (what its entries take on the server); 0:
+	// unlimited. A full bucket refuses new messages (the sender gets an error), it never
+	// drops stored ones.
+	MaxBytes int64
 }
+
+// natsMarkerTTL is how long the marker an acknowledged (purged) message leaves behind
+// is kept: long enough for a watcher to see it, not forever.
+const natsMarkerTTL = time.Minute
+
+// natsDeadLetterKeep is how long a message stays in the bucket after its longest
+// possible lifetime (Options.MaxTTL), so that dead letters can be listed meanwhile.
+const natsDeadLetterKeep = 24 * time.Hour
 
 type natsBackend struct {
 	js                           jetstream.JetStream
@@ -89,12 +101,28 @@ func OpenNATS(ctx context.Context, no NATSOptions, key []byte, opts *Options) (*
 		return nil, fmt.Errorf("open bus: %w", err)
 	}
 	nb := &natsBackend{js: js, nc: no.Conn, wakeSubject: strings.ToLower(no.Prefix) + ".wake."}
+	if no.MaxBytes < 0 {
+		return nil, fmt.Errorf("open bus: negative NATS MaxBytes")
+	}
+	// Messages and requests age out of their buckets once no delivery can want them
+	// (every write renews an entry's age; a message lives at most MaxTTL), and the
+	// markers that acknowledgements leave expire.
+	msgAge, maxBytes := b.o.MaxTTL+natsDeadLetterKeep, no.MaxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
 	for _, kv := range []struct {
-		name string
-		to   *jetstream.KeyValue
-	}{{"KEYS", &nb.keys}, {"DEKS", &nb.deks}, {"MSGS", &nb.msgs}, {"SUBS", &nb.subs}, {"REQS", &nb.reqs}} {
-		*kv.to, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: no.Prefix + "_" + kv.name,
-			Storage: jetstream.FileStorage, History: 1, Replicas: no.Replicas})
+		name     string
+		to       *jetstream.KeyValue
+		ttl      time.Duration
+		maxBytes int64
+	}{{"KEYS", &nb.keys, 0, -1}, {"DEKS", &nb.deks, 0, -1}, {"MSGS", &nb.msgs, msgAge, maxBytes}, {"SUBS", &nb.subs, 0, -1}, {"REQS", &nb.reqs, msgAge, -1}} {
+		cfg := jetstream.KeyValueConfig{Bucket: no.Prefix + "_" + kv.name,
+			Storage: jetstream.FileStorage, History: 1, Replicas: no.Replicas, TTL: kv.ttl, MaxBytes: kv.maxBytes}
+		if kv.ttl > 0 {
+			cfg.LimitMarkerTTL = natsMarkerTTL
+		}
+		*kv.to, err = js.CreateOrUpdateKeyValue(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open bus: bucket %s_%s: %w", no.Prefix, kv.name, err)
 		}
@@ -410,7 +438,7 @@ func (b *Bus) natsAck(ctx context.Context, identity, id string) error {
 	if err := json.Unmarshal(e.Value(), &r); err != nil || r.State != "ready" || r.Kind == KindReply {
 		return fmt.Errorf("ack message %s: %w", id, ErrNotFound)
 	}
-	err = b.nb.msgs.Purge(ctx, key, jetstream.LastRevision(e.Revision()))
+	err = b.nb.msgs.Purge(ctx, key, jetstream.LastRevision(e.Revision()), jetstream.PurgeTTL(natsMarkerTTL))
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("ack message %s: changed meanwhile: %w", id, ErrNotFound)
 	}
@@ -538,10 +566,10 @@ func (b *Bus) natsTakeReply(ctx context.Context, requester, id string) (Message,
 		}
 		return Message{}, false, nil
 	}
-	if err := b.nb.msgs.Purge(ctx, key); err != nil {
+	if err := b.nb.msgs.Purge(ctx, key, jetstream.PurgeTTL(natsMarkerTTL)); err != nil {
 		return Message{}, false, fmt.Errorf("take reply to %s: %w", id, err)
 	}
-	if err := b.nb.reqs.Purge(ctx, id); err != nil {
+	if err := b.nb.reqs.Purge(ctx, id, jetstream.PurgeTTL(natsMarkerTTL)); err != nil {
 		return Message{}, false, fmt.Errorf("take reply to %s: %w", id, err)
 	}
 	sum := sha256.Sum256(payload)
@@ -558,14 +586,14 @@ func (b *Bus) natsWithdraw(id, to, requester string) {
 	if e, err := b.nb.reqs.Get(ctx, id); err == nil {
 		var q natsReq
 		if json.Unmarshal(e.Value(), &q) == nil && q.Reply != "" {
-			if err := b.nb.msgs.Purge(ctx, msgKey(requester, q.Reply)); err != nil {
+			if err := b.nb.msgs.Purge(ctx, msgKey(requester, q.Reply), jetstream.PurgeTTL(natsMarkerTTL)); err != nil {
 				b.log.Error("withdraw bus request", "id", id, "err", err)
 			}
 		}
 	}
 	for _, del := range []func() error{
-		func() error { return b.nb.reqs.Purge(ctx, id) },
-		func() error { return b.nb.msgs.Purge(ctx, msgKey(to, id)) },
+		func() error { return b.nb.reqs.Purge(ctx, id, jetstream.PurgeTTL(natsMarkerTTL)) },
+		func() error { return b.nb.msgs.Purge(ctx, msgKey(to, id), jetstream.PurgeTTL(natsMarkerTTL)) },
 	} {
 		if err := del(); err != nil {
 			b.log.Error("withdraw bus request", "id", id, "err", err)
@@ -609,7 +637,7 @@ func (b *Bus) natsReply(ctx context.Context, identity, id string, payload []byte
 	if err != nil {
 		return "", err
 	}
-	if err := b.nb.msgs.Purge(ctx, msgKey(identity, id)); err != nil {
+	if err := b.nb.msgs.Purge(ctx, msgKey(identity, id), jetstream.PurgeTTL(natsMarkerTTL)); err != nil {
 		return "", fmt.Errorf("reply to %s: %w", id, err)
 	}
 	b.record(ev)

@@ -331,3 +331,60 @@ func kvBucket(t *testing.T, js jetstream.JetStream, name string) jetstream.KeyVa
 	}
 	return kv
 }
+
+// TestNATSBucketLimits: the messages bucket ages entries out once no delivery can want
+// them, acknowledgement markers expire, and a full bucket refuses a new message instead
+// of dropping a stored one.
+func TestNATSBucketLimits(t *testing.T) {
+	ctx := context.Background()
+	srv := startNATS(t, t.TempDir())
+	nc := connect(t, srv.URL())
+	o := Options{MaxTTL: time.Hour, TTL: time.Hour}
+	b, err := OpenNATS(ctx, NATSOptions{Conn: nc, MaxBytes: 16 << 10}, testKey, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	st, err := b.nb.msgs.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != time.Hour+natsDeadLetterKeep || st.LimitMarkerTTL() != natsMarkerTTL {
+		t.Errorf("messages bucket TTL %s, marker TTL %s; want %s and %s", st.TTL(), st.LimitMarkerTTL(), time.Hour+natsDeadLetterKeep, natsMarkerTTL)
+	}
+	payload := bytes.Repeat([]byte("x"), 1000)
+	var sent []string
+	var full error
+	for range 100 {
+		id, err := b.Send(ctx, "alice", "bob", payload)
+		if err != nil {
+			full = err
+			break
+		}
+		sent = append(sent, id)
+	}
+	if full == nil || len(sent) == 0 {
+		t.Fatalf("100 sends of 1 KB into a 16 KB bucket: %d stored, no refusal", len(sent))
+	}
+	got := map[string]bool{}
+	for {
+		msgs, err := b.Receive(ctx, "bob", 100, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			break
+		}
+		for _, m := range msgs {
+			got[m.ID] = true
+		}
+	}
+	for _, id := range sent {
+		if !got[id] {
+			t.Errorf("message %s, acknowledged as sent, was dropped by the full bucket", id)
+		}
+	}
+	if _, err := OpenNATS(ctx, NATSOptions{Conn: nc, MaxBytes: -1}, testKey, nil); err == nil {
+		t.Error("a negative MaxBytes was accepted")
+	}
+}

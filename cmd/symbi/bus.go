@@ -91,7 +91,7 @@ func openBus(ctx context.Context, rt *runtime, cfg *config.Config, log *slog.Log
 		return nil, err
 	}
 	rt.closers = append(rt.closers, func() error { nc.Close(); return nil })
-	return bus.OpenNATS(ctx, bus.NATSOptions{Conn: nc, Prefix: c.NATSPrefix, Replicas: c.NATSReplicas}, key, o)
+	return bus.OpenNATS(ctx, bus.NATSOptions{Conn: nc, Prefix: c.NATSPrefix, Replicas: c.NATSReplicas, MaxBytes: int64(c.NATSMaxBytes)}, key, o)
 }
 
 // natsConnectWait bounds how long symbi waits at start-up for the bus's NATS server.

@@ -49,6 +49,9 @@ type Bus struct {
 	NATSPrefix string `toml:"nats_prefix"`
 	// NATSReplicas is how many copies a clustered JetStream keeps; 0: 1.
 	NATSReplicas int `toml:"nats_replicas"`
+	// NATSMaxBytes bounds the messages bucket on the NATS server; 0: unlimited. A full
+	// bucket refuses new messages, it never drops stored ones.
+	NATSMaxBytes Bytes `toml:"nats_max_bytes"`
 	// NATSEmbedded runs a NATS server inside this symbi for the others to join.
 	NATSEmbedded *BusNATSEmbedded `toml:"nats_embedded"`
 }
@@ -125,7 +128,7 @@ func (b *Bus) validateNATS(add func(key, format string, args ...any)) {
 			key string
 			set bool
 		}{{"bus.nats_url", b.NATSURL != ""}, {"bus.nats_credentials_file", b.NATSCredentialsFile != ""}, {"bus.nats_ca_file", b.NATSCAFile != ""},
-			{"bus.nats_prefix", b.NATSPrefix != ""}, {"bus.nats_replicas", b.NATSReplicas != 0}, {"bus.nats_embedded", b.NATSEmbedded != nil}} {
+			{"bus.nats_prefix", b.NATSPrefix != ""}, {"bus.nats_replicas", b.NATSReplicas != 0}, {"bus.nats_max_bytes", b.NATSMaxBytes != 0}, {"bus.nats_embedded", b.NATSEmbedded != nil}} {
 			if k.set {
 				add(k.key, "needs bus.transport = \"nats\"")
 			}
@@ -163,6 +166,9 @@ func (b *Bus) validateNATS(add func(key, format string, args ...any)) {
 	}
 	if b.NATSPrefix != "" && !natsPrefix.MatchString(b.NATSPrefix) {
 		add("bus.nats_prefix", "must be 1 to 64 letters, digits, - or _")
+	}
+	if b.NATSMaxBytes < 0 {
+		add("bus.nats_max_bytes", "must not be negative")
 	}
 	if b.NATSReplicas < 0 || b.NATSReplicas > 5 {
 		add("bus.nats_replicas", "must be between 0 and 5")

@@ -52,8 +52,9 @@ nats_url = "nats://a:4222,tls://b:4222"
 nats_credentials_file = "bus.creds"
 nats_ca_file = "/etc/ssl/ca.pem"
 nats_prefix = "TEAM_A"
-nats_replicas = 3`, Bus{Transport: "nats", NATSURL: "nats://a:4222,tls://b:4222", NATSCredentialsFile: "/etc/symbi/bus.creds",
-			NATSCAFile: "/etc/ssl/ca.pem", NATSPrefix: "TEAM_A", NATSReplicas: 3}, DefaultBusNATSListen, "/etc/symbi/data/nats"},
+nats_replicas = 3
+nats_max_bytes = "64m"`, Bus{Transport: "nats", NATSURL: "nats://a:4222,tls://b:4222", NATSCredentialsFile: "/etc/symbi/bus.creds",
+			NATSCAFile: "/etc/ssl/ca.pem", NATSPrefix: "TEAM_A", NATSReplicas: 3, NATSMaxBytes: 64 << 20}, DefaultBusNATSListen, "/etc/symbi/data/nats"},
 		{"embedded", `transport = "nats"
 [bus.nats_embedded]
 listen = "0.0.0.0:4333"
@@ -109,6 +110,7 @@ max_ttl = "1h"`, []Problem{{Key: "bus.default_ttl", Msg: "must not exceed bus.ma
 nats_prefix = "X"
 [bus.nats_embedded]`, []Problem{{Key: "bus.nats_url", Msg: `needs bus.transport = "nats"`}, {Key: "bus.nats_prefix", Msg: `needs bus.transport = "nats"`},
 			{Key: "bus.nats_embedded", Msg: `needs bus.transport = "nats"`}}},
+		{"nats bucket bound on local", `nats_max_bytes = "1g"`, []Problem{{Key: "bus.nats_max_bytes", Msg: `needs bus.transport = "nats"`}}},
 		{"both servers", `transport = "nats"
 nats_url = "nats://h:4222"
 [bus.nats_embedded]`, []Problem{{Key: "bus.nats_url", Msg: "give bus.nats_url or [bus.nats_embedded], not both"}}},
