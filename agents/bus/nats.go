@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,15 @@ type natsBackend struct {
 	keys, deks, msgs, subs, reqs jetstream.KeyValue
 	wakeSubject                  string // prefix of the wake subjects, with the trailing dot
 	sub                          *nats.Subscription
+
+	stream      jetstream.Stream // the messages bucket's stream
+	msgsSubject string           // the messages bucket's subject prefix, with the trailing dot
+	wmu         sync.Mutex
+	queues      map[string]*queueWatch // identity -> its queue, watched
+	wctx        context.Context        // the watchers' lifetime
+	wcancel     context.CancelFunc
+	wclosed     bool // stopWatches ran
+	wg          sync.WaitGroup
 }
 
 // OpenNATS opens the bus on a NATS server with JetStream: its keys, messages,
@@ -92,8 +102,8 @@ func OpenNATS(ctx context.Context, no NATSOptions, key []byte, opts *Options) (*
 		return nil, err
 	}
 	if opts == nil || opts.Poll <= 0 {
-		// A poll lists the queue through a JetStream watcher (milliseconds of CPU), and
-		// arrivals wake receivers at once: poll less often than on the state database.
+		// Arrivals wake receivers at once (the wake subject): the poll only catches
+		// deliveries whose visibility timeout ran out, so poll less often.
 		b.o.Poll = natsPoll
 	}
 	js, err := jetstream.New(no.Conn)
@@ -127,6 +137,12 @@ func OpenNATS(ctx context.Context, no NATSOptions, key []byte, opts *Options) (*
 			return nil, fmt.Errorf("open bus: bucket %s_%s: %w", no.Prefix, kv.name, err)
 		}
 	}
+	if nb.stream, err = js.Stream(ctx, "KV_"+no.Prefix+"_MSGS"); err != nil {
+		return nil, fmt.Errorf("open bus: bucket %s_MSGS: %w", no.Prefix, err)
+	}
+	nb.msgsSubject = "$KV." + no.Prefix + "_MSGS."
+	nb.queues = map[string]*queueWatch{}
+	nb.wctx, nb.wcancel = context.WithCancel(context.Background())
 	b.nb = nb
 	nb.sub, err = no.Conn.Subscribe(nb.wakeSubject+"*", func(m *nats.Msg) {
 		id, err := untoken(strings.TrimPrefix(m.Subject, nb.wakeSubject))
@@ -136,16 +152,17 @@ func OpenNATS(ctx context.Context, no NATSOptions, key []byte, opts *Options) (*
 		b.wakeLocal(id)
 	})
 	if err != nil {
+		nb.wcancel()
 		return nil, fmt.Errorf("open bus: subscribe to wake-ups: %w", err)
 	}
 	if err := no.Conn.FlushTimeout(10 * time.Second); err != nil {
-		_ = nb.sub.Unsubscribe()
+		nb.close()
 		return nil, fmt.Errorf("open bus: %w", err)
 	}
 	b.group = nil
 	if !b.o.skipMasterCheck {
 		if err := b.natsCheckMaster(ctx); err != nil {
-			_ = nb.sub.Unsubscribe()
+			nb.close()
 			return nil, err
 		}
 	}
@@ -213,6 +230,7 @@ func (nb *natsBackend) wake(identity string) error {
 
 func (nb *natsBackend) close() {
 	_ = nb.sub.Unsubscribe()
+	nb.stopWatches()
 }
 
 // getOrCreate stores value under key in kv unless a value is there already, and
@@ -287,7 +305,7 @@ type natsEntry struct {
 
 // rows lists identity's stored messages, oldest first.
 func (nb *natsBackend) rows(ctx context.Context, identity string) ([]natsEntry, error) {
-	es, err := list(ctx, nb.msgs, token(identity)+".*")
+	es, err := nb.current(ctx, identity)
 	if err != nil {
 		return nil, err
 	}

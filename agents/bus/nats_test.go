@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -386,5 +387,31 @@ func TestNATSBucketLimits(t *testing.T) {
 	}
 	if _, err := OpenNATS(ctx, NATSOptions{Conn: nc, MaxBytes: -1}, testKey, nil); err == nil {
 		t.Error("a negative MaxBytes was accepted")
+	}
+}
+
+// TestNATSWatchedQueueCurrent: once a process watches an identity's queue, a receive
+// without waiting still sees at once what another process has just stored, acknowledged
+// or claimed.
+func TestNATSWatchedQueueCurrent(t *testing.T) {
+	f := newNATSFixture(t, Options{})
+	g := f.reopen(t, testKey, Options{})
+	g.clock = f.clock
+	if got := f.receive(t, "bob"); len(got) != 0 { // starts f's watcher of bob's queue
+		t.Fatalf("empty queue gave %v", payloads(got))
+	}
+	for i := range 20 {
+		want := fmt.Sprintf("m%d", i)
+		g.send(t, "alice", "bob", want)
+		got := f.receive(t, "bob")
+		if len(got) != 1 || string(got[0].Payload) != want {
+			t.Fatalf("round %d: bob received %v right after the send, want [%s]", i, payloads(got), want)
+		}
+		if err := g.bus.Ack(context.Background(), "bob", got[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := f.bus.Pending(context.Background(), "bob", 10); err != nil || len(p) != 0 {
+			t.Fatalf("round %d: pending after the other process's ack: %v %v", i, p, err)
+		}
 	}
 }
